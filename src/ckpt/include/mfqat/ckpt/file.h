@@ -1,0 +1,35 @@
+// Whole-file reads and atomic writes (temp file in the same directory, fsync, rename).
+#pragma once
+
+#include <cstdint>
+#include <string>
+#include <vector>
+
+namespace mfqat::ckpt {
+
+// Reads a whole file; throws std::runtime_error("PATH: reason").
+std::vector<std::uint8_t> read_file(const std::string& path);
+
+// Writes to PATH.tmp.XXXXXX beside PATH, then fsync + rename over PATH on commit(). If the writer
+// is destroyed without commit() (an exception, an error), the temp file is removed and PATH is
+// left as it was. Throws std::runtime_error naming the path on any I/O error.
+class AtomicWriter {
+ public:
+  explicit AtomicWriter(std::string path);
+  ~AtomicWriter();
+  AtomicWriter(const AtomicWriter&) = delete;
+  AtomicWriter& operator=(const AtomicWriter&) = delete;
+
+  void write(const void* data, std::size_t n);
+  void commit();
+  const std::string& path() const { return path_; }
+
+ private:
+  std::string path_, tmp_;
+  int fd_ = -1;
+};
+
+// Convenience: atomically replace PATH with `bytes`.
+void write_file_atomic(const std::string& path, const void* data, std::size_t n);
+
+}  // namespace mfqat::ckpt

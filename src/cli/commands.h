@@ -1,0 +1,19 @@
+// Subcommand registration; each cmd_*.cpp adds one subcommand and stays thin.
+#pragma once
+
+#include <CLI/CLI.hpp>
+#include <functional>
+
+namespace mfqat::cli {
+
+// Each add_* function registers one subcommand and returns it with the action to run when it
+// was chosen. Actions throw std::exception on bad input; main prints the one-line reason.
+using Action = std::function<int()>;
+struct Command {
+  CLI::App* sub;
+  Action run;
+};
+Command add_formats(CLI::App& app);
+Command add_quantize(CLI::App& app);
+
+}  // namespace mfqat::cli

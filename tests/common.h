@@ -1,0 +1,52 @@
+#pragma once
+
+#include <cstdint>
+#include <cstring>
+#include <random>
+#include <string>
+#include <vector>
+
+#include "mfqat/mx/format.h"
+
+// Every format the tests sweep: the registry plus generic narrow FP formats (including the
+// corner cases E1, M0 and E5).
+inline std::vector<mfqat::mx::Format> all_test_formats(int block_size = 32) {
+  std::vector<mfqat::mx::Format> out;
+  for (const auto& f : mfqat::mx::registry()) out.push_back(f.with_block_size(block_size));
+  for (const char* g : {"mxfp5_e2m2", "mxfp7_e3m3", "mxfp3_e1m1", "mxfp8_e2m5", "mxfp5_e3m1", "mxfp4_e3m0",
+                        "mxfp6_e5m0"}) {
+    out.push_back(mfqat::mx::find_format(g, block_size));
+  }
+  return out;
+}
+
+inline std::string fmt_name(const mfqat::mx::Format& f) { return f.name + "/bs" + std::to_string(f.block_size); }
+
+inline std::uint32_t bits_of(float f) {
+  std::uint32_t u;
+  std::memcpy(&u, &f, 4);
+  return u;
+}
+inline float from_bits(std::uint32_t u) {
+  float f;
+  std::memcpy(&f, &u, 4);
+  return f;
+}
+
+// Random tensors of several characters: normal, heavy-tailed (Student-t like), wide dynamic
+// range (log-uniform magnitudes), with some exact zeros and ties.
+inline std::vector<float> random_tensor(std::size_t n, std::uint32_t seed, int kind) {
+  std::mt19937 rng(seed);
+  std::normal_distribution<float> nd(0.0f, 1.0f);
+  std::uniform_real_distribution<float> ud(-40.0f, 40.0f);
+  std::vector<float> v(n);
+  for (auto& x : v) {
+    switch (kind % 4) {
+      case 0: x = nd(rng); break;
+      case 1: x = nd(rng) / std::max(0.05f, std::fabs(nd(rng))); break;
+      case 2: x = (rng() & 1 ? 1.0f : -1.0f) * std::exp2(ud(rng)); break;
+      default: x = (rng() % 7 == 0) ? 0.0f : std::round(nd(rng) * 8.0f) / 8.0f; break;
+    }
+  }
+  return v;
+}

@@ -1,0 +1,138 @@
+// Every compiled instruction-set path equals the scalar reference bit for bit, for lengths around
+// the vector width, every format, rounding mode and several block sizes. Inputs sit in buffers
+// followed by NaN so that an over-read would poison a block scale; outputs are followed by
+// canaries so that an over-write shows.
+#include <gtest/gtest.h>
+
+#include <cmath>
+
+#include "common.h"
+#include "mfqat/mx/parallel.h"
+#include "mfqat/mx/quantize.h"
+
+using namespace mfqat::mx;
+
+namespace {
+
+std::vector<Isa> simd_isas() {
+  std::vector<Isa> v;
+  if (isa_supported(Isa::Avx2)) v.push_back(Isa::Avx2);
+  return v;
+}
+
+const std::int64_t kLengths[] = {1, 7, 8, 9, 31, 32, 33, 63, 64, 65, 1000};
+constexpr float kCanary = -12345.678f;
+
+}  // namespace
+
+TEST(Simd, ReportsPaths) {
+  std::printf("default path: %s; avx2 %s\n", isa_name(default_isa()), isa_supported(Isa::Avx2) ? "yes" : "no");
+  EXPECT_TRUE(isa_supported(Isa::Scalar));
+}
+
+TEST(Simd, FakeQuantMatchesScalar) {
+  for (Isa isa : simd_isas()) {
+    for (int bs : {32, 16, 7}) {
+      for (const Format& f : all_test_formats(bs)) {
+        for (Rounding r : {Rounding::NearestEven, Rounding::NearestAway, Rounding::Stochastic}) {
+          for (std::int64_t n : kLengths) {
+            for (int kind = 0; kind < 4; ++kind) {
+              SCOPED_TRACE(fmt_name(f) + " " + rounding_name(r) + " n=" + std::to_string(n) + " kind=" + std::to_string(kind));
+              std::vector<float> x = random_tensor(n + 16, static_cast<std::uint32_t>(n * 7 + kind), kind);
+              for (std::int64_t i = n; i < n + 16; ++i) x[i] = NAN;
+              std::vector<float> ys(n + 16, kCanary), yv(n + 16, kCanary);
+              std::vector<std::uint8_t> ss(n + 16, 7), sv(n + 16, 7);
+              const QuantOptions opt{r, 42};
+              fake_quantize(f, x.data(), 1, n, ys.data(), opt, ss.data(), Isa::Scalar);
+              fake_quantize(f, x.data(), 1, n, yv.data(), opt, sv.data(), isa);
+              for (std::int64_t i = 0; i < n + 16; ++i) ASSERT_EQ(bits_of(ys[i]), bits_of(yv[i])) << i;
+              ASSERT_EQ(ss, sv);
+              // and without the saturation mask
+              std::vector<float> y2(n + 16, kCanary);
+              fake_quantize(f, x.data(), 1, n, y2.data(), opt, nullptr, isa);
+              for (std::int64_t i = 0; i < n + 16; ++i) ASSERT_EQ(bits_of(ys[i]), bits_of(y2[i])) << i;
+            }
+          }
+        }
+      }
+    }
+  }
+}
+
+TEST(Simd, QuantizeDequantizeMatchScalar) {
+  for (Isa isa : simd_isas()) {
+    for (int bs : {32, 16, 7}) {
+      for (const Format& f : all_test_formats(bs)) {
+        for (Rounding r : {Rounding::NearestEven, Rounding::Stochastic}) {
+          for (std::int64_t n : kLengths) {
+            SCOPED_TRACE(fmt_name(f) + " " + rounding_name(r) + " n=" + std::to_string(n));
+            const std::int64_t rows = 3;
+            std::vector<float> x = random_tensor(rows * n + 16, static_cast<std::uint32_t>(n), static_cast<int>(n % 4));
+            if (n > 3) x[2] = INFINITY;
+            for (std::int64_t i = rows * n; i < rows * n + 16; ++i) x[i] = NAN;
+            const QuantOptions opt{r, 5};
+            const PackedMatrix qs = quantize(f, x.data(), rows, n, opt, Isa::Scalar);
+            const PackedMatrix qv = quantize(f, x.data(), rows, n, opt, isa);
+            ASSERT_EQ(qs.scales, qv.scales);
+            ASSERT_EQ(qs.elements, qv.elements);
+            std::vector<float> ds(rows * n + 8, kCanary), dv(rows * n + 8, kCanary);
+            dequantize(f, qs.elements.data(), qs.scales.data(), rows, n, ds.data(), Isa::Scalar);
+            dequantize(f, qs.elements.data(), qs.scales.data(), rows, n, dv.data(), isa);
+            for (std::size_t i = 0; i < ds.size(); ++i) ASSERT_EQ(bits_of(ds[i]), bits_of(dv[i])) << i;
+          }
+        }
+      }
+    }
+  }
+}
+
+// Large tensors take the threaded path: results must not depend on the thread count.
+TEST(Threads, ResultsIndependentOfThreadCount) {
+  const std::int64_t rows = 7, cols = 100003;  // odd sizes: runs split inside rows
+  const std::vector<float> x = random_tensor(rows * cols, 9, 1);
+  for (const char* name : {"mxfp4", "mxint8", "mxint3", "mxfp6_e3m2"}) {
+    for (int bs : {32, 7}) {
+      SCOPED_TRACE(std::string(name) + " bs " + std::to_string(bs));
+      const Format f = find_format(name, bs);
+      const QuantOptions opt{Rounding::Stochastic, 77};
+      mfqat::set_num_threads(1);
+      std::vector<float> y1(x.size()), y4(x.size());
+      fake_quantize(f, x.data(), rows, cols, y1.data(), opt);
+      const PackedMatrix q1 = quantize(f, x.data(), rows, cols, opt);
+      const std::vector<float> d1 = dequantize(q1);
+      mfqat::set_num_threads(4);
+      fake_quantize(f, x.data(), rows, cols, y4.data(), opt);
+      const PackedMatrix q4 = quantize(f, x.data(), rows, cols, opt);
+      const std::vector<float> d4 = dequantize(q4);
+      EXPECT_EQ(0, std::memcmp(y1.data(), y4.data(), y1.size() * 4));
+      EXPECT_EQ(q1.elements, q4.elements);
+      EXPECT_EQ(q1.scales, q4.scales);
+      EXPECT_EQ(0, std::memcmp(d1.data(), d4.data(), d1.size() * 4));
+      EXPECT_EQ(0, std::memcmp(y1.data(), d1.data(), y1.size() * 4));
+    }
+  }
+  mfqat::set_num_threads(2);
+}
+
+TEST(Threads, ParallelForCoversRangeAndPropagatesErrors) {
+  mfqat::set_num_threads(3);
+  std::vector<int> hits(1001, 0);
+  mfqat::parallel_for(1001, 10, [&](std::int64_t b, std::int64_t e) {
+    EXPECT_EQ(b % 10, 0);
+    for (std::int64_t i = b; i < e; ++i) ++hits[i];
+  });
+  for (int h : hits) ASSERT_EQ(h, 1);
+  EXPECT_THROW(mfqat::parallel_for(100, 1, [](std::int64_t b, std::int64_t) {
+                 if (b == 0) throw std::runtime_error("boom");
+               }),
+               std::runtime_error);
+  // the pool stays usable after an exception
+  int total = 0;
+  std::mutex mu;
+  mfqat::parallel_for(100, 1, [&](std::int64_t b, std::int64_t e) {
+    std::lock_guard<std::mutex> lk(mu);
+    total += static_cast<int>(e - b);
+  });
+  EXPECT_EQ(total, 100);
+  mfqat::set_num_threads(2);
+}
