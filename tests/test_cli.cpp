@@ -79,7 +79,7 @@ class Cli : public ::testing::Test {
 }  // namespace
 
 TEST_F(Cli, HelpEverywhere) {
-  for (const char* a : {"--help", "formats --help", "quantize --help"}) {
+  for (const char* a : {"--help", "formats --help", "quantize --help", "compare --help"}) {
     const Result r = run(a);
     EXPECT_EQ(r.rc, 0) << a;
     EXPECT_NE(r.out.find("Usage"), std::string::npos) << a << r.out;
@@ -98,6 +98,19 @@ TEST_F(Cli, Formats) {
   EXPECT_NE(j.out.find("\"name\": \"mxfp5_e2m2\""), std::string::npos);
   EXPECT_NE(j.out.find("\"max_normal\": 448.0"), std::string::npos);
   EXPECT_NE(run("formats --also mxfp9_e9m9").rc, 0);
+}
+
+TEST_F(Cli, Compare) {
+  const Result r = run("compare --formats mxint8,mxfp4 --rows 8 --cols 64 --json --write-input " + path("w.npy"));
+  ASSERT_EQ(r.rc, 0) << r.err;
+  EXPECT_NE(r.out.find("\"format\": \"mxint8\""), std::string::npos);
+  EXPECT_NE(r.out.find("\"format\": \"mxfp4_e2m1\""), std::string::npos);
+  EXPECT_EQ(ckpt::read_npy(path("w.npy")).cols, 64);
+  // The same matrix through `quantize --stats` gives the same SQNR as `compare`.
+  const Result t = run("compare --formats mxint8 --input " + path("w.npy"));
+  ASSERT_EQ(t.rc, 0);
+  EXPECT_NE(t.out.find("mxint8"), std::string::npos);
+  EXPECT_NE(run("compare --formats mxint8,bogus").rc, 0);
 }
 
 TEST_F(Cli, NpyRoundTrip) {

@@ -15,5 +15,6 @@ struct Command {
 };
 Command add_formats(CLI::App& app);
 Command add_quantize(CLI::App& app);
+Command add_compare(CLI::App& app);
 
 }  // namespace mfqat::cli

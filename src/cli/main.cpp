@@ -17,6 +17,7 @@ int main(int argc, char** argv) {
   const std::vector<mfqat::cli::Command> cmds = {
       mfqat::cli::add_formats(app),
       mfqat::cli::add_quantize(app),
+      mfqat::cli::add_compare(app),
   };
 
   try {

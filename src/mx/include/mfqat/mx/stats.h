@@ -2,6 +2,7 @@
 #pragma once
 
 #include <cstdint>
+#include <vector>
 
 namespace mfqat::mx {
 
@@ -15,5 +16,9 @@ struct ErrorStats {
 };
 
 ErrorStats error_stats(const float* x, const float* y, std::int64_t n, const std::uint8_t* saturated = nullptr);
+
+// A weight-like test matrix: Gaussian rows with per-row scales spread over two decades and a few
+// large outliers (about 1 in 1000 elements at 10-30 sigma), deterministic for a seed.
+std::vector<float> synthetic_weights(std::int64_t rows, std::int64_t cols, std::uint64_t seed);
 
 }  // namespace mfqat::mx

@@ -1,0 +1,25 @@
+#!/usr/bin/env bash
+# The main job: installs what is missing, builds, and tours the MX formats on a sample tensor.
+# (Later milestones replace the tour with train -> anchor -> elastic inference.)
+set -euo pipefail
+cd "$(dirname "$0")/.."
+bash scripts/setup.sh
+cmake --preset release -DMFQAT_BUILD_TESTS=OFF -DMFQAT_BUILD_BENCH=OFF >/dev/null
+cmake --build --preset release -j "$(nproc)" --target mfqat
+BIN=build/release/src/cli/mfqat
+OUT=${MFQAT_OUT:-out/demo}
+mkdir -p "$OUT"
+
+echo; echo "== 1. The format registry"
+$BIN formats --also mxfp5_e2m2 --also mxfp7_e3m3
+
+echo; echo "== 2. One weight-like matrix (256x1024, outliers) in every format"
+$BIN compare --formats all,mxfp5_e2m2,mxfp7_e3m3 --write-input "$OUT/sample.npy"
+
+echo; echo "== 3. Fake-quantize the .npy file, three formats, three roundings"
+for f in mxint8 mxfp6 mxfp4; do
+  for r in even away stochastic; do
+    $BIN quantize --format "$f" --rounding "$r" --seed 1 --input "$OUT/sample.npy" --output "$OUT/sample.$f.$r.npy" --stats
+  done
+done
+echo; echo "outputs in $OUT/"
