@@ -49,6 +49,12 @@ const KernelTable& scalar_kernels();
 const KernelTable* avx2_kernels();  // nullptr when not compiled in
 const KernelTable& kernels_for(Isa isa);
 
+// Scalar reference for one block (len <= kMaxBlockSize, round-to-nearest-even unless told):
+// writes one code per byte and returns the E8M0 scale byte. Converters use it for the blocks
+// they cannot map by table, so that their output is the quantizer's by construction.
+std::uint8_t quantize_block_codes(const KernelParams& p, const float* x, std::int64_t len, std::uint8_t* codes,
+                                  const RoundCtx& rc = {});
+
 // Bit-stream packing at a bit offset. Codes are written in order: a byte that a code starts is
 // assigned (clearing its padding bits), later codes OR into it, so runs must be written in order
 // and every run must start on a byte boundary or right after the previous run.

@@ -68,19 +68,9 @@ void quantize_scalar(const KernelParams& p, const float* x, std::int64_t n, std:
   std::int64_t bitpos = 0;  // within the run
   for (std::int64_t b0 = 0, blk = 0; b0 < n; b0 += p.block_size, ++blk) {
     const std::int64_t len = n - b0 < p.block_size ? n - b0 : p.block_size;
-    const std::uint8_t s = shared_scale(block_amax_bits(x + b0, len), p.emax);
-    scales[blk] = s;
-    if (s == kE8M0Nan) {
-      std::memset(codes, 0, static_cast<std::size_t>(len));
-    } else {
-      const float inv = pow2f(127 - static_cast<int>(s));
-      for (std::int64_t i = 0; i < len; ++i) {
-        const std::uint32_t xb = f2u(x[b0 + i]);
-        const float a = u2f(xb & 0x7fffffffu) * inv;
-        const ElemResult e = quantize_magnitude(p, a, rc.mode, draw(rc, b0 + i));
-        codes[i] = static_cast<std::uint8_t>(sign_code(p, e.code, xb >> 31));
-      }
-    }
+    RoundCtx brc = rc;
+    brc.index0 = rc.index0 + static_cast<std::uint64_t>(b0);
+    scales[blk] = quantize_block_codes(p, x + b0, len, codes, brc);
     pack_codes_at(codes, len, p.bits, packed, bitpos);
     bitpos += len * p.bits;
   }
@@ -100,6 +90,23 @@ void dequantize_scalar(const KernelParams& p, const std::uint8_t* packed, const 
 }
 
 }  // namespace
+
+std::uint8_t quantize_block_codes(const KernelParams& p, const float* x, std::int64_t len, std::uint8_t* codes,
+                                  const RoundCtx& rc) {
+  const std::uint8_t s = shared_scale(block_amax_bits(x, len), p.emax);
+  if (s == kE8M0Nan) {
+    std::memset(codes, 0, static_cast<std::size_t>(len));
+    return s;
+  }
+  const float inv = pow2f(127 - static_cast<int>(s));
+  for (std::int64_t i = 0; i < len; ++i) {
+    const std::uint32_t xb = f2u(x[i]);
+    const float a = u2f(xb & 0x7fffffffu) * inv;
+    const ElemResult e = quantize_magnitude(p, a, rc.mode, draw(rc, i));
+    codes[i] = static_cast<std::uint8_t>(sign_code(p, e.code, xb >> 31));
+  }
+  return s;
+}
 
 const KernelTable& scalar_kernels() {
   static const KernelTable t{fake_quantize_scalar, quantize_scalar, dequantize_scalar};
