@@ -12,6 +12,8 @@
 
 #include "mfqat/ckpt/file.h"
 #include "mfqat/ckpt/npy.h"
+#include "mfqat/ckpt/safetensors.h"
+#include "mfqat/convert/slice.h"
 #include "mfqat/mx/quantize.h"
 
 namespace fs = std::filesystem;
@@ -79,7 +81,8 @@ class Cli : public ::testing::Test {
 }  // namespace
 
 TEST_F(Cli, HelpEverywhere) {
-  for (const char* a : {"--help", "formats --help", "quantize --help", "compare --help"}) {
+  for (const char* a : {"--help", "formats --help", "quantize --help", "compare --help", "convert --help",
+                        "dequantize --help", "inspect --help"}) {
     const Result r = run(a);
     EXPECT_EQ(r.rc, 0) << a;
     EXPECT_NE(r.out.find("Usage"), std::string::npos) << a << r.out;
@@ -163,4 +166,77 @@ TEST_F(Cli, BadInputs) {
   const Result r = run("quantize -f nope -i " + path("in.npy") + " -o " + out);
   EXPECT_NE(r.rc, 0);
   EXPECT_EQ(ckpt::read_file(out), (std::vector<std::uint8_t>{'k', 'e', 'e', 'p'}));
+}
+
+TEST_F(Cli, PackedCheckpointConvertInspectDequantize) {
+  const ckpt::Matrix m = sample(6, 100);
+  ckpt::write_npy(path("w.npy"), m);
+  ASSERT_EQ(run("quantize --packed -f mxfp8_e4m3 -i " + path("w.npy") + " -o " + path("a.safetensors") + " --name blk.w").rc, 0);
+  const auto a = ckpt::SafetensorsFile::open(path("a.safetensors"));
+  ASSERT_EQ(a.mx_tensors().size(), 1u);
+  const mx::PackedMatrix pa = a.load_mx(a.mx_tensors()[0]);
+  const mx::PackedMatrix want = mx::quantize(mx::find_format("mxfp8_e4m3"), m.data.data(), 6, 100);
+  EXPECT_EQ(pa.elements, want.elements);
+  EXPECT_EQ(pa.scales, want.scales);
+
+  const Result c = run("convert " + path("a.safetensors") + " --to mxfp4 -o " + path("b.safetensors") + " --json");
+  ASSERT_EQ(c.rc, 0) << c.err;
+  EXPECT_NE(c.out.find("\"method\": \"slice\""), std::string::npos);
+  const auto b = ckpt::SafetensorsFile::open(path("b.safetensors"));
+  const mx::PackedMatrix pb = b.load_mx(b.mx_tensors()[0]);
+  EXPECT_EQ(pb.elements, convert::slice(pa, mx::find_format("mxfp4")).elements);
+
+  const Result i = run("inspect " + path("b.safetensors") + " --json");
+  ASSERT_EQ(i.rc, 0);
+  EXPECT_NE(i.out.find("\"format\": \"mxfp4_e2m1\""), std::string::npos);
+  EXPECT_NE(i.out.find("\"bits_per_weight\""), std::string::npos);
+  EXPECT_EQ(run("inspect " + path("b.safetensors")).rc, 0);
+
+  ASSERT_EQ(run("dequantize " + path("b.safetensors") + " -o " + path("d.npy")).rc, 0);
+  EXPECT_EQ(ckpt::read_npy(path("d.npy")).data, mx::dequantize(pb));
+  ASSERT_EQ(run("dequantize " + path("b.safetensors") + " -o " + path("d.safetensors")).rc, 0);
+  const auto d = ckpt::SafetensorsFile::open(path("d.safetensors"));
+  EXPECT_EQ(d.load_f32(*d.find("blk.w")), mx::dequantize(pb));
+}
+
+TEST_F(Cli, PackedFromSafetensorsWithRegex) {
+  ckpt::SafetensorsWriter w;
+  const ckpt::Matrix m = sample(4, 64);
+  w.add_f32("layers.0.wq", {4, 64}, m.data);
+  w.add_f32("layers.0.norm", {64}, std::vector<float>(64, 1.0f));
+  w.add_f32("tok_emb", {4, 64}, m.data);
+  w.set_metadata("mfqat.model_config", "{}");
+  w.write(path("m.safetensors"));
+  ASSERT_EQ(run("quantize --packed -f mxint8 -i " + path("m.safetensors") + " -o " + path("q.safetensors") + " --tensors 'layers\\..*\\.wq'").rc, 0);
+  const auto q = ckpt::SafetensorsFile::open(path("q.safetensors"));
+  ASSERT_EQ(q.mx_tensors().size(), 1u);
+  EXPECT_EQ(q.mx_tensors()[0].name, "layers.0.wq");
+  EXPECT_EQ(q.find("tok_emb")->dtype, ckpt::DType::F32);  // passed through
+  EXPECT_EQ(q.find("layers.0.norm")->dtype, ckpt::DType::F32);
+  EXPECT_EQ(q.metadata().at("mfqat.model_config"), "{}");
+  expect_failure("quantize --packed -f mxint8 -i " + path("m.safetensors") + " -o " + path("n.safetensors") + " --tensors nomatch",
+                 "no 2-D F32 tensor", path("n.safetensors"));
+}
+
+TEST_F(Cli, CheckpointBadInputs) {
+  const ckpt::Matrix m = sample(2, 64);
+  ckpt::write_npy(path("w.npy"), m);
+  ASSERT_EQ(run("quantize --packed -f mxint4 -i " + path("w.npy") + " -o " + path("a4.safetensors")).rc, 0);
+  const std::string out = path("out.safetensors");
+  expect_failure("convert " + path("a4.safetensors") + " --to mxint8 -o " + out, "not lower", out);
+  expect_failure("convert " + path("a4.safetensors") + " --to mxfp4 -o " + out, "different families", out);
+  expect_failure("convert " + path("a4.safetensors") + " --to mxint9 -o " + out, "mxint9", out);
+  expect_failure("convert " + path("missing.safetensors") + " --to mxint2 -o " + out, "missing.safetensors", out);
+  // a truncated checkpoint names the file
+  auto bytes = ckpt::read_file(path("a4.safetensors"));
+  bytes.resize(bytes.size() - 3);
+  ckpt::write_file_atomic(path("trunc.safetensors"), bytes.data(), bytes.size());
+  expect_failure("inspect " + path("trunc.safetensors"), "trunc.safetensors", out);
+  expect_failure("convert " + path("trunc.safetensors") + " --to mxint2 -o " + out, "trunc.safetensors", out);
+  expect_failure("dequantize " + path("trunc.safetensors") + " -o " + path("x.npy"), "trunc.safetensors", path("x.npy"));
+  // --via-float allows it, with a warning
+  const Result r = run("convert " + path("a4.safetensors") + " --to mxfp4 -o " + out + " --via-float");
+  EXPECT_EQ(r.rc, 0);
+  EXPECT_NE(r.err.find("warning"), std::string::npos);
+  EXPECT_TRUE(fs::exists(out));
 }

@@ -16,5 +16,8 @@ struct Command {
 Command add_formats(CLI::App& app);
 Command add_quantize(CLI::App& app);
 Command add_compare(CLI::App& app);
+Command add_convert(CLI::App& app);
+Command add_dequantize(CLI::App& app);
+Command add_inspect(CLI::App& app);
 
 }  // namespace mfqat::cli

@@ -18,6 +18,9 @@ int main(int argc, char** argv) {
       mfqat::cli::add_formats(app),
       mfqat::cli::add_quantize(app),
       mfqat::cli::add_compare(app),
+      mfqat::cli::add_convert(app),
+      mfqat::cli::add_dequantize(app),
+      mfqat::cli::add_inspect(app),
   };
 
   try {
