@@ -116,7 +116,7 @@ Matrix parse_npy(const std::vector<std::uint8_t>& b, const std::string& name) {
                   std::to_string(m.rows) + ", " + std::to_string(m.cols) + ") of float32");
   }
   m.data.resize(static_cast<std::size_t>(m.rows * m.cols));
-  std::memcpy(m.data.data(), b.data() + data_off, m.data.size() * 4);
+  if (!m.data.empty()) std::memcpy(m.data.data(), b.data() + data_off, m.data.size() * 4);
   return m;
 }
 

@@ -284,7 +284,7 @@ std::vector<float> SafetensorsFile::load_f32(const TensorInfo& t) const {
   if (t.dtype != DType::F32) fail(t.name, std::string("dtype ") + dtype_name(t.dtype) + ", expected F32");
   const auto d = data(t);
   std::vector<float> out(d.size() / 4);
-  std::memcpy(out.data(), d.data(), d.size());
+  if (!out.empty()) std::memcpy(out.data(), d.data(), d.size());
   return out;
 }
 
