@@ -64,37 +64,43 @@ std::uint8_t requant_block(const SlicePlan& p, const std::uint8_t* codes, std::u
   return mx::detail::quantize_block_codes(p.dst, v, len, out);            // = quantize
 }
 
+// Maps one block to target codes (one per byte); returns the target scale byte.
+std::uint8_t slice_block_codes(const SlicePlan& p, const std::uint8_t* c, std::uint8_t s, std::int64_t len,
+                               std::uint8_t* out, RunCounts* cnt) {
+  std::uint32_t maxmag = 0;
+  for (std::int64_t i = 0; i < len; ++i) {
+    const std::uint32_t m = magnitude(p.src, c[i]);
+    maxmag = m > maxmag ? m : maxmag;
+  }
+  if (!canonical(p, maxmag, s)) {
+    ++cnt->requant;
+    return requant_block(p, c, s, len, out);
+  }
+  const std::uint32_t dst_sign = 1u << (p.dst.bits - 1), dst_mask = (1u << p.dst.bits) - 1;
+  for (std::int64_t i = 0; i < len; ++i) {
+    const std::uint32_t code = c[i];
+    const std::uint32_t t = p.map[magnitude(p.src, code)];
+    const bool neg = (code >> (p.src.bits - 1)) & 1;
+    std::uint32_t o;
+    if (p.dst.is_int) {
+      o = neg ? (0u - t) & dst_mask : t;
+    } else {
+      o = neg ? t | dst_sign : t;
+    }
+    out[i] = static_cast<std::uint8_t>(o);
+  }
+  ++cnt->table;
+  return static_cast<std::uint8_t>(s + p.shift);
+}
+
 void slice_run_scalar(const SlicePlan& p, const std::uint8_t* codes, const std::uint8_t* scales, std::int64_t n,
                       std::uint8_t* out, std::uint8_t* out_scales, RunCounts* cnt) {
   const std::int64_t bs = p.src.block_size;
-  const std::uint32_t dst_sign = 1u << (p.dst.bits - 1), dst_mask = (1u << p.dst.bits) - 1;
+  std::uint8_t buf[mx::kMaxBlockSize];
   for (std::int64_t b0 = 0, blk = 0; b0 < n; b0 += bs, ++blk) {
     const std::int64_t len = n - b0 < bs ? n - b0 : bs;
-    const std::uint8_t* c = codes + b0;
-    std::uint32_t maxmag = 0;
-    for (std::int64_t i = 0; i < len; ++i) {
-      const std::uint32_t m = magnitude(p.src, c[i]);
-      maxmag = m > maxmag ? m : maxmag;
-    }
-    if (!canonical(p, maxmag, scales[blk])) {
-      out_scales[blk] = requant_block(p, c, scales[blk], len, out + b0);
-      ++cnt->requant;
-      continue;
-    }
-    out_scales[blk] = static_cast<std::uint8_t>(scales[blk] + p.shift);
-    for (std::int64_t i = 0; i < len; ++i) {
-      const std::uint32_t code = c[i];
-      const std::uint32_t t = p.map[magnitude(p.src, code)];
-      const bool neg = (code >> (p.src.bits - 1)) & 1;
-      std::uint32_t o;
-      if (p.dst.is_int) {
-        o = neg ? (0u - t) & dst_mask : t;
-      } else {
-        o = neg ? t | dst_sign : t;
-      }
-      out[b0 + i] = static_cast<std::uint8_t>(o);
-    }
-    ++cnt->table;
+    out_scales[blk] = slice_block_codes(p, codes + b0, scales[blk], len, buf, cnt);
+    mx::detail::pack_codes_at(buf, len, p.dst.bits, out, b0 * p.dst.bits);
   }
 }
 
@@ -129,7 +135,7 @@ void slice(const Format& src, const std::uint8_t* elements, const std::uint8_t* 
   std::atomic<std::int64_t> table{0}, requant{0};
   const std::int64_t grain = std::max<std::int64_t>(1, (1 << 16) / std::max<std::int64_t>(1, chunk * bs));
   parallel_for(rows * chunks, grain, [&](std::int64_t b, std::int64_t e) {
-    std::vector<std::uint8_t> in_codes(static_cast<std::size_t>(chunk * bs) + 32), out_codes(in_codes.size());
+    std::vector<std::uint8_t> in_codes(static_cast<std::size_t>(chunk * bs) + 32);
     detail::RunCounts cnt;
     for (std::int64_t it = b; it < e; ++it) {
       const std::int64_t row = it / chunks, blk = (it % chunks) * chunk, col = blk * bs;
@@ -140,8 +146,8 @@ void slice(const Format& src, const std::uint8_t* elements, const std::uint8_t* 
         mx::unpack_codes(src_bytes, n, src.bits, in_codes.data());
         codes = in_codes.data();
       }
-      fn(plan, codes, scales + row * bpr + blk, n, out_codes.data(), out_scales + row * bpr + blk, &cnt);
-      mx::pack_codes(out_codes.data(), n, dst.bits, out_elements + row * dst_rb + col * dst.bits / 8);
+      fn(plan, codes, scales + row * bpr + blk, n, out_elements + row * dst_rb + col * dst.bits / 8,
+         out_scales + row * bpr + blk, &cnt);
     }
     table += cnt.table;
     requant += cnt.requant;

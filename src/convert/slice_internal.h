@@ -22,9 +22,10 @@ struct RunCounts {
 };
 
 // One run of n elements of a row (starting on a block boundary), already unpacked to one
-// source code per byte; writes one target code per byte and the target scales.
+// source code per byte; writes the packed target bit stream (exactly the run's packed bytes,
+// from its first byte) and the target scales.
 using SliceRunFn = void (*)(const SlicePlan&, const std::uint8_t* codes, const std::uint8_t* scales, std::int64_t n,
-                            std::uint8_t* out_codes, std::uint8_t* out_scales, RunCounts*);
+                            std::uint8_t* out_packed, std::uint8_t* out_scales, RunCounts*);
 
 void slice_run_scalar(const SlicePlan&, const std::uint8_t*, const std::uint8_t*, std::int64_t, std::uint8_t*,
                       std::uint8_t*, RunCounts*);
@@ -33,6 +34,10 @@ SliceRunFn slice_run_avx2();  // nullptr when not compiled in; handles any plan 
 // One block the slow way: decode through fp32, quantize with the mx core. Returns the scale byte.
 std::uint8_t requant_block(const SlicePlan& p, const std::uint8_t* codes, std::uint8_t scale, std::int64_t len,
                            std::uint8_t* out);
+
+// Maps one block (scalar): table path when canonical, requant otherwise; returns the scale byte.
+std::uint8_t slice_block_codes(const SlicePlan& p, const std::uint8_t* c, std::uint8_t s, std::int64_t len,
+                               std::uint8_t* out, RunCounts* cnt);
 
 // Table path for one block when it is canonical; returns false (writing nothing) otherwise.
 inline bool canonical(const SlicePlan& p, std::uint32_t maxmag, std::uint8_t s) {

@@ -1,0 +1,107 @@
+// Slice-and-Scale throughput per (anchor, target) pair on a 64 MiB anchor (8192 x 8192 8-bit
+// elements + scales), in anchor bytes per second, against the dequantize -> requantize path
+// (the library's SIMD kernels through an fp32 buffer) and memcpy of the anchor, in one run.
+//   build/release/bench/convert_bench --benchmark_out=docs/convert_bench.json --benchmark_out_format=json
+//   /usr/bin/python3 scripts/convert_table.py docs/convert_bench.json
+#include <benchmark/benchmark.h>
+
+#include <cstring>
+#include <map>
+#include <random>
+#include <thread>
+
+#include "mfqat/convert/slice.h"
+#include "mfqat/mx/parallel.h"
+
+using namespace mfqat;
+using namespace mfqat::mx;
+
+namespace {
+
+constexpr std::int64_t kRows = 8192, kCols = 8192;
+
+const std::vector<float>& weights() {
+  static const std::vector<float> w = [] {
+    std::vector<float> v(kRows * kCols);
+    std::mt19937 rng(3);
+    std::normal_distribution<float> nd(0.0f, 0.02f);
+    for (auto& e : v) e = nd(rng);
+    return v;
+  }();
+  return w;
+}
+
+const PackedMatrix& anchor(const std::string& name) {
+  static std::map<std::string, PackedMatrix> cache;
+  auto it = cache.find(name);
+  if (it == cache.end()) it = cache.emplace(name, quantize(find_format(name), weights().data(), kRows, kCols)).first;
+  return it->second;
+}
+
+std::int64_t anchor_bytes(const PackedMatrix& a) { return static_cast<std::int64_t>(a.elements.size() + a.scales.size()); }
+
+void bm_memcpy(benchmark::State& st, int threads) {
+  set_num_threads(threads);
+  const PackedMatrix& a = anchor("mxint8");
+  std::vector<std::uint8_t> dst(a.elements.size());
+  const std::int64_t n = static_cast<std::int64_t>(a.elements.size());
+  for (auto _ : st) {
+    parallel_for(n, 1 << 20, [&](std::int64_t b, std::int64_t e) { std::memcpy(dst.data() + b, a.elements.data() + b, e - b); });
+    benchmark::ClobberMemory();
+  }
+  st.SetBytesProcessed(st.iterations() * anchor_bytes(a));
+}
+
+void bm_slice(benchmark::State& st, std::string src, std::string dst_name, int threads) {
+  set_num_threads(threads);
+  const PackedMatrix& a = anchor(src);
+  const Format dst = find_format(dst_name);
+  std::vector<std::uint8_t> el(kRows * dst.packed_row_bytes(kCols)), sc(kRows * dst.blocks_per_row(kCols));
+  for (auto _ : st) {
+    convert::slice(a.format, a.elements.data(), a.scales.data(), kRows, kCols, dst, el.data(), sc.data());
+    benchmark::ClobberMemory();
+  }
+  st.SetBytesProcessed(st.iterations() * anchor_bytes(a));
+}
+
+void bm_requant(benchmark::State& st, std::string src, std::string dst_name, int threads) {
+  set_num_threads(threads);
+  const PackedMatrix& a = anchor(src);
+  const Format dst = find_format(dst_name);
+  std::vector<float> tmp(kRows * kCols);
+  std::vector<std::uint8_t> el(kRows * dst.packed_row_bytes(kCols)), sc(kRows * dst.blocks_per_row(kCols));
+  for (auto _ : st) {
+    dequantize(a.format, a.elements.data(), a.scales.data(), kRows, kCols, tmp.data());
+    quantize(dst, tmp.data(), kRows, kCols, el.data(), sc.data());
+    benchmark::ClobberMemory();
+  }
+  st.SetBytesProcessed(st.iterations() * anchor_bytes(a));
+}
+
+}  // namespace
+
+int main(int argc, char** argv) {
+  const unsigned hc = std::thread::hardware_concurrency();
+  std::vector<int> threads = {1};
+  if (hc > 1) threads.push_back(static_cast<int>(hc));
+  std::vector<std::pair<std::string, std::string>> pairs;
+  for (int b = 7; b >= 2; --b) pairs.push_back({"mxint8", "mxint" + std::to_string(b)});
+  for (const char* s : {"mxfp8_e4m3", "mxfp8_e5m2"}) {
+    for (const char* d : {"mxfp7_e3m3", "mxfp6_e3m2", "mxfp6_e2m3", "mxfp5_e2m2", "mxfp4_e2m1"}) pairs.push_back({s, d});
+  }
+  for (int t : threads) {
+    benchmark::RegisterBenchmark(("memcpy/t" + std::to_string(t)).c_str(), bm_memcpy, t)->UseRealTime()->Unit(benchmark::kMillisecond);
+  }
+  for (const auto& [s, d] : pairs) {
+    for (int t : threads) {
+      const std::string suffix = "/" + s + "/" + d + "/t" + std::to_string(t);
+      benchmark::RegisterBenchmark(("slice" + suffix).c_str(), bm_slice, s, d, t)->UseRealTime()->Unit(benchmark::kMillisecond);
+      benchmark::RegisterBenchmark(("requant" + suffix).c_str(), bm_requant, s, d, t)->UseRealTime()->Unit(benchmark::kMillisecond);
+    }
+  }
+  benchmark::Initialize(&argc, argv);
+  if (benchmark::ReportUnrecognizedArguments(argc, argv)) return 1;
+  benchmark::RunSpecifiedBenchmarks();
+  benchmark::Shutdown();
+  return 0;
+}
