@@ -1,5 +1,6 @@
 #!/usr/bin/env bash
-# The main job: installs what is missing, builds, and tours the MX formats on a sample tensor.
+# The main job: installs what is missing, builds, tours the MX formats on a sample tensor and
+# slices an 8-bit anchor checkpoint to lower formats.
 # (Later milestones replace the tour with train -> anchor -> elastic inference.)
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -22,4 +23,15 @@ for f in mxint8 mxfp6 mxfp4; do
     $BIN quantize --format "$f" --rounding "$r" --seed 1 --input "$OUT/sample.npy" --output "$OUT/sample.$f.$r.npy" --stats
   done
 done
+echo; echo "== 4. An MXINT8 anchor checkpoint, sliced to MXINT4 and MXINT2 on the packed bits"
+$BIN quantize --packed -f mxint8 -i "$OUT/sample.npy" -o "$OUT/anchor_int8.safetensors" --name blk.0.w --stats
+$BIN convert "$OUT/anchor_int8.safetensors" --to mxint4 -o "$OUT/int4.safetensors"
+$BIN convert "$OUT/anchor_int8.safetensors" --to mxint2 -o "$OUT/int2.safetensors"
+$BIN inspect "$OUT/int4.safetensors"
+
+echo; echo "== 5. The same for an MXFP8 (E4M3) anchor -> MXFP6 / MXFP4"
+$BIN quantize --packed -f mxfp8_e4m3 -i "$OUT/sample.npy" -o "$OUT/anchor_fp8.safetensors" --name blk.0.w
+$BIN convert "$OUT/anchor_fp8.safetensors" --to mxfp6_e2m3 -o "$OUT/fp6.safetensors"
+$BIN convert "$OUT/anchor_fp8.safetensors" --to mxfp4 -o "$OUT/fp4.safetensors"
+
 echo; echo "outputs in $OUT/"
