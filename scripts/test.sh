@@ -1,8 +1,16 @@
 #!/usr/bin/env bash
-# The test command: installs what is missing, builds (Release) and runs the whole suite.
+# The test command: installs what is missing, builds, and runs the whole suite twice: the
+# Release build, then the same tests under AddressSanitizer + UndefinedBehaviorSanitizer
+# (separate build dir; skip with MFQAT_TEST_ASAN=0 for a quick local run).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 bash scripts/setup.sh
+jobs=$(nproc)
 cmake --preset release -DMFQAT_BUILD_TESTS=ON -DMFQAT_BUILD_BENCH=ON >/dev/null
-cmake --build --preset release -j "$(nproc)"
-ctest --preset release -j "$(nproc)"
+cmake --build --preset release -j "$jobs"
+ctest --preset release -j "$jobs"
+if [ "${MFQAT_TEST_ASAN:-1}" != "0" ]; then
+  cmake --preset asan >/dev/null
+  cmake --build --preset asan -j "$jobs"
+  ctest --preset asan -j "$jobs"
+fi

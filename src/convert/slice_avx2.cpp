@@ -102,6 +102,7 @@ MFQAT_AVX2 void slice_run_avx2_impl(const SlicePlan& p, const std::uint8_t* code
   k.dmax = _mm256_set1_epi8(static_cast<char>(p.dst.max_code));
   const bool is_int = p.src.is_int;
   alignas(32) std::uint8_t buf[32];
+  const std::int64_t run_bytes = (n * B + 7) / 8;
   std::int64_t b0 = 0, blk = 0;
   for (; b0 + 32 <= n; b0 += 32, ++blk) {
     const __m256i c = _mm256_loadu_si256(reinterpret_cast<const __m256i*>(codes + b0));
@@ -127,8 +128,10 @@ MFQAT_AVX2 void slice_run_avx2_impl(const SlicePlan& p, const std::uint8_t* code
       r = _mm256_load_si256(reinterpret_cast<const __m256i*>(buf));
       ++cnt->requant;
     }
-    if (b0 + 64 <= n) {
-      pack32(k, r, B, out + b0 * B / 8);  // its scratch bytes are overwritten by the next block
+    // pack32 writes 16 - 2B scratch bytes past the block; directly into the output only while
+    // they stay inside this run (later blocks of the run overwrite them, in order).
+    if (b0 * B / 8 + 2 * B + 16 <= run_bytes) {
+      pack32(k, r, B, out + b0 * B / 8);
     } else {
       alignas(32) std::uint8_t tmp[64];
       pack32(k, r, B, tmp);
