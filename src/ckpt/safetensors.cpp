@@ -322,6 +322,15 @@ void SafetensorsWriter::add_mx(const std::string& name, const mx::PackedMatrix& 
   set_metadata(kMxMetaPrefix + name, mx_metadata_json(m.format, m.rows, m.cols, rounding));
 }
 
+void SafetensorsWriter::add_non_mx(const SafetensorsFile& in) {
+  for (const auto& [k, v] : in.metadata()) {
+    if (k.rfind(kMxMetaPrefix, 0) != 0) set_metadata(k, v);
+  }
+  for (const auto& t : in.tensors()) {
+    if (!in.is_mx_part(t)) add(t.name, t.dtype, t.shape, in.data(t));
+  }
+}
+
 void SafetensorsWriter::set_metadata(const std::string& key, const std::string& value) { metadata_[key] = value; }
 
 std::string SafetensorsWriter::header() const {

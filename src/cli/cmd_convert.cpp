@@ -38,13 +38,8 @@ Command add_convert(CLI::App& app) {
       }
     }
     ckpt::SafetensorsWriter w;
-    for (const auto& [k, v] : in.metadata()) {
-      if (k.rfind(ckpt::kMxMetaPrefix, 0) != 0) w.set_metadata(k, v);
-    }
+    w.add_non_mx(in);
     nlohmann::json report = nlohmann::json::array();
-    for (const auto& t : in.tensors()) {
-      if (!in.is_mx_part(t)) w.add(t.name, t.dtype, t.shape, in.data(t));
-    }
     for (const auto& m : in.mx_tensors()) {
       const mx::Format dst = mx::find_format(o->to, m.format.block_size);
       const mx::PackedMatrix src = in.load_mx(m);

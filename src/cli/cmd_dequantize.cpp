@@ -40,12 +40,7 @@ Command add_dequantize(CLI::App& app) {
     }
     if (!is_safetensors(o->output)) throw std::invalid_argument(o->output + ": output must be .safetensors or .npy");
     ckpt::SafetensorsWriter w;
-    for (const auto& [k, v] : in.metadata()) {
-      if (k.rfind(ckpt::kMxMetaPrefix, 0) != 0) w.set_metadata(k, v);
-    }
-    for (const auto& t : in.tensors()) {
-      if (!in.is_mx_part(t)) w.add(t.name, t.dtype, t.shape, in.data(t));
-    }
+    w.add_non_mx(in);
     for (const auto& m : in.mx_tensors()) {
       const std::vector<float> v = mx::dequantize(in.load_mx(m));
       w.add_f32(m.name, {m.rows, m.cols}, v);

@@ -7,7 +7,6 @@
 #include <stdexcept>
 #include <vector>
 
-#include "mfqat/mx/parallel.h"
 #include "slice_internal.h"
 
 namespace mfqat::convert {
@@ -122,33 +121,20 @@ void slice(const Format& src, const std::uint8_t* elements, const std::uint8_t* 
     if (!mx::isa_supported(mx::Isa::Avx2)) throw std::runtime_error("instruction set avx2 is not available on this CPU");
     fn = detail::slice_run_avx2();
   }
-  const std::int64_t bs = src.block_size;
   const std::int64_t bpr = src.blocks_per_row(cols);
-  // Runs start on bytes of both the source and the target rows.
-  const auto gran = [&](int bits) { return 8 / std::gcd<std::int64_t>(bs * bits, 8); };
-  const std::int64_t g = std::lcm(gran(src.bits), gran(dst.bits));
-  const std::int64_t want = std::max<std::int64_t>(1, 4096 / bs);
-  std::int64_t chunk = (want + g - 1) / g * g;
-  if (chunk > bpr) chunk = bpr;
-  const std::int64_t chunks = bpr == 0 ? 0 : (bpr + chunk - 1) / chunk;
   const std::size_t src_rb = src.packed_row_bytes(cols), dst_rb = dst.packed_row_bytes(cols);
   std::atomic<std::int64_t> table{0}, requant{0};
-  const std::int64_t grain = std::max<std::int64_t>(1, (1 << 16) / std::max<std::int64_t>(1, chunk * bs));
-  parallel_for(rows * chunks, grain, [&](std::int64_t b, std::int64_t e) {
-    std::vector<std::uint8_t> in_codes(static_cast<std::size_t>(chunk * bs) + 32);
-    detail::RunCounts cnt;
-    for (std::int64_t it = b; it < e; ++it) {
-      const std::int64_t row = it / chunks, blk = (it % chunks) * chunk, col = blk * bs;
-      const std::int64_t n = std::min(cols, col + chunk * bs) - col;
-      const std::uint8_t* src_bytes = elements + row * src_rb + col * src.bits / 8;
-      const std::uint8_t* codes = src_bytes;
-      if (src.bits != 8) {
-        mx::unpack_codes(src_bytes, n, src.bits, in_codes.data());
-        codes = in_codes.data();
-      }
-      fn(plan, codes, scales + row * bpr + blk, n, out_elements + row * dst_rb + col * dst.bits / 8,
-         out_scales + row * bpr + blk, &cnt);
+  mx::detail::for_each_run(src.block_size, src.bits, dst.bits, rows, cols,
+                           [&](std::int64_t row, std::int64_t blk, std::int64_t col, std::int64_t n) {
+    const std::uint8_t* src_bytes = elements + row * src_rb + col * src.bits / 8;
+    std::vector<std::uint8_t> unpacked;
+    if (src.bits != 8) {
+      unpacked.resize(static_cast<std::size_t>(n));
+      mx::unpack_codes(src_bytes, n, src.bits, unpacked.data());
     }
+    detail::RunCounts cnt;
+    fn(plan, src.bits == 8 ? src_bytes : unpacked.data(), scales + row * bpr + blk, n,
+       out_elements + row * dst_rb + col * dst.bits / 8, out_scales + row * bpr + blk, &cnt);
     table += cnt.table;
     requant += cnt.requant;
   });

@@ -5,6 +5,7 @@
 
 #include <cstdint>
 #include <cstring>
+#include <functional>
 
 #include "mfqat/mx/quantize.h"
 
@@ -54,6 +55,12 @@ const KernelTable& kernels_for(Isa isa);
 // they cannot map by table, so that their output is the quantizer's by construction.
 std::uint8_t quantize_block_codes(const KernelParams& p, const float* x, std::int64_t len, std::uint8_t* codes,
                                   const RoundCtx& rc = {});
+
+// Cuts a rows x cols matrix into runs of whole blocks (along rows, of about 64K elements) that
+// start on a byte of every packed stream involved (element widths bits_a and bits_b), and calls
+// fn(row, first block, first column, element count) for each run, spread over the thread pool.
+using RunFn = std::function<void(std::int64_t row, std::int64_t blk, std::int64_t col, std::int64_t n)>;
+void for_each_run(int block_size, int bits_a, int bits_b, std::int64_t rows, std::int64_t cols, const RunFn& fn);
 
 // Bit-stream packing at a bit offset. Codes are written in order: a byte that a code starts is
 // assigned (clearing its padding bits), later codes OR into it, so runs must be written in order

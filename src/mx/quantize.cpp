@@ -2,6 +2,7 @@
 // over threads.
 #include "mfqat/mx/quantize.h"
 
+#include <algorithm>
 #include <cstdlib>
 #include <cstring>
 #include <numeric>
@@ -65,36 +66,6 @@ const KernelTable* avx2_kernels() { return nullptr; }
 
 namespace {
 
-constexpr std::int64_t kMinElemsPerThread = 1 << 16;
-
-// A matrix cut into runs: `chunks` runs per row, each `chunk_blocks` blocks (the last shorter).
-struct RunPlan {
-  std::int64_t rows, cols, bpr, chunk_blocks, chunks;
-  int bs;
-  RunPlan(const Format& f, std::int64_t r, std::int64_t c) : rows(r), cols(c), bs(f.block_size) {
-    bpr = f.blocks_per_row(c);
-    // Runs must start on a byte of the packed row: chunk_blocks * bs * bits = 0 mod 8.
-    const std::int64_t g = 8 / std::gcd<std::int64_t>(static_cast<std::int64_t>(bs) * f.bits, 8);
-    std::int64_t want = (kMinElemsPerThread + bs - 1) / bs;
-    chunk_blocks = ((want + g - 1) / g) * g;
-    if (chunk_blocks > bpr) chunk_blocks = bpr;
-    chunks = bpr == 0 ? 0 : (bpr + chunk_blocks - 1) / chunk_blocks;
-  }
-  std::int64_t items() const { return rows * chunks; }
-  std::int64_t grain() const {
-    const std::int64_t per_item = chunk_blocks * bs;
-    return per_item >= kMinElemsPerThread ? 1 : (kMinElemsPerThread + per_item - 1) / std::max<std::int64_t>(per_item, 1);
-  }
-  // Run of item `it`: row, first block in row, first column, element count.
-  void run(std::int64_t it, std::int64_t* row, std::int64_t* blk, std::int64_t* col, std::int64_t* n) const {
-    *row = it / chunks;
-    *blk = (it % chunks) * chunk_blocks;
-    *col = *blk * bs;
-    const std::int64_t end = std::min(cols, *col + chunk_blocks * bs);
-    *n = end - *col;
-  }
-};
-
 void check_shape(const Format& f, std::int64_t rows, std::int64_t cols) {
   if (rows < 0 || cols < 0) throw std::invalid_argument("negative shape");
   if (f.block_size < 1 || f.block_size > kMaxBlockSize) throw std::invalid_argument("block size out of range");
@@ -102,20 +73,40 @@ void check_shape(const Format& f, std::int64_t rows, std::int64_t cols) {
 
 }  // namespace
 
+namespace detail {
+
+void for_each_run(int block_size, int bits_a, int bits_b, std::int64_t rows, std::int64_t cols, const RunFn& fn) {
+  constexpr std::int64_t kMinElemsPerThread = 1 << 16;
+  const std::int64_t bs = block_size;
+  const std::int64_t bpr = (cols + bs - 1) / bs;
+  if (rows <= 0 || bpr == 0) return;
+  // A run of g blocks ends on a byte boundary of a stream of b-bit codes when g*bs*b = 0 mod 8.
+  const auto gran = [&](int b) { return 8 / std::gcd<std::int64_t>(bs * b, 8); };
+  const std::int64_t g = std::lcm(gran(bits_a), gran(bits_b));
+  const std::int64_t want = (kMinElemsPerThread + bs - 1) / bs;
+  const std::int64_t chunk = std::min(bpr, (want + g - 1) / g * g);
+  const std::int64_t chunks = (bpr + chunk - 1) / chunk;
+  const std::int64_t per_item = chunk * bs;
+  const std::int64_t grain = per_item >= kMinElemsPerThread ? 1 : (kMinElemsPerThread + per_item - 1) / per_item;
+  parallel_for(rows * chunks, grain, [&](std::int64_t b, std::int64_t e) {
+    for (std::int64_t it = b; it < e; ++it) {
+      const std::int64_t row = it / chunks, blk = (it % chunks) * chunk, col = blk * bs;
+      fn(row, blk, col, std::min(cols, col + chunk * bs) - col);
+    }
+  });
+}
+
+}  // namespace detail
+
 void fake_quantize(const Format& f, const float* x, std::int64_t rows, std::int64_t cols, float* out,
                    const QuantOptions& opt, std::uint8_t* saturated, Isa isa) {
   check_shape(f, rows, cols);
   const detail::KernelTable& k = detail::kernels_for(isa);
   const detail::KernelParams p = detail::make_params(f);
-  const RunPlan plan(f, rows, cols);
-  parallel_for(plan.items(), plan.grain(), [&](std::int64_t b, std::int64_t e) {
-    for (std::int64_t it = b; it < e; ++it) {
-      std::int64_t row, blk, col, n;
-      plan.run(it, &row, &blk, &col, &n);
-      const std::int64_t off = row * cols + col;
-      detail::RoundCtx rc{opt.rounding, opt.seed, static_cast<std::uint64_t>(off)};
-      k.fake_quantize(p, x + off, out + off, n, saturated ? saturated + off : nullptr, rc);
-    }
+  detail::for_each_run(f.block_size, f.bits, f.bits, rows, cols, [&](std::int64_t row, std::int64_t, std::int64_t col, std::int64_t n) {
+    const std::int64_t off = row * cols + col;
+    const detail::RoundCtx rc{opt.rounding, opt.seed, static_cast<std::uint64_t>(off)};
+    k.fake_quantize(p, x + off, out + off, n, saturated ? saturated + off : nullptr, rc);
   });
 }
 
@@ -124,16 +115,11 @@ void quantize(const Format& f, const float* x, std::int64_t rows, std::int64_t c
   check_shape(f, rows, cols);
   const detail::KernelTable& k = detail::kernels_for(isa);
   const detail::KernelParams p = detail::make_params(f);
-  const RunPlan plan(f, rows, cols);
-  const std::int64_t row_bytes = static_cast<std::int64_t>(f.packed_row_bytes(cols));
-  parallel_for(plan.items(), plan.grain(), [&](std::int64_t b, std::int64_t e) {
-    for (std::int64_t it = b; it < e; ++it) {
-      std::int64_t row, blk, col, n;
-      plan.run(it, &row, &blk, &col, &n);
-      const std::int64_t off = row * cols + col;
-      detail::RoundCtx rc{opt.rounding, opt.seed, static_cast<std::uint64_t>(off)};
-      k.quantize(p, x + off, n, elements + row * row_bytes + col * f.bits / 8, scales + row * plan.bpr + blk, rc);
-    }
+  const std::int64_t row_bytes = static_cast<std::int64_t>(f.packed_row_bytes(cols)), bpr = f.blocks_per_row(cols);
+  detail::for_each_run(f.block_size, f.bits, f.bits, rows, cols, [&](std::int64_t row, std::int64_t blk, std::int64_t col, std::int64_t n) {
+    const std::int64_t off = row * cols + col;
+    const detail::RoundCtx rc{opt.rounding, opt.seed, static_cast<std::uint64_t>(off)};
+    k.quantize(p, x + off, n, elements + row * row_bytes + col * f.bits / 8, scales + row * bpr + blk, rc);
   });
 }
 
@@ -154,15 +140,9 @@ void dequantize(const Format& f, const std::uint8_t* elements, const std::uint8_
   check_shape(f, rows, cols);
   const detail::KernelTable& k = detail::kernels_for(isa);
   const detail::KernelParams p = detail::make_params(f);
-  const RunPlan plan(f, rows, cols);
-  const std::int64_t row_bytes = static_cast<std::int64_t>(f.packed_row_bytes(cols));
-  parallel_for(plan.items(), plan.grain(), [&](std::int64_t b, std::int64_t e) {
-    for (std::int64_t it = b; it < e; ++it) {
-      std::int64_t row, blk, col, n;
-      plan.run(it, &row, &blk, &col, &n);
-      k.dequantize(p, elements + row * row_bytes + col * f.bits / 8, scales + row * plan.bpr + blk, n,
-                   out + row * cols + col);
-    }
+  const std::int64_t row_bytes = static_cast<std::int64_t>(f.packed_row_bytes(cols)), bpr = f.blocks_per_row(cols);
+  detail::for_each_run(f.block_size, f.bits, f.bits, rows, cols, [&](std::int64_t row, std::int64_t blk, std::int64_t col, std::int64_t n) {
+    k.dequantize(p, elements + row * row_bytes + col * f.bits / 8, scales + row * bpr + blk, n, out + row * cols + col);
   });
 }
 

@@ -92,6 +92,9 @@ class SafetensorsWriter {
   // MX tensor as NAME.mx_elements [rows, row_bytes] U8 + NAME.mx_scales [rows, blocks] U8 + metadata.
   void add_mx(const std::string& name, const mx::PackedMatrix& m, mx::Rounding rounding = mx::Rounding::NearestEven);
   void set_metadata(const std::string& key, const std::string& value);
+  // Copies everything of `in` that is not an MX tensor: plain tensors (bytes as they are) and the
+  // metadata other than MX descriptions. For rewriting a file's MX tensors in another form.
+  void add_non_mx(const SafetensorsFile& in);
   // Throws std::runtime_error naming the path (nothing is left at `path` on failure).
   void write(const std::string& path) const;
   std::vector<std::uint8_t> to_bytes() const;
