@@ -19,5 +19,6 @@ Command add_compare(CLI::App& app);
 Command add_convert(CLI::App& app);
 Command add_dequantize(CLI::App& app);
 Command add_inspect(CLI::App& app);
+Command add_data(CLI::App& app);
 
 }  // namespace mfqat::cli

@@ -21,6 +21,7 @@ int main(int argc, char** argv) {
       mfqat::cli::add_convert(app),
       mfqat::cli::add_dequantize(app),
       mfqat::cli::add_inspect(app),
+      mfqat::cli::add_data(app),
   };
 
   try {

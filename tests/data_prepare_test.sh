@@ -1,0 +1,16 @@
+#!/usr/bin/env bash
+# `mfqat data prepare` on the real Debian package: six novels with their known line counts,
+# Persuasion held out whole, and a second run served from the cache.
+set -euo pipefail
+BIN=$1
+T=$(mktemp -d)
+trap 'rm -rf "$T"' EXIT
+out=$("$BIN" data prepare --data-dir "$T" --only austen 2>/dev/null)
+echo "$out"
+for want in "emma                16235" "mansfieldpark       15349" "northangerabbey      7856" \
+            "persuasion           8328" "prideprejudice      13030" "sensesensibility    12624"; do
+  grep -q "$want lines" <<<"$out" || { echo "missing: $want"; exit 1; }
+done
+head -1 "$T/austen/test.txt" | grep -q "^Persuasion" || { echo "test split is not Persuasion"; exit 1; }
+[ "$(wc -c <"$T/austen/train.txt")" -gt 3000000 ] || { echo "train split too small"; exit 1; }
+"$BIN" data prepare --data-dir "$T" --only austen 2>/dev/null | grep -q "already prepared" || { echo "cache not used"; exit 1; }
