@@ -1,0 +1,122 @@
+// The fake-quant autograd op and QuantLinear: forward equals the mx core, backward is the
+// straight-through estimator (plain or clipped).
+#include <gtest/gtest.h>
+
+#include <cstring>
+
+#include "mfqat/train/quant_linear.h"
+
+using namespace mfqat;
+using namespace mfqat::train;
+
+namespace {
+
+torch::Tensor weights(std::int64_t out, std::int64_t in, std::uint64_t seed) {
+  torch::manual_seed(seed);
+  torch::Tensor w = torch::randn({out, in});
+  w.index_put_({0, 3}, 1000.0f);  // an outlier makes its block's other elements small
+  w.index_put_({1, 0}, 7.9f);
+  return w;
+}
+
+bool bit_equal(const torch::Tensor& a, const torch::Tensor& b) {
+  return a.sizes() == b.sizes() && std::memcmp(a.contiguous().data_ptr<float>(), b.contiguous().data_ptr<float>(), a.numel() * 4) == 0;
+}
+
+}  // namespace
+
+TEST(FakeQuantOp, ForwardEqualsMxCore) {
+  for (const char* name : {"mxint8", "mxint4", "mxfp4", "mxfp8_e4m3", "mxfp6_e3m2"}) {
+    const mx::Format f = mx::find_format(name);
+    const torch::Tensor w = weights(6, 70, 1);  // 70: a partial last block
+    std::vector<float> want(w.numel());
+    mx::fake_quantize(f, w.data_ptr<float>(), 6, 70, want.data());
+    const torch::Tensor y = mx_fake_quant(w, f);
+    EXPECT_EQ(0, std::memcmp(y.data_ptr<float>(), want.data(), want.size() * 4)) << name;
+    // leading dimensions are flattened: blocks along the last axis only
+    const torch::Tensor y3 = mx_fake_quant(w.reshape({2, 3, 70}), f);
+    EXPECT_TRUE(bit_equal(y3.reshape({6, 70}), y)) << name;
+  }
+}
+
+TEST(FakeQuantOp, PlainSteGradientIsTheGradientAtTheDequantizedWeights) {
+  const mx::Format f = mx::find_format("mxint4");
+  torch::manual_seed(3);
+  const torch::Tensor x = torch::randn({5, 64});
+  QuantLinear q(64, 8);
+  q->set_format(f);
+  const torch::Tensor target = torch::randn({5, 8});
+  torch::Tensor loss = (q->forward(x) - target).pow(2).sum();
+  loss.backward();
+  // the same loss on an fp32 linear whose weight is the dequantized weight
+  torch::Tensor wq = q->effective_weight().detach().requires_grad_(true);
+  torch::Tensor loss_ref = (torch::nn::functional::linear(x, wq) - target).pow(2).sum();
+  loss_ref.backward();
+  EXPECT_TRUE(bit_equal(loss.detach(), loss_ref.detach()));
+  EXPECT_TRUE(bit_equal(q->weight.grad(), wq.grad()));
+}
+
+TEST(FakeQuantOp, ClippedSteZeroesExactlyTheSaturatedElements) {
+  const mx::Format f = mx::find_format("mxfp8_e4m3");
+  // Block of 32: max 957 -> scale 2^1, 957/2 = 478.5 saturates to 448; 470 too; others do not.
+  torch::Tensor w = torch::ones({2, 32});
+  w.index_put_({0, 0}, 957.0f);
+  w.index_put_({0, 1}, -940.0f);
+  w.index_put_({1, 5}, 3.0f);
+  w.requires_grad_(true);
+  FakeQuantOptions o;
+  o.ste = Ste::Clipped;
+  const torch::Tensor y = mx_fake_quant(w, f, o);
+  y.sum().backward();
+  std::vector<std::uint8_t> sat(64);
+  std::vector<float> tmp(64);
+  mx::fake_quantize(f, w.detach().data_ptr<float>(), 2, 32, tmp.data(), {}, sat.data());
+  const torch::Tensor g = w.grad();
+  int zeros = 0;
+  for (int i = 0; i < 64; ++i) {
+    EXPECT_EQ(g.view({-1})[i].item<float>(), sat[i] ? 0.0f : 1.0f) << i;
+    zeros += sat[i];
+  }
+  EXPECT_EQ(zeros, 2);
+  // plain STE passes everything
+  torch::Tensor w2 = w.detach().clone().requires_grad_(true);
+  mx_fake_quant(w2, f).sum().backward();
+  EXPECT_TRUE(bit_equal(w2.grad(), torch::ones({2, 32})));
+}
+
+TEST(QuantLinearModule, FormatSwitchingAndInputQuant) {
+  QuantLinear q(40, 3, /*bias=*/true);
+  torch::manual_seed(1);
+  const torch::Tensor x = torch::randn({4, 40});
+  const torch::Tensor y32 = q->forward(x);
+  EXPECT_TRUE(bit_equal(y32, torch::nn::functional::linear(x, q->weight, q->bias)));
+  q->set_format(mx::find_format("mxint2"));
+  const torch::Tensor y2 = q->forward(x);
+  EXPECT_FALSE(bit_equal(y2, y32));
+  q->set_quantize_input(true);
+  const torch::Tensor yi = q->forward(x);
+  EXPECT_TRUE(bit_equal(yi, torch::nn::functional::linear(mx_fake_quant(x, mx::find_format("mxint2")), q->effective_weight(), q->bias)));
+  q->set_format(std::nullopt);
+  EXPECT_TRUE(bit_equal(q->forward(x), y32));
+  EXPECT_THROW(mx_fake_quant(torch::zeros({3}, torch::kFloat64), mx::find_format("mxint8")), std::invalid_argument);
+}
+
+TEST(QuantLinearModule, TinyRegressionLearns) {
+  // A few steps of QAT at mxint4 on a linear regression: the loss falls.
+  torch::manual_seed(0);
+  QuantLinear q(32, 4);
+  q->set_format(mx::find_format("mxint4"));
+  const torch::Tensor x = torch::randn({256, 32}), w_true = torch::randn({4, 32}) * 0.5;
+  const torch::Tensor y = torch::nn::functional::linear(x, w_true);
+  torch::optim::Adam opt(q->parameters(), torch::optim::AdamOptions(0.05));
+  float first = 0, last = 0;
+  for (int step = 0; step < 60; ++step) {
+    opt.zero_grad();
+    torch::Tensor loss = (q->forward(x) - y).pow(2).mean();
+    loss.backward();
+    opt.step();
+    if (step == 0) first = loss.item<float>();
+    last = loss.item<float>();
+  }
+  EXPECT_LT(last, first * 0.1f);
+}
