@@ -1,0 +1,143 @@
+#include "mfqat/train/model.h"
+
+#include <cmath>
+#include <nlohmann/json.hpp>
+#include <stdexcept>
+
+namespace mfqat::train {
+
+using nlohmann::json;
+
+std::string LmConfig::to_json() const {
+  return json{{"vocab", vocab},           {"dim", dim},         {"n_layers", n_layers},
+              {"n_heads", n_heads},       {"ffn_dim", hidden()}, {"max_seq", max_seq},
+              {"rope_theta", rope_theta}, {"norm_eps", norm_eps}, {"quantize_head", quantize_head}}
+      .dump();
+}
+
+LmConfig LmConfig::from_json(const std::string& text, const std::string& name) {
+  json j;
+  try {
+    j = json::parse(text);
+  } catch (const json::exception& e) {
+    std::string w = e.what();
+    for (auto& ch : w) ch = ch == '\n' ? ' ' : ch;
+    throw std::invalid_argument(name + ": not valid JSON (" + w + ")");
+  }
+  if (!j.is_object()) throw std::invalid_argument(name + ": config must be a JSON object");
+  LmConfig c;
+  static const char* known[] = {"vocab", "dim", "n_layers", "n_heads", "ffn_dim", "max_seq", "rope_theta", "norm_eps", "quantize_head"};
+  for (auto it = j.begin(); it != j.end(); ++it) {
+    bool ok = false;
+    for (const char* k : known) ok |= it.key() == k;
+    if (!ok) throw std::invalid_argument(name + ": unknown field '" + it.key() + "'");
+  }
+  auto get_int = [&](const char* k, std::int64_t* v, std::int64_t lo, std::int64_t hi) {
+    if (!j.contains(k)) return;
+    if (!j[k].is_number_integer()) throw std::invalid_argument(name + ": " + k + " must be an integer");
+    *v = j[k].get<std::int64_t>();
+    if (*v < lo || *v > hi) {
+      throw std::invalid_argument(name + ": " + k + " = " + std::to_string(*v) + " is out of range " + std::to_string(lo) + ".." + std::to_string(hi));
+    }
+  };
+  get_int("vocab", &c.vocab, 2, 1 << 20);
+  get_int("dim", &c.dim, 8, 1 << 16);
+  get_int("n_layers", &c.n_layers, 1, 256);
+  get_int("n_heads", &c.n_heads, 1, 1024);
+  get_int("ffn_dim", &c.ffn_dim, 0, 1 << 18);
+  get_int("max_seq", &c.max_seq, 1, 1 << 16);
+  if (j.contains("rope_theta")) c.rope_theta = j["rope_theta"].get<double>();
+  if (j.contains("norm_eps")) c.norm_eps = j["norm_eps"].get<double>();
+  if (j.contains("quantize_head")) c.quantize_head = j["quantize_head"].get<bool>();
+  if (c.dim % c.n_heads != 0) {
+    throw std::invalid_argument(name + ": n_heads = " + std::to_string(c.n_heads) + " does not divide dim = " + std::to_string(c.dim));
+  }
+  if (c.head_dim() % 2 != 0) throw std::invalid_argument(name + ": head dimension " + std::to_string(c.head_dim()) + " must be even (rotary)");
+  if (!(c.rope_theta > 1.0) || !(c.norm_eps > 0.0)) throw std::invalid_argument(name + ": rope_theta must be > 1 and norm_eps > 0");
+  return c;
+}
+
+RmsNormImpl::RmsNormImpl(std::int64_t dim, double eps) : eps_(eps) { weight = register_parameter("weight", torch::ones({dim})); }
+
+torch::Tensor RmsNormImpl::forward(const torch::Tensor& x) {
+  return x * torch::rsqrt(x.pow(2).mean(-1, /*keepdim=*/true) + eps_) * weight;
+}
+
+torch::Tensor apply_rope(const torch::Tensor& x, const torch::Tensor& cos, const torch::Tensor& sin) {
+  const std::int64_t T = x.size(1), half = x.size(3) / 2;
+  const torch::Tensor c = cos.slice(0, 0, T).view({1, T, 1, half}), s = sin.slice(0, 0, T).view({1, T, 1, half});
+  const torch::Tensor x1 = x.slice(3, 0, half), x2 = x.slice(3, half, 2 * half);
+  return torch::cat({x1 * c - x2 * s, x1 * s + x2 * c}, 3);
+}
+
+BlockImpl::BlockImpl(const LmConfig& c) : n_heads_(c.n_heads), head_dim_(c.head_dim()) {
+  attn_norm = register_module("attn_norm", RmsNorm(c.dim, c.norm_eps));
+  mlp_norm = register_module("mlp_norm", RmsNorm(c.dim, c.norm_eps));
+  wq = register_module("wq", QuantLinear(c.dim, c.dim));
+  wk = register_module("wk", QuantLinear(c.dim, c.dim));
+  wv = register_module("wv", QuantLinear(c.dim, c.dim));
+  wo = register_module("wo", QuantLinear(c.dim, c.dim));
+  w1 = register_module("w1", QuantLinear(c.dim, c.hidden()));
+  w2 = register_module("w2", QuantLinear(c.hidden(), c.dim));
+  w3 = register_module("w3", QuantLinear(c.dim, c.hidden()));
+}
+
+torch::Tensor BlockImpl::forward(const torch::Tensor& x, const torch::Tensor& cos, const torch::Tensor& sin) {
+  const std::int64_t B = x.size(0), T = x.size(1);
+  const torch::Tensor h = attn_norm->forward(x);
+  torch::Tensor q = apply_rope(wq->forward(h).view({B, T, n_heads_, head_dim_}), cos, sin).transpose(1, 2);
+  torch::Tensor k = apply_rope(wk->forward(h).view({B, T, n_heads_, head_dim_}), cos, sin).transpose(1, 2);
+  torch::Tensor v = wv->forward(h).view({B, T, n_heads_, head_dim_}).transpose(1, 2);
+  torch::Tensor att = torch::matmul(q, k.transpose(-2, -1)) / std::sqrt(static_cast<double>(head_dim_));
+  const torch::Tensor mask = torch::ones({T, T}, torch::kBool).triu(1);
+  att = torch::softmax(att.masked_fill(mask, -std::numeric_limits<float>::infinity()), -1);
+  const torch::Tensor o = torch::matmul(att, v).transpose(1, 2).contiguous().view({B, T, n_heads_ * head_dim_});
+  const torch::Tensor x2 = x + wo->forward(o);
+  const torch::Tensor m = mlp_norm->forward(x2);
+  return x2 + w2->forward(torch::silu(w1->forward(m)) * w3->forward(m));
+}
+
+TransformerLmImpl::TransformerLmImpl(const LmConfig& c) : cfg_(c) {
+  tok_emb = register_module("tok_emb", torch::nn::Embedding(c.vocab, c.dim));
+  blocks = register_module("blocks", torch::nn::ModuleList());
+  for (std::int64_t i = 0; i < c.n_layers; ++i) blocks->push_back(Block(c));
+  norm = register_module("norm", RmsNorm(c.dim, c.norm_eps));
+  head = register_module("head", QuantLinear(c.dim, c.vocab));
+  torch::nn::init::normal_(tok_emb->weight, 0.0, 0.02);
+  const std::int64_t half = c.head_dim() / 2;
+  const torch::Tensor inv = torch::pow(c.rope_theta, -torch::arange(0, half, torch::kFloat64) * 2.0 / c.head_dim());
+  const torch::Tensor ang = torch::outer(torch::arange(0, c.max_seq, torch::kFloat64), inv);
+  cos_ = register_buffer("rope_cos", torch::cos(ang).to(torch::kFloat32));
+  sin_ = register_buffer("rope_sin", torch::sin(ang).to(torch::kFloat32));
+}
+
+torch::Tensor TransformerLmImpl::forward(const torch::Tensor& tokens) {
+  if (tokens.dim() != 2 || tokens.size(1) > cfg_.max_seq) {
+    throw std::invalid_argument("tokens must be [batch, time] with time <= max_seq = " + std::to_string(cfg_.max_seq));
+  }
+  torch::Tensor x = tok_emb->forward(tokens);
+  for (const auto& b : *blocks) x = b->as<Block>()->forward(x, cos_, sin_);
+  return head->forward(norm->forward(x));
+}
+
+std::vector<std::pair<std::string, QuantLinear>> TransformerLmImpl::quant_linears() {
+  std::vector<std::pair<std::string, QuantLinear>> out;
+  for (std::size_t i = 0; i < blocks->size(); ++i) {
+    auto b = blocks[i]->as<Block>();
+    const std::string p = "blocks." + std::to_string(i) + ".";
+    for (auto [n, l] : {std::pair{"wq", b->wq}, {"wk", b->wk}, {"wv", b->wv}, {"wo", b->wo}, {"w1", b->w1}, {"w2", b->w2}, {"w3", b->w3}}) {
+      out.emplace_back(p + n + ".weight", l);
+    }
+  }
+  if (cfg_.quantize_head) out.emplace_back("head.weight", head);
+  return out;
+}
+
+void TransformerLmImpl::set_format(const std::optional<mx::Format>& f, const FakeQuantOptions& opt) {
+  for (auto& [name, l] : quant_linears()) {
+    l->set_format(f);
+    l->set_options(opt);
+  }
+}
+
+}  // namespace mfqat::train
