@@ -20,5 +20,8 @@ Command add_convert(CLI::App& app);
 Command add_dequantize(CLI::App& app);
 Command add_inspect(CLI::App& app);
 Command add_data(CLI::App& app);
+#if MFQAT_HAVE_TRAIN
+Command add_train(CLI::App& app);
+#endif
 
 }  // namespace mfqat::cli

@@ -22,6 +22,9 @@ int main(int argc, char** argv) {
       mfqat::cli::add_dequantize(app),
       mfqat::cli::add_inspect(app),
       mfqat::cli::add_data(app),
+#if MFQAT_HAVE_TRAIN
+      mfqat::cli::add_train(app),
+#endif
   };
 
   try {

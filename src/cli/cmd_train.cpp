@@ -1,0 +1,58 @@
+#include <fmt/core.h>
+
+#include <nlohmann/json.hpp>
+#include <thread>
+
+#include "commands.h"
+#include "mfqat/train/api.h"
+
+namespace mfqat::cli {
+
+Command add_train(CLI::App& app) {
+  auto* sub = app.add_subcommand("train", "Train the byte-level LM: fp32 pretraining, single-format or multi-format QAT");
+  auto j = std::make_shared<train::TrainJob>();
+  auto json = std::make_shared<bool>(false);
+  sub->add_option("--config", j->config, "LM config JSON (default: built-in, or the --init checkpoint's)");
+  sub->add_option("--init", j->init, "fp32 checkpoint to start from (QAT starts from a pretrained model)");
+  sub->add_option("-o,--output", j->output, "fp32 master checkpoint to write (.safetensors)")->required();
+  sub->add_option("--data-dir", j->data_dir, "prepared data (see `mfqat data prepare`; default data)");
+  sub->add_option("--mode", j->mode, "fp32 | sf | mf")->check(CLI::IsMember({"fp32", "sf", "mf"}));
+  sub->add_option("--format", j->format, "sf: the format");
+  sub->add_option("--formats", j->formats, "mf: comma-separated formats (or int / fp / all)");
+  sub->add_option("--strategy", j->strategy, "mf: joint (average gradients over all formats), cycle, random")
+      ->check(CLI::IsMember({"joint", "cycle", "random"}));
+  sub->add_option("--weights", j->weights, "mf random: comma-separated sampling weights");
+  sub->add_option("--ste", j->ste, "straight-through estimator: plain or clipped")->check(CLI::IsMember({"plain", "clipped"}));
+  sub->add_option("--steps", j->steps, "optimizer steps")->check(CLI::PositiveNumber);
+  sub->add_option("--batch", j->batch, "sequences per step")->check(CLI::PositiveNumber);
+  sub->add_option("--seq", j->seq, "bytes per sequence")->check(CLI::PositiveNumber);
+  sub->add_option("--train-sequences", j->train_sequences, "size of the fixed fine-tune set (QAT default 128; 0 = sample freely)");
+  sub->add_option("--lr", j->lr, "peak learning rate (AdamW, warm-up then cosine)");
+  sub->add_option("--warmup", j->warmup, "warm-up steps");
+  sub->add_option("--weight-decay", j->weight_decay, "AdamW weight decay");
+  sub->add_option("--clip", j->clip, "gradient-norm clip");
+  sub->add_option("--seed", j->seed, "seed (same seed and threads: same result)");
+  sub->add_option("--eval-every", j->eval_every, "validation loss every N steps (0: at the end)");
+  sub->add_option("--eval-batches", j->eval_batches, "validation batches");
+  sub->add_option("--metrics", j->metrics, "write JSON-lines metrics here");
+  sub->add_flag("--json", *json, "print the summary as JSON (no progress bar)");
+  return {sub, [j, json]() {
+    j->threads = static_cast<int>(std::max(1u, std::thread::hardware_concurrency()));
+    if (*json) j->progress = false;
+    const auto s = train::run_train(*j, [&](const std::string& m) {
+      if (!*json) fmt::print("{}\n", m);
+    });
+    if (*json) {
+      fmt::print("{}\n", nlohmann::json{{"steps", s.steps},
+                                        {"first_loss", s.first_loss},
+                                        {"last_loss", s.last_loss},
+                                        {"valid_loss", s.valid_loss},
+                                        {"tokens_per_s", s.tokens_per_s},
+                                        {"seconds", s.seconds}}
+                             .dump());
+    }
+    return 0;
+  }};
+}
+
+}  // namespace mfqat::cli
