@@ -209,8 +209,6 @@ void load_checkpoint(TransformerLm& model, const std::string& path) {
 
 }  // namespace mfqat::train
 
-#include "mfqat/train/api.h"
-
 namespace mfqat::train {
 
 TrainSummary run_train(const TrainJob& job, const std::function<void(const std::string&)>& log) {
@@ -269,19 +267,12 @@ TrainSummary run_train(const TrainJob& job, const std::function<void(const std::
   torch::manual_seed(job.seed);
   TransformerLm model(cfg);
   if (!job.init.empty()) load_checkpoint(model, job.init);
-  const TrainResult r = train(model, o, log);
+  const TrainSummary r = train(model, o, log);
   save_checkpoint(model, job.output,
                   {{"mfqat.train", nlohmann::json{{"mode", job.mode}, {"formats", job.mode == "sf" ? job.format : job.formats},
                                                   {"strategy", job.strategy}, {"steps", r.steps}, {"seed", job.seed},
                                                   {"valid_loss", r.valid_loss}}.dump()}});
-  TrainSummary s;
-  s.first_loss = r.first_loss;
-  s.last_loss = r.last_loss;
-  s.valid_loss = r.valid_loss;
-  s.tokens_per_s = r.tokens_per_s;
-  s.seconds = r.seconds;
-  s.steps = r.steps;
-  return s;
+  return r;
 }
 
 }  // namespace mfqat::train

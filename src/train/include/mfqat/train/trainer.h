@@ -9,6 +9,7 @@
 #include <string>
 #include <vector>
 
+#include "mfqat/train/api.h"
 #include "mfqat/train/model.h"
 
 namespace mfqat::train {
@@ -31,11 +32,7 @@ struct TrainOptions {
   bool progress = true;
 };
 
-struct TrainResult {
-  double first_loss = 0, last_loss = 0, valid_loss = 0;
-  double tokens_per_s = 0, seconds = 0;
-  std::int64_t steps = 0;
-};
+using TrainResult = TrainSummary;
 
 using Log = std::function<void(const std::string&)>;
 
