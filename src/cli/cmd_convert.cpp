@@ -48,8 +48,7 @@ Command add_convert(CLI::App& app) {
       const bool slice = convert::slice_refusal(m.format, dst).empty();
       const mx::PackedMatrix out = slice ? convert::slice(src, dst, &st) : convert::via_float(src, dst);
       const double ms = std::chrono::duration<double, std::milli>(std::chrono::steady_clock::now() - t0).count();
-      mx::Rounding r = mx::Rounding::NearestEven;
-      w.add_mx(m.name, out, r);
+      w.add_mx(m.name, out);  // both paths round to nearest-even
       const nlohmann::json row = {{"tensor", m.name},        {"from", m.format.name},
                                   {"to", dst.name},          {"method", slice ? "slice" : "via-float"},
                                   {"rows", m.rows},          {"cols", m.cols},
