@@ -29,6 +29,14 @@ for s in joint cycle random; do
     --strategy "$s" --steps 6 --ste clipped "${common[@]}" >/dev/null
 done
 "$BIN" inspect "$T/mf_joint.safetensors" | grep -q '"strategy":"joint"'
+# resume: 5 steps, an interruption, then the rest == 12 uninterrupted steps, byte for byte
+# (mf random exercises the restored RNG, AdamW moments and the fixed fine-tune set)
+rs=(--init "$T/p.safetensors" --mode mf --formats mxint2,mxint4,mxint8 --strategy random --steps 12 "${common[@]}")
+"$BIN" train "${rs[@]}" -o "$T/full.safetensors" >/dev/null
+if "$BIN" train "${rs[@]}" -o "$T/cut.safetensors" --stop-after 5 >/dev/null 2>&1; then echo "--stop-after did not stop"; exit 1; fi
+[ ! -e "$T/cut.safetensors" ] && [ -e "$T/cut.safetensors.state" ]
+"$BIN" train "${rs[@]}" -o "$T/cut.safetensors" --resume >/dev/null
+cmp "$T/full.safetensors" "$T/cut.safetensors"
 fail() {  # expect a one-line error containing $1
   local want=$1; shift
   if err=$("$BIN" "$@" 2>&1 >/dev/null); then echo "no error: $*"; exit 1; fi
@@ -41,5 +49,6 @@ fail "mfqat data prepare" train --config "$T/tiny.json" -o "$T/x.safetensors" --
 fail "mode mf needs --formats" train --init "$T/p.safetensors" -o "$T/x.safetensors" --mode mf "${common[@]}"
 echo '{"dim": 64, "n_layers": 1, "n_heads": 2, "max_seq": 32}' > "$T/other.json"
 fail "tensor 'tok_emb.weight'" train --config "$T/other.json" --init "$T/p.safetensors" -o "$T/x.safetensors" "${common[@]}"
-[ ! -e "$T/x.safetensors" ]
+fail "no training state" train "${rs[@]}" -o "$T/never.safetensors" --resume
+[ ! -e "$T/x.safetensors" ] && [ ! -e "$T/never.safetensors" ]
 echo "train CLI: ok"

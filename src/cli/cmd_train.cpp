@@ -36,6 +36,9 @@ Command add_train(CLI::App& app) {
   sub->add_option("--eval-batches", j->eval_batches, "validation batches");
   sub->add_option("--metrics", j->metrics, "write JSON-lines metrics here");
   sub->add_flag("--json", *json, "print the summary as JSON (no progress bar)");
+  sub->add_flag("--resume", j->resume, "continue from OUTPUT.state (weights, optimizer, step, RNG)");
+  sub->add_option("--save-every", j->save_every, "write OUTPUT.state every N steps (atomic; 0: only at the end)");
+  sub->add_option("--stop-after", j->stop_after, "testing: stop after N steps as if interrupted (state saved)");
   return {sub, [j, json]() {
     j->threads = static_cast<int>(std::max(1u, std::thread::hardware_concurrency()));
     if (*json) j->progress = false;

@@ -11,6 +11,7 @@
 #include <fstream>
 #include <nlohmann/json.hpp>
 #include <random>
+#include <sstream>
 #include <stdexcept>
 
 #include "mfqat/ckpt/file.h"
@@ -46,6 +47,64 @@ double lr_at(const TrainOptions& o, std::int64_t step) {
   if (step < o.warmup) return o.lr * static_cast<double>(step + 1) / static_cast<double>(o.warmup);
   const double p = o.steps > o.warmup ? static_cast<double>(step - o.warmup) / static_cast<double>(o.steps - o.warmup) : 1.0;
   return o.lr * (o.min_lr_ratio + (1 - o.min_lr_ratio) * 0.5 * (1 + std::cos(M_PI * std::min(1.0, p))));
+}
+
+struct LoopState {
+  std::int64_t step = 0;
+  std::vector<std::int64_t> fixed;
+};
+
+// Atomic: serialise to PATH.tmp, then rename over PATH.
+void save_state(TransformerLm& model, const torch::optim::AdamW& adam, const LoopState& st, const std::mt19937_64& rng,
+                const std::string& path) {
+  torch::serialize::OutputArchive a;
+  for (const auto& p : model->named_parameters()) a.write("param/" + p.key(), p.value().detach());
+  torch::serialize::OutputArchive opt;
+  adam.save(opt);
+  a.write("optimizer", opt);
+  a.write("step", c10::IValue(st.step));
+  a.write("fixed", torch::tensor(st.fixed.empty() ? std::vector<std::int64_t>{-1} : st.fixed, torch::kInt64));
+  std::ostringstream r;
+  r << rng;
+  a.write("rng", c10::IValue(r.str()));
+  a.write("config", c10::IValue(model->config().to_json()));
+  const std::string tmp = path + ".tmp";
+  a.save_to(tmp);
+  if (std::rename(tmp.c_str(), path.c_str()) != 0) throw std::runtime_error(path + ": cannot rename the training state into place");
+}
+
+void load_state(TransformerLm& model, torch::optim::AdamW& adam, LoopState* st, std::mt19937_64* rng, const std::string& path) {
+  if (!std::ifstream(path)) throw std::runtime_error(path + ": no training state to resume from");
+  torch::serialize::InputArchive a;
+  try {
+    a.load_from(path);
+  } catch (const c10::Error&) {
+    throw std::runtime_error(path + ": not a readable training state");
+  }
+  c10::IValue cfg;
+  a.read("config", cfg);
+  if (cfg.toStringRef() != model->config().to_json()) throw std::runtime_error(path + ": training state is for another model config");
+  torch::NoGradGuard ng;
+  for (auto& p : model->named_parameters()) {
+    torch::Tensor t;
+    a.read("param/" + p.key(), t);
+    p.value().copy_(t);
+  }
+  torch::serialize::InputArchive opt;
+  a.read("optimizer", opt);
+  adam.load(opt);
+  c10::IValue step, r;
+  a.read("step", step);
+  st->step = step.toInt();
+  torch::Tensor fixed;
+  a.read("fixed", fixed);
+  st->fixed.clear();
+  if (!(fixed.numel() == 1 && fixed.item<std::int64_t>() == -1)) {
+    for (std::int64_t i = 0; i < fixed.numel(); ++i) st->fixed.push_back(fixed[i].item<std::int64_t>());
+  }
+  a.read("rng", r);
+  std::istringstream in(r.toStringRef());
+  in >> *rng;
 }
 
 }  // namespace
@@ -89,22 +148,28 @@ TrainResult train(TransformerLm& model, const TrainOptions& o, const Log& log) {
   std::mt19937_64 rng(o.seed);
   torch::manual_seed(o.seed);
   std::uniform_int_distribution<std::int64_t> pick(0, static_cast<std::int64_t>(text.size()) - len);
-  std::vector<std::int64_t> fixed;  // the QAT fine-tune set
-  for (std::int64_t i = 0; i < o.train_sequences; ++i) fixed.push_back(pick(rng));
+  LoopState st;
+  for (std::int64_t i = 0; i < o.train_sequences; ++i) st.fixed.push_back(pick(rng));  // the QAT fine-tune set
+  const std::vector<std::int64_t>& fixed = st.fixed;
 
   torch::optim::AdamW adam(model->parameters(), torch::optim::AdamWOptions(o.lr).weight_decay(o.weight_decay).betas({0.9, 0.95}));
+  if (o.resume) {
+    load_state(model, adam, &st, &rng, o.state_path);
+    log("resuming at step " + std::to_string(st.step) + " from " + o.state_path);
+  }
   const std::vector<double> fw = o.weights.empty() ? std::vector<double>(o.formats.size(), 1.0) : o.weights;
   std::discrete_distribution<std::size_t> fmt_pick(fw.begin(), fw.end());
   std::ofstream metrics;
   if (!o.metrics_path.empty()) {
-    metrics.open(o.metrics_path);
+    metrics.open(o.metrics_path, o.resume ? std::ios::app : std::ios::trunc);
     if (!metrics) throw std::runtime_error(o.metrics_path + ": cannot write metrics");
   }
   TrainResult res;
   const bool tty = ::isatty(2);  // redraw one line on a terminal, print every 10 % elsewhere
   const auto t0 = std::chrono::steady_clock::now();
   model->train();
-  for (std::int64_t step = 0; step < o.steps; ++step) {
+  const std::int64_t first_step = st.step;
+  for (std::int64_t step = first_step; step < o.steps; ++step) {
     std::vector<std::int64_t> starts;
     for (std::int64_t b = 0; b < o.batch; ++b) {
       starts.push_back(fixed.empty() ? pick(rng) : fixed[static_cast<std::size_t>((step * o.batch + b) % o.train_sequences)]);
@@ -140,11 +205,11 @@ TrainResult train(TransformerLm& model, const TrainOptions& o, const Log& log) {
     torch::nn::utils::clip_grad_norm_(model->parameters(), o.clip);
     adam.step();
     if (!std::isfinite(loss_sum)) throw std::runtime_error("loss is not finite at step " + std::to_string(step));
-    if (step == 0) res.first_loss = loss_sum;
+    if (step == first_step) res.first_loss = loss_sum;
     res.last_loss = loss_sum;
     res.steps = step + 1;
     const double secs = std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
-    const double tps = static_cast<double>((step + 1) * o.batch * o.seq) / secs;
+    const double tps = static_cast<double>((step + 1 - first_step) * o.batch * o.seq) / secs;
     double vloss = -1;
     if (!valid.empty() && o.eval_every > 0 && (step + 1) % o.eval_every == 0 && step + 1 < o.steps) {
       vloss = evaluate(model, valid, o.seq, o.eval_batches);
@@ -155,7 +220,7 @@ TrainResult train(TransformerLm& model, const TrainOptions& o, const Log& log) {
       metrics << j.dump() << "\n" << std::flush;
     }
     if (o.progress && (tty || (step + 1) % std::max<std::int64_t>(1, o.steps / 10) == 0 || step + 1 == o.steps)) {
-      const double eta = secs / static_cast<double>(step + 1) * static_cast<double>(o.steps - step - 1);
+      const double eta = secs / static_cast<double>(step + 1 - first_step) * static_cast<double>(o.steps - step - 1);
       const int width = 24, filled = static_cast<int>(width * (step + 1) / o.steps);
       std::fprintf(stderr, "\r[%s%s] %lld/%lld loss %.4f  %.0f tok/s  ETA %.0fs   ", std::string(filled, '#').c_str(),
                    std::string(width - filled, '.').c_str(), static_cast<long long>(step + 1), static_cast<long long>(o.steps),
@@ -164,6 +229,15 @@ TrainResult train(TransformerLm& model, const TrainOptions& o, const Log& log) {
     }
     res.tokens_per_s = tps;
     res.seconds = secs;
+    st.step = step + 1;
+    const bool stopping = o.stop_after > 0 && st.step - first_step >= o.stop_after && st.step < o.steps;
+    if (!o.state_path.empty() && (stopping || st.step == o.steps || (o.save_every > 0 && st.step % o.save_every == 0))) {
+      save_state(model, adam, st, rng, o.state_path);
+    }
+    if (stopping) {
+      if (o.progress && tty) std::fprintf(stderr, "\n");
+      throw std::runtime_error("stopped after step " + std::to_string(st.step) + " (--stop-after); resume with --resume");
+    }
   }
   if (o.progress && tty) std::fprintf(stderr, "\n");
   if (!valid.empty()) res.valid_loss = evaluate(model, valid, o.seq, o.eval_batches);
@@ -263,6 +337,10 @@ TrainSummary run_train(const TrainJob& job, const std::function<void(const std::
   o.eval_batches = job.eval_batches;
   o.metrics_path = job.metrics;
   o.progress = job.progress;
+  o.state_path = job.output + ".state";
+  o.save_every = job.save_every;
+  o.resume = job.resume;
+  o.stop_after = job.stop_after;
   if (job.threads > 0) at::set_num_threads(job.threads);
   torch::manual_seed(job.seed);
   TransformerLm model(cfg);

@@ -19,6 +19,9 @@ struct TrainJob {
   int threads = 0;
   std::string metrics;
   bool progress = true;
+  bool resume = false;            // continue from OUTPUT.state
+  std::int64_t save_every = 50;   // training-state checkpoint period (steps)
+  std::int64_t stop_after = 0;    // testing: stop after N steps as if interrupted
 };
 
 struct TrainSummary {

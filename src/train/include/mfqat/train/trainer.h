@@ -30,6 +30,12 @@ struct TrainOptions {
   std::int64_t eval_every = 0, eval_batches = 8;  // 0: evaluate at the end only
   std::string metrics_path;  // JSON lines; empty = none
   bool progress = true;
+  // Training state (weights, AdamW moments, step, RNG, fine-tune set) for --resume, written
+  // atomically every save_every steps and at the end; empty = none.
+  std::string state_path;
+  std::int64_t save_every = 50;
+  bool resume = false;        // continue from state_path
+  std::int64_t stop_after = 0;  // > 0: stop (as if killed) after this many steps, state saved; for tests
 };
 
 using TrainResult = TrainSummary;
