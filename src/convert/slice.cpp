@@ -3,7 +3,6 @@
 #include <cmath>
 #include <cstring>
 #include <atomic>
-#include <numeric>
 #include <stdexcept>
 #include <vector>
 
@@ -63,7 +62,10 @@ std::uint8_t requant_block(const SlicePlan& p, const std::uint8_t* codes, std::u
   return mx::detail::quantize_block_codes(p.dst, v, len, out);            // = quantize
 }
 
-// Maps one block to target codes (one per byte); returns the target scale byte.
+namespace {
+
+// Maps one block to target codes (one per byte): table path when canonical, requant otherwise;
+// returns the target scale byte.
 std::uint8_t slice_block_codes(const SlicePlan& p, const std::uint8_t* c, std::uint8_t s, std::int64_t len,
                                std::uint8_t* out, RunCounts* cnt) {
   std::uint32_t maxmag = 0;
@@ -91,6 +93,8 @@ std::uint8_t slice_block_codes(const SlicePlan& p, const std::uint8_t* c, std::u
   ++cnt->table;
   return static_cast<std::uint8_t>(s + p.shift);
 }
+
+}  // namespace
 
 void slice_run_scalar(const SlicePlan& p, const std::uint8_t* codes, const std::uint8_t* scales, std::int64_t n,
                       std::uint8_t* out, std::uint8_t* out_scales, RunCounts* cnt) {

@@ -35,10 +35,6 @@ SliceRunFn slice_run_avx2();  // nullptr when not compiled in; handles any plan 
 std::uint8_t requant_block(const SlicePlan& p, const std::uint8_t* codes, std::uint8_t scale, std::int64_t len,
                            std::uint8_t* out);
 
-// Maps one block (scalar): table path when canonical, requant otherwise; returns the scale byte.
-std::uint8_t slice_block_codes(const SlicePlan& p, const std::uint8_t* c, std::uint8_t s, std::int64_t len,
-                               std::uint8_t* out, RunCounts* cnt);
-
 // Table path for one block when it is canonical; returns false (writing nothing) otherwise.
 inline bool canonical(const SlicePlan& p, std::uint32_t maxmag, std::uint8_t s) {
   const int ns = static_cast<int>(s) + p.shift;

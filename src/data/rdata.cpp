@@ -129,7 +129,7 @@ class Reader {
     if (depth > 64) fail("nesting too deep");
     const std::uint32_t flags = static_cast<std::uint32_t>(read_int());
     const int type = static_cast<int>(flags & 0xff);
-    const bool has_attr = flags & (1u << 9), has_tag = flags & (1u << 10);
+    const bool has_attr = flags & (1u << 9);
     RObject o;
     o.type = type;
     switch (type) {
@@ -212,7 +212,6 @@ class Reader {
       default:
         fail("unsupported R object type " + std::to_string(type));
     }
-    (void)has_tag;
     if (has_attr) read_attributes(&o, depth);
     return o;
   }
