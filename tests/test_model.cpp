@@ -1,7 +1,11 @@
 // The Llama-style LM: shapes, causality, rotary embeddings, format switching, config errors.
 #include <gtest/gtest.h>
 
-#include "mfqat/train/model.h"
+#include <cstdio>
+#include <cstdlib>
+#include <cstring>
+
+#include "mfqat/train/trainer.h"
 
 using namespace mfqat;
 using namespace mfqat::train;
@@ -70,17 +74,25 @@ TEST(Model, FormatSwitching) {
 }
 
 TEST(Model, ConfigErrorsAreOneLine) {
-  const LmConfig c = LmConfig::from_json(R"({"dim": 96, "n_heads": 6, "n_layers": 3})", "c.json");
+  const ModelConfig mc = ModelConfig::from_json(R"({"dim": 96, "n_heads": 6, "n_layers": 3})", "c.json");
+  const LmConfig& c = mc.lm;
   EXPECT_EQ(c.head_dim(), 16);
-  EXPECT_EQ(LmConfig::from_json(c.to_json(), "x").hidden(), c.hidden());
+  EXPECT_EQ(ModelConfig::from_json(mc.to_json(), "x").lm.hidden(), c.hidden());
+  const ModelConfig mlp = ModelConfig::from_json(R"({"model": "mlp", "hidden": [64], "classes": 3})", "m.json");
+  EXPECT_EQ(mlp.kind, model::Kind::Mlp);
+  EXPECT_EQ(ModelConfig::from_json(mlp.to_json(), "x").to_json(), mlp.to_json());
   for (auto [text, needle] : {std::pair{"{\"dim\": 100, \"n_heads\": 3}", "does not divide"},
                               std::pair{"{\"dim\": \"big\"}", "dim must be an integer"},
                               std::pair{"{\"layers\": 2}", "unknown field 'layers'"},
                               std::pair{"{\"n_layers\": 0}", "out of range"},
                               std::pair{"[1]", "JSON object"},
+                              std::pair{"{\"model\": \"cnn\"}", "not one of lm, mlp"},
+                              std::pair{"{\"model\": \"mlp\", \"hidden\": [0]}", "out of range"},
+                              std::pair{"{\"model\": \"mlp\", \"dim\": 8}", "unknown field 'dim'"},
+                              std::pair{"{\"quantize_head\": 1}", "true or false"},
                               std::pair{"{oops", "not valid JSON"}}) {
     try {
-      LmConfig::from_json(text, "c.json");
+      ModelConfig::from_json(text, "c.json");
       FAIL() << text;
     } catch (const std::invalid_argument& e) {
       const std::string w = e.what();
@@ -112,4 +124,122 @@ TEST(Model, TinyLmLossFalls) {
     last = loss.item<float>();
   }
   EXPECT_LT(last, first * 0.5f);
+}
+
+TEST(Model, ParameterListMatchesTheTorchModules) {
+  // The torch-free ModelConfig::params() (export, runtime) and the modules agree on every name,
+  // shape and order, and on which weights are quantized.
+  ModelConfig lm;
+  lm.lm = tiny();
+  lm.lm.quantize_head = true;
+  ModelConfig mlp = ModelConfig::default_mlp();
+  mlp.mlp.hidden = {40, 24};
+  for (const ModelConfig& c : {lm, mlp}) {
+    const auto m = make_model(c);
+    const auto named = m->named_parameters();
+    const auto spec = c.params();
+    ASSERT_EQ(named.size(), spec.size());
+    std::int64_t total = 0;
+    for (std::size_t i = 0; i < spec.size(); ++i) {
+      EXPECT_EQ(named[i].key(), spec[i].name);
+      EXPECT_EQ(named[i].value().sizes().vec(), spec[i].shape) << spec[i].name;
+      total += named[i].value().numel();
+    }
+    EXPECT_EQ(total, c.param_count());
+    std::vector<std::string> q;
+    for (const auto& p : spec) {
+      if (p.quantized) q.push_back(p.name);
+    }
+    const auto ql = m->quant_linears();
+    ASSERT_EQ(ql.size(), q.size());
+    for (std::size_t i = 0; i < q.size(); ++i) EXPECT_EQ(ql[i].first, q[i]);
+  }
+}
+
+TEST(Model, MlpClassifierForwardAndFormats) {
+  torch::manual_seed(5);
+  MlpConfig c;
+  c.inputs = 50;  // not a multiple of 32: partial blocks
+  c.hidden = {33};
+  c.classes = 4;
+  MlpClassifier m(c);
+  const torch::Tensor x = torch::randn({6, 50});
+  const torch::Tensor y32 = m->forward(x);
+  EXPECT_EQ(y32.sizes(), (std::vector<std::int64_t>{6, 4}));
+  m->set_format(mx::find_format("mxfp4"));
+  EXPECT_FALSE(torch::equal(m->forward(x), y32));
+  EXPECT_FALSE(m->head->format().has_value());  // the head stays fp32 by default
+  m->set_format(std::nullopt);
+  EXPECT_TRUE(torch::equal(m->forward(x), y32));
+  EXPECT_THROW(m->forward(torch::zeros({2, 49})), std::invalid_argument);
+}
+
+namespace {
+
+std::string tmp_path(const std::string& name) { return ::testing::TempDir() + "mfqat_model_" + name; }
+
+bool params_bit_equal(QuantModelImpl& a, QuantModelImpl& b) {
+  const auto pa = a.named_parameters(), pb = b.named_parameters();
+  for (std::size_t i = 0; i < pa.size(); ++i) {
+    const torch::Tensor x = pa[i].value().contiguous(), y = pb[i].value().contiguous();
+    if (std::memcmp(x.data_ptr<float>(), y.data_ptr<float>(), x.numel() * 4) != 0) return false;
+  }
+  return true;
+}
+
+}  // namespace
+
+TEST(Anchor, OwnFormatEqualsInMemoryFakeQuantAndLowerFormatsEqualMfqatConvert) {
+  torch::manual_seed(6);
+  ModelConfig c;
+  c.lm = tiny();
+  auto master = make_model(c);
+  const std::string mpath = tmp_path("master.safetensors"), a8 = tmp_path("a8.safetensors"), a4 = tmp_path("a4.safetensors");
+  save_checkpoint(*master, mpath);
+  const model::Checkpoint mck = model::Checkpoint::open(mpath);
+  model::export_anchor(mck, mx::find_format("mxint8"), a8);
+  const torch::Tensor tok = torch::randint(0, 256, {2, 20}, torch::kInt64);
+
+  // Own format: the anchor's stored weights, dequantized, give the logits of the fp32 master
+  // under fake-quant at mxint8, bit for bit.
+  master->set_format(mx::find_format("mxint8"));
+  const torch::Tensor y_fake = master->forward(tok);
+  master->set_format(std::nullopt);
+  auto from_anchor = make_model(c);
+  load_weights(*from_anchor, model::Checkpoint::open(a8));
+  EXPECT_TRUE(torch::equal(from_anchor->forward(tok), y_fake));
+
+  // Lower format: the weights derived inside eval equal those of `mfqat convert`'s file.
+  const std::string cmd = std::string(MFQAT_BIN) + " convert " + a8 + " --to mxint4 -o " + a4 + " > /dev/null";
+  ASSERT_EQ(std::system(cmd.c_str()), 0);
+  auto derived = make_model(c), converted = make_model(c);
+  load_weights(*derived, model::Checkpoint::open(a8), mx::find_format("mxint4"));
+  const model::Checkpoint ck4 = model::Checkpoint::open(a4);
+  EXPECT_EQ(ck4.anchor_format()->name, "mxint4");  // convert keeps it an anchor, now of mxint4
+  load_weights(*converted, ck4);
+  EXPECT_TRUE(params_bit_equal(*derived, *converted));
+  const model::Checkpoint ck8 = model::Checkpoint::open(a8);
+  for (const auto& p : ck8.params()) {
+    if (!p.quantized) continue;
+    const mx::PackedMatrix x = ck8.packed(p, mx::find_format("mxint4")), y = ck4.packed(p, mx::find_format("mxint4"));
+    EXPECT_EQ(x.elements, y.elements) << p.name;
+    EXPECT_EQ(x.scales, y.scales) << p.name;
+  }
+  // ... and differ from the anchor's (a real derivation happened).
+  auto own = make_model(c);
+  load_weights(*own, ck8);
+  EXPECT_FALSE(params_bit_equal(*derived, *own));
+
+  // A checkpoint of another shape is refused naming the tensor.
+  ModelConfig other = c;
+  other.lm.dim = 32;
+  other.lm.n_heads = 2;
+  auto wrong = make_model(other);
+  try {
+    load_weights(*wrong, ck8);
+    FAIL();
+  } catch (const std::runtime_error& e) {
+    EXPECT_NE(std::string(e.what()).find("tensor 'tok_emb.weight'"), std::string::npos) << e.what();
+  }
+  for (const auto& p : {mpath, a8, a4}) std::remove(p.c_str());
 }

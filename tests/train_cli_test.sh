@@ -37,6 +37,56 @@ if "$BIN" train "${rs[@]}" -o "$T/cut.safetensors" --stop-after 5 >/dev/null 2>&
 [ ! -e "$T/cut.safetensors" ] && [ -e "$T/cut.safetensors.state" ]
 "$BIN" train "${rs[@]}" -o "$T/cut.safetensors" --resume >/dev/null
 cmp "$T/full.safetensors" "$T/cut.safetensors"
+# export + eval: the anchor at its own format scores exactly what the master scores under
+# fake-quant; a lower format derived inside eval scores exactly what `mfqat convert`'s file does.
+"$BIN" export "$T/p.safetensors" --anchor mxint8 -o "$T/a8.safetensors" >/dev/null
+"$BIN" inspect "$T/a8.safetensors" | grep -q 'metadata mfqat.anchor = mxint8'
+ev=(--text "$T/data/austen/valid.txt" --batches 2 --batch 4 --json)
+"$BIN" eval "$T/p.safetensors" --formats fp32,mxint8,mxint4 "${ev[@]}" > "$T/master.jsonl"
+"$BIN" eval "$T/a8.safetensors" --formats int "${ev[@]}" > "$T/anchor.jsonl"
+"$BIN" convert "$T/a8.safetensors" --to mxint4 -o "$T/a4.safetensors" >/dev/null
+"$BIN" eval "$T/a4.safetensors" --formats mxint4 "${ev[@]}" > "$T/a4.jsonl"
+python3 - "$T" <<'PY'
+import json, math, sys
+t = sys.argv[1]
+rows = lambda f: {r["format"]: r for r in map(json.loads, open(f"{t}/{f}"))}
+m, a, a4 = rows("master.jsonl"), rows("anchor.jsonl"), rows("a4.jsonl")
+assert list(a) == ["mxint8", "mxint7", "mxint6", "mxint5", "mxint4", "mxint3", "mxint2"], list(a)
+assert a["mxint8"]["loss"] == m["mxint8"]["loss"], (a["mxint8"], m["mxint8"])   # own format == fake-quant
+assert a["mxint4"]["loss"] == a4["mxint4"]["loss"], (a["mxint4"], a4["mxint4"])  # slice in eval == convert
+assert a["mxint4"]["source"] == "anchor mxint8->mxint4 (sliced)"
+for r in list(m.values()) + list(a.values()):
+    assert math.isfinite(r["loss"]) and abs(r["perplexity"] - math.exp(r["loss"])) < 1e-9 * r["perplexity"], r
+assert m["fp32"]["loss"] < a["mxint2"]["loss"], (m["fp32"], a["mxint2"])
+PY
+# the classifier on a synthetic Fashion-MNIST-shaped set (class = which image quarter is bright)
+mkdir -p "$T/data/fashion-mnist"
+python3 - "$T/data/fashion-mnist" <<'PY'
+import gzip, random, struct, sys
+random.seed(2)
+def write(prefix, n):
+    imgs, labs = bytearray(), bytearray()
+    for _ in range(n):
+        c = random.randrange(4)
+        img = [random.randrange(60) for _ in range(784)]
+        for r in range(14):
+            for q in range(14):
+                img[(r + 14 * (c // 2)) * 28 + q + 14 * (c % 2)] += 150
+        imgs += bytes(img); labs.append(c)
+    gzip.open(f"{sys.argv[1]}/{prefix}-images-idx3-ubyte.gz", "wb").write(struct.pack(">iiii", 0x803, n, 28, 28) + imgs)
+    gzip.open(f"{sys.argv[1]}/{prefix}-labels-idx1-ubyte.gz", "wb").write(struct.pack(">ii", 0x801, n) + labs)
+write("train", 5600); write("t10k", 300)
+PY
+"$BIN" train --model mlp --data-dir "$T/data" -o "$T/mlp.safetensors" --steps 20 --json >/dev/null
+"$BIN" train --init "$T/mlp.safetensors" --data-dir "$T/data" -o "$T/mlp_mf.safetensors" --mode mf --formats mxfp4,mxfp8 --steps 5 --json >/dev/null
+"$BIN" export "$T/mlp_mf.safetensors" --anchor mxfp8_e4m3 -o "$T/mlp_a.safetensors" >/dev/null
+"$BIN" eval "$T/mlp_a.safetensors" --data-dir "$T/data" --formats fp --json > "$T/mlp.jsonl"
+python3 - "$T/mlp.jsonl" <<'PY'
+import json, sys
+rows = [json.loads(l) for l in open(sys.argv[1])]
+assert rows[0]["format"] == "mxfp8_e4m3" and rows[0]["units"] == 300, rows[0]
+assert all(r["accuracy"] > 0.9 for r in rows if r["bits_per_weight"] >= 6), rows
+PY
 fail() {  # expect a one-line error containing $1
   local want=$1; shift
   if err=$("$BIN" "$@" 2>&1 >/dev/null); then echo "no error: $*"; exit 1; fi
@@ -50,5 +100,11 @@ fail "mode mf needs --formats" train --init "$T/p.safetensors" -o "$T/x.safetens
 echo '{"dim": 64, "n_layers": 1, "n_heads": 2, "max_seq": 32}' > "$T/other.json"
 fail "tensor 'tok_emb.weight'" train --config "$T/other.json" --init "$T/p.safetensors" -o "$T/x.safetensors" "${common[@]}"
 fail "no training state" train "${rs[@]}" -o "$T/never.safetensors" --resume
+fail "cannot derive mxfp4_e2m1 from the mxint8 anchor" eval "$T/a8.safetensors" --formats mxfp4 "${ev[@]}"
+fail "an fp32 master, not an anchor" eval "$T/p.safetensors" --from anchor "${ev[@]}"
+fail "already an anchor" export "$T/a8.safetensors" --anchor mxint4 -o "$T/x.safetensors"
+fail "unknown format" export "$T/p.safetensors" --anchor mxint9 -o "$T/x.safetensors"
+fail "--text is for language models" eval "$T/mlp_a.safetensors" --text "$T/data/austen/valid.txt"
+fail "fashion-mnist/t10k-images-idx3-ubyte.gz: missing" eval "$T/mlp_a.safetensors" --data-dir "$T/none"
 [ ! -e "$T/x.safetensors" ] && [ ! -e "$T/never.safetensors" ]
 echo "train CLI: ok"

@@ -39,6 +39,8 @@ Command add_convert(CLI::App& app) {
     }
     ckpt::SafetensorsWriter w;
     w.add_non_mx(in);
+    // An anchor stays a (lower-precision) anchor of the same model.
+    if (in.metadata().count(ckpt::kAnchorKey)) w.set_metadata(ckpt::kAnchorKey, mx::find_format(o->to).name);
     nlohmann::json report = nlohmann::json::array();
     for (const auto& m : in.mx_tensors()) {
       const mx::Format dst = mx::find_format(o->to, m.format.block_size);

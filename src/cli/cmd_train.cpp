@@ -12,7 +12,9 @@ Command add_train(CLI::App& app) {
   auto* sub = app.add_subcommand("train", "Train the byte-level LM: fp32 pretraining, single-format or multi-format QAT");
   auto j = std::make_shared<train::TrainJob>();
   auto json = std::make_shared<bool>(false);
-  sub->add_option("--config", j->config, "LM config JSON (default: built-in, or the --init checkpoint's)");
+  sub->add_option("--config", j->config, "model config JSON (default: the --init checkpoint's, else the built-in --model)");
+  sub->add_option("--model", j->model, "built-in model: lm (byte-level LM on Austen) or mlp (Fashion-MNIST classifier)")
+      ->check(CLI::IsMember({"lm", "mlp"}));
   sub->add_option("--init", j->init, "fp32 checkpoint to start from (QAT starts from a pretrained model)");
   sub->add_option("-o,--output", j->output, "fp32 master checkpoint to write (.safetensors)")->required();
   sub->add_option("--data-dir", j->data_dir, "prepared data (see `mfqat data prepare`; default data)");
@@ -24,7 +26,7 @@ Command add_train(CLI::App& app) {
   sub->add_option("--weights", j->weights, "mf random: comma-separated sampling weights");
   sub->add_option("--ste", j->ste, "straight-through estimator: plain or clipped")->check(CLI::IsMember({"plain", "clipped"}));
   sub->add_option("--steps", j->steps, "optimizer steps")->check(CLI::PositiveNumber);
-  sub->add_option("--batch", j->batch, "sequences per step")->check(CLI::PositiveNumber);
+  sub->add_option("--batch", j->batch, "items per step (default 16 sequences for the LM, 128 images for the classifier)")->check(CLI::PositiveNumber);
   sub->add_option("--seq", j->seq, "bytes per sequence")->check(CLI::PositiveNumber);
   sub->add_option("--train-sequences", j->train_sequences, "size of the fixed fine-tune set (QAT default 128; 0 = sample freely)");
   sub->add_option("--lr", j->lr, "peak learning rate (AdamW, warm-up then cosine)");
@@ -50,6 +52,7 @@ Command add_train(CLI::App& app) {
                                         {"first_loss", s.first_loss},
                                         {"last_loss", s.last_loss},
                                         {"valid_loss", s.valid_loss},
+                                        {"valid_accuracy", s.valid_accuracy},
                                         {"tokens_per_s", s.tokens_per_s},
                                         {"seconds", s.seconds}}
                              .dump());

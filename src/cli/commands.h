@@ -20,8 +20,10 @@ Command add_convert(CLI::App& app);
 Command add_dequantize(CLI::App& app);
 Command add_inspect(CLI::App& app);
 Command add_data(CLI::App& app);
+Command add_export(CLI::App& app);
 #if MFQAT_HAVE_TRAIN
 Command add_train(CLI::App& app);
+Command add_eval(CLI::App& app);
 #endif
 
 }  // namespace mfqat::cli

@@ -22,8 +22,10 @@ int main(int argc, char** argv) {
       mfqat::cli::add_dequantize(app),
       mfqat::cli::add_inspect(app),
       mfqat::cli::add_data(app),
+      mfqat::cli::add_export(app),
 #if MFQAT_HAVE_TRAIN
       mfqat::cli::add_train(app),
+      mfqat::cli::add_eval(app),
 #endif
   };
 

@@ -8,55 +8,6 @@ namespace mfqat::train {
 
 using nlohmann::json;
 
-std::string LmConfig::to_json() const {
-  return json{{"vocab", vocab},           {"dim", dim},         {"n_layers", n_layers},
-              {"n_heads", n_heads},       {"ffn_dim", hidden()}, {"max_seq", max_seq},
-              {"rope_theta", rope_theta}, {"norm_eps", norm_eps}, {"quantize_head", quantize_head}}
-      .dump();
-}
-
-LmConfig LmConfig::from_json(const std::string& text, const std::string& name) {
-  json j;
-  try {
-    j = json::parse(text);
-  } catch (const json::exception& e) {
-    std::string w = e.what();
-    for (auto& ch : w) ch = ch == '\n' ? ' ' : ch;
-    throw std::invalid_argument(name + ": not valid JSON (" + w + ")");
-  }
-  if (!j.is_object()) throw std::invalid_argument(name + ": config must be a JSON object");
-  LmConfig c;
-  static const char* known[] = {"vocab", "dim", "n_layers", "n_heads", "ffn_dim", "max_seq", "rope_theta", "norm_eps", "quantize_head"};
-  for (auto it = j.begin(); it != j.end(); ++it) {
-    bool ok = false;
-    for (const char* k : known) ok |= it.key() == k;
-    if (!ok) throw std::invalid_argument(name + ": unknown field '" + it.key() + "'");
-  }
-  auto get_int = [&](const char* k, std::int64_t* v, std::int64_t lo, std::int64_t hi) {
-    if (!j.contains(k)) return;
-    if (!j[k].is_number_integer()) throw std::invalid_argument(name + ": " + k + " must be an integer");
-    *v = j[k].get<std::int64_t>();
-    if (*v < lo || *v > hi) {
-      throw std::invalid_argument(name + ": " + k + " = " + std::to_string(*v) + " is out of range " + std::to_string(lo) + ".." + std::to_string(hi));
-    }
-  };
-  get_int("vocab", &c.vocab, 2, 1 << 20);
-  get_int("dim", &c.dim, 8, 1 << 16);
-  get_int("n_layers", &c.n_layers, 1, 256);
-  get_int("n_heads", &c.n_heads, 1, 1024);
-  get_int("ffn_dim", &c.ffn_dim, 0, 1 << 18);
-  get_int("max_seq", &c.max_seq, 1, 1 << 16);
-  if (j.contains("rope_theta")) c.rope_theta = j["rope_theta"].get<double>();
-  if (j.contains("norm_eps")) c.norm_eps = j["norm_eps"].get<double>();
-  if (j.contains("quantize_head")) c.quantize_head = j["quantize_head"].get<bool>();
-  if (c.dim % c.n_heads != 0) {
-    throw std::invalid_argument(name + ": n_heads = " + std::to_string(c.n_heads) + " does not divide dim = " + std::to_string(c.dim));
-  }
-  if (c.head_dim() % 2 != 0) throw std::invalid_argument(name + ": head dimension " + std::to_string(c.head_dim()) + " must be even (rotary)");
-  if (!(c.rope_theta > 1.0) || !(c.norm_eps > 0.0)) throw std::invalid_argument(name + ": rope_theta must be > 1 and norm_eps > 0");
-  return c;
-}
-
 RmsNormImpl::RmsNormImpl(std::int64_t dim, double eps) : eps_(eps) { weight = register_parameter("weight", torch::ones({dim})); }
 
 torch::Tensor RmsNormImpl::forward(const torch::Tensor& x) {
@@ -133,11 +84,58 @@ std::vector<std::pair<std::string, QuantLinear>> TransformerLmImpl::quant_linear
   return out;
 }
 
-void TransformerLmImpl::set_format(const std::optional<mx::Format>& f, const FakeQuantOptions& opt) {
+ModelConfig TransformerLmImpl::model_config() const {
+  ModelConfig c;
+  c.kind = model::Kind::Lm;
+  c.lm = cfg_;
+  return c;
+}
+
+void QuantModelImpl::set_format(const std::optional<mx::Format>& f, const FakeQuantOptions& opt) {
   for (auto& [name, l] : quant_linears()) {
     l->set_format(f);
     l->set_options(opt);
   }
+}
+
+MlpClassifierImpl::MlpClassifierImpl(const MlpConfig& c) : cfg_(c) {
+  layers = register_module("layers", torch::nn::ModuleList());
+  std::int64_t in = c.inputs;
+  for (const std::int64_t h : c.hidden) {
+    layers->push_back(QuantLinear(in, h, /*bias=*/true));
+    in = h;
+  }
+  head = register_module("head", QuantLinear(in, c.classes, /*bias=*/true));
+}
+
+torch::Tensor MlpClassifierImpl::forward(const torch::Tensor& x) {
+  if (x.dim() != 2 || x.size(1) != cfg_.inputs) {
+    throw std::invalid_argument("input must be [batch, " + std::to_string(cfg_.inputs) + "]");
+  }
+  torch::Tensor h = x;
+  for (const auto& l : *layers) h = torch::relu(l->as<QuantLinear>()->forward(h));
+  return head->forward(h);
+}
+
+std::vector<std::pair<std::string, QuantLinear>> MlpClassifierImpl::quant_linears() {
+  std::vector<std::pair<std::string, QuantLinear>> out;
+  for (std::size_t i = 0; i < layers->size(); ++i) {
+    out.emplace_back("layers." + std::to_string(i) + ".weight", QuantLinear(std::dynamic_pointer_cast<QuantLinearImpl>(layers->ptr(i))));
+  }
+  if (cfg_.quantize_head) out.emplace_back("head.weight", head);
+  return out;
+}
+
+ModelConfig MlpClassifierImpl::model_config() const {
+  ModelConfig c;
+  c.kind = model::Kind::Mlp;
+  c.mlp = cfg_;
+  return c;
+}
+
+std::shared_ptr<QuantModelImpl> make_model(const ModelConfig& c) {
+  if (c.kind == model::Kind::Mlp) return MlpClassifier(c.mlp).ptr();
+  return TransformerLm(c.lm).ptr();
 }
 
 }  // namespace mfqat::train

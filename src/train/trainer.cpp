@@ -16,16 +16,11 @@
 
 #include "mfqat/ckpt/file.h"
 #include "mfqat/ckpt/safetensors.h"
+#include "mfqat/data/idx.h"
 
 namespace mfqat::train {
 
 namespace {
-
-std::vector<std::uint8_t> load_text(const std::string& path) {
-  auto t = ckpt::read_file(path);
-  if (t.size() < 2) throw std::runtime_error(path + ": text too short to train on");
-  return t;
-}
 
 // [B, T+1] windows starting at the given offsets.
 torch::Tensor windows(const std::vector<std::uint8_t>& text, const std::vector<std::int64_t>& starts, std::int64_t len) {
@@ -37,9 +32,9 @@ torch::Tensor windows(const std::vector<std::uint8_t>& text, const std::vector<s
   return out;
 }
 
-torch::Tensor lm_loss(TransformerLm& m, const torch::Tensor& win) {
+torch::Tensor lm_loss(QuantModelImpl& m, const torch::Tensor& win) {
   const std::int64_t T = win.size(1) - 1;
-  const torch::Tensor logits = m->forward(win.slice(1, 0, T));
+  const torch::Tensor logits = m.forward(win.slice(1, 0, T));
   return torch::nn::functional::cross_entropy(logits.reshape({-1, logits.size(-1)}), win.slice(1, 1, T + 1).reshape({-1}));
 }
 
@@ -55,10 +50,10 @@ struct LoopState {
 };
 
 // Atomic: serialise to PATH.tmp, then rename over PATH.
-void save_state(TransformerLm& model, const torch::optim::AdamW& adam, const LoopState& st, const std::mt19937_64& rng,
+void save_state(QuantModelImpl& model, const torch::optim::AdamW& adam, const LoopState& st, const std::mt19937_64& rng,
                 const std::string& path) {
   torch::serialize::OutputArchive a;
-  for (const auto& p : model->named_parameters()) a.write("param/" + p.key(), p.value().detach());
+  for (const auto& p : model.named_parameters()) a.write("param/" + p.key(), p.value().detach());
   torch::serialize::OutputArchive opt;
   adam.save(opt);
   a.write("optimizer", opt);
@@ -67,13 +62,13 @@ void save_state(TransformerLm& model, const torch::optim::AdamW& adam, const Loo
   std::ostringstream r;
   r << rng;
   a.write("rng", c10::IValue(r.str()));
-  a.write("config", c10::IValue(model->config().to_json()));
+  a.write("config", c10::IValue(model.model_config().to_json()));
   const std::string tmp = path + ".tmp";
   a.save_to(tmp);
   if (std::rename(tmp.c_str(), path.c_str()) != 0) throw std::runtime_error(path + ": cannot rename the training state into place");
 }
 
-void load_state(TransformerLm& model, torch::optim::AdamW& adam, LoopState* st, std::mt19937_64* rng, const std::string& path) {
+void load_state(QuantModelImpl& model, torch::optim::AdamW& adam, LoopState* st, std::mt19937_64* rng, const std::string& path) {
   if (!std::ifstream(path)) throw std::runtime_error(path + ": no training state to resume from");
   torch::serialize::InputArchive a;
   try {
@@ -83,9 +78,9 @@ void load_state(TransformerLm& model, torch::optim::AdamW& adam, LoopState* st, 
   }
   c10::IValue cfg;
   a.read("config", cfg);
-  if (cfg.toStringRef() != model->config().to_json()) throw std::runtime_error(path + ": training state is for another model config");
+  if (cfg.toStringRef() != model.model_config().to_json()) throw std::runtime_error(path + ": training state is for another model config");
   torch::NoGradGuard ng;
-  for (auto& p : model->named_parameters()) {
+  for (auto& p : model.named_parameters()) {
     torch::Tensor t;
     a.read("param/" + p.key(), t);
     p.value().copy_(t);
@@ -109,28 +104,134 @@ void load_state(TransformerLm& model, torch::optim::AdamW& adam, LoopState* st, 
 
 }  // namespace
 
-double evaluate(TransformerLm& model, const std::vector<std::uint8_t>& text, std::int64_t seq, std::int64_t batches,
-                std::int64_t batch) {
+Metrics evaluate_lm(QuantModelImpl& model, const std::vector<std::uint8_t>& text, std::int64_t seq, std::int64_t batches,
+                    std::int64_t batch) {
   torch::NoGradGuard ng;
-  model->eval();
+  const bool was_training = model.is_training();
+  model.eval();
   const std::int64_t len = std::min<std::int64_t>(seq + 1, static_cast<std::int64_t>(text.size()));
+  if (len < 2) throw std::runtime_error("text too short to evaluate");
   const std::int64_t span = static_cast<std::int64_t>(text.size()) - len;
-  double sum = 0;
-  std::int64_t n = 0;
-  for (std::int64_t b = 0; b < batches; ++b) {
-    std::vector<std::int64_t> starts;
-    for (std::int64_t i = 0; i < batch; ++i) {
-      const std::int64_t k = b * batch + i, total = batches * batch;
-      starts.push_back(total > 1 ? span * k / (total - 1) : 0);  // evenly spread, deterministic
-    }
-    sum += lm_loss(model, windows(text, starts, len)).item<double>();
-    ++n;
+  std::vector<std::int64_t> all;
+  if (batches > 0) {
+    const std::int64_t total = batches * batch;
+    for (std::int64_t k = 0; k < total; ++k) all.push_back(total > 1 ? span * k / (total - 1) : 0);  // evenly spread
+  } else {
+    for (std::int64_t s0 = 0; s0 <= span; s0 += len - 1) all.push_back(s0);  // every byte after the first scored once
   }
-  model->train();
-  return sum / static_cast<double>(n);
+  double sum = 0;
+  for (std::size_t i = 0; i < all.size(); i += static_cast<std::size_t>(batch)) {
+    const std::vector<std::int64_t> starts(all.begin() + static_cast<std::ptrdiff_t>(i),
+                                           all.begin() + static_cast<std::ptrdiff_t>(std::min(all.size(), i + static_cast<std::size_t>(batch))));
+    sum += lm_loss(model, windows(text, starts, len)).item<double>() * static_cast<double>(starts.size());
+  }
+  if (was_training) model.train();
+  Metrics m;
+  m.loss = sum / static_cast<double>(all.size());
+  m.units = static_cast<std::int64_t>(all.size()) * (len - 1);
+  return m;
 }
 
-TrainResult train(TransformerLm& model, const TrainOptions& o, const Log& log) {
+Metrics evaluate_classifier(QuantModelImpl& model, const torch::Tensor& images, const torch::Tensor& labels) {
+  torch::NoGradGuard ng;
+  const bool was_training = model.is_training();
+  model.eval();
+  double loss = 0;
+  std::int64_t correct = 0;
+  const std::int64_t n = images.size(0);
+  for (std::int64_t i = 0; i < n; i += 1000) {
+    const std::int64_t e = std::min(n, i + 1000);
+    const torch::Tensor logits = model.forward(images.slice(0, i, e));
+    const torch::Tensor y = labels.slice(0, i, e);
+    loss += torch::nn::functional::cross_entropy(logits, y, torch::nn::functional::CrossEntropyFuncOptions().reduction(torch::kSum)).item<double>();
+    correct += logits.argmax(1).eq(y).sum().item<std::int64_t>();
+  }
+  if (was_training) model.train();
+  Metrics m;
+  m.loss = loss / static_cast<double>(n);
+  m.accuracy = static_cast<double>(correct) / static_cast<double>(n);
+  m.units = n;
+  return m;
+}
+
+namespace {
+
+class LmTask : public Task {
+ public:
+  LmTask(std::vector<std::uint8_t> train, std::vector<std::uint8_t> valid, std::int64_t seq, std::int64_t eval_batches)
+      : train_(std::move(train)), valid_(std::move(valid)), seq_(seq), eval_batches_(eval_batches) {
+    if (static_cast<std::int64_t>(train_.size()) <= seq_ + 1) throw std::runtime_error("training text is shorter than one window");
+  }
+  std::int64_t items() const override { return static_cast<std::int64_t>(train_.size()) - seq_; }
+  std::int64_t units_per_item() const override { return seq_; }
+  torch::Tensor loss(QuantModelImpl& m, const std::vector<std::int64_t>& items) override {
+    return lm_loss(m, windows(train_, items, seq_ + 1));
+  }
+  Metrics validate(QuantModelImpl& m) override { return evaluate_lm(m, valid_, seq_, eval_batches_); }
+  bool has_validation() const override { return !valid_.empty(); }
+
+ private:
+  std::vector<std::uint8_t> train_, valid_;
+  std::int64_t seq_, eval_batches_;
+};
+
+class FmnistTask : public Task {
+ public:
+  explicit FmnistTask(const std::string& dir) {
+    std::tie(x_, y_) = fmnist_split(dir, "train");
+    std::tie(vx_, vy_) = fmnist_split(dir, "valid");
+  }
+  std::int64_t items() const override { return x_.size(0); }
+  std::int64_t units_per_item() const override { return 1; }
+  torch::Tensor loss(QuantModelImpl& m, const std::vector<std::int64_t>& items) override {
+    const torch::Tensor idx = torch::tensor(items, torch::kInt64);
+    return torch::nn::functional::cross_entropy(m.forward(x_.index_select(0, idx)), y_.index_select(0, idx));
+  }
+  Metrics validate(QuantModelImpl& m) override { return evaluate_classifier(m, vx_, vy_); }
+  bool has_validation() const override { return true; }
+
+ private:
+  torch::Tensor x_, y_, vx_, vy_;
+};
+
+}  // namespace
+
+std::unique_ptr<Task> lm_task(std::vector<std::uint8_t> train, std::vector<std::uint8_t> valid, std::int64_t seq,
+                              std::int64_t eval_batches) {
+  return std::make_unique<LmTask>(std::move(train), std::move(valid), seq, eval_batches);
+}
+
+std::unique_ptr<Task> fmnist_task(const std::string& data_dir) { return std::make_unique<FmnistTask>(data_dir); }
+
+std::pair<torch::Tensor, torch::Tensor> fmnist_split(const std::string& data_dir, const std::string& split) {
+  constexpr std::int64_t kValid = 5000;
+  const bool test = split == "test";
+  if (!test && split != "train" && split != "valid") throw std::invalid_argument("unknown split '" + split + "' (train, valid, test)");
+  const std::string base = data_dir + "/fashion-mnist/" + (test ? "t10k" : "train");
+  for (const char* part : {"-images-idx3-ubyte.gz", "-labels-idx1-ubyte.gz"}) {
+    if (!std::ifstream(base + part)) {
+      throw std::runtime_error(base + part + ": missing; run `mfqat data prepare --data-dir " + data_dir + "` first");
+    }
+  }
+  const data::IdxArray img = data::read_idx(base + "-images-idx3-ubyte.gz"), lab = data::read_idx(base + "-labels-idx1-ubyte.gz");
+  if (img.dims.size() != 3 || lab.dims.size() != 1 || img.dims[0] != lab.dims[0] || (!test && img.dims[0] <= kValid)) {
+    throw std::runtime_error(base + ": images and labels do not match");
+  }
+  const std::int64_t n = img.dims[0], px = img.dims[1] * img.dims[2];
+  const std::int64_t b = split == "valid" ? n - kValid : 0, e = split == "train" ? n - kValid : n;
+  // Fashion-MNIST's pixel mean and standard deviation (over the training set, /255).
+  const torch::Tensor x = torch::from_blob(const_cast<std::uint8_t*>(img.values.data()), {n, px}, torch::kUInt8)
+                              .slice(0, b, e)
+                              .to(torch::kFloat32)
+                              .div_(255.0f)
+                              .sub_(0.2860f)
+                              .div_(0.3530f);
+  const torch::Tensor y = torch::from_blob(const_cast<std::uint8_t*>(lab.values.data()), {n}, torch::kUInt8).slice(0, b, e).to(torch::kInt64);
+  if (y.max().item<std::int64_t>() > 9) throw std::runtime_error(base + ": label out of range 0..9");
+  return {x, y};
+}
+
+TrainResult train(QuantModelImpl& model, Task& task, const TrainOptions& o, const Log& log) {
   if (o.mode != "fp32" && o.mode != "sf" && o.mode != "mf") throw std::invalid_argument("unknown mode '" + o.mode + "' (fp32, sf, mf)");
   if (o.mode == "sf" && o.formats.size() != 1) throw std::invalid_argument("mode sf needs exactly one --format");
   if (o.mode == "mf" && o.formats.size() < 2) throw std::invalid_argument("mode mf needs at least two --formats");
@@ -138,21 +239,15 @@ TrainResult train(TransformerLm& model, const TrainOptions& o, const Log& log) {
     throw std::invalid_argument("unknown strategy '" + o.strategy + "' (joint, cycle, random)");
   }
   if (!o.weights.empty() && o.weights.size() != o.formats.size()) throw std::invalid_argument("--weights needs one weight per format");
-  if (o.steps < 1 || o.batch < 1 || o.seq < 1 || o.seq > model->config().max_seq) {
-    throw std::invalid_argument("bad steps/batch/seq (seq must be 1.." + std::to_string(model->config().max_seq) + ")");
-  }
-  const auto text = load_text(o.train_text);
-  const std::vector<std::uint8_t> valid = o.valid_text.empty() ? std::vector<std::uint8_t>{} : load_text(o.valid_text);
-  const std::int64_t len = o.seq + 1;
-  if (static_cast<std::int64_t>(text.size()) <= len) throw std::runtime_error(o.train_text + ": shorter than one window");
+  if (o.steps < 1 || o.batch < 1) throw std::invalid_argument("steps and batch must be positive");
   std::mt19937_64 rng(o.seed);
   torch::manual_seed(o.seed);
-  std::uniform_int_distribution<std::int64_t> pick(0, static_cast<std::int64_t>(text.size()) - len);
+  std::uniform_int_distribution<std::int64_t> pick(0, task.items() - 1);
   LoopState st;
   for (std::int64_t i = 0; i < o.train_sequences; ++i) st.fixed.push_back(pick(rng));  // the QAT fine-tune set
   const std::vector<std::int64_t>& fixed = st.fixed;
 
-  torch::optim::AdamW adam(model->parameters(), torch::optim::AdamWOptions(o.lr).weight_decay(o.weight_decay).betas({0.9, 0.95}));
+  torch::optim::AdamW adam(model.parameters(), torch::optim::AdamWOptions(o.lr).weight_decay(o.weight_decay).betas({0.9, 0.95}));
   if (o.resume) {
     load_state(model, adam, &st, &rng, o.state_path);
     log("resuming at step " + std::to_string(st.step) + " from " + o.state_path);
@@ -167,14 +262,13 @@ TrainResult train(TransformerLm& model, const TrainOptions& o, const Log& log) {
   TrainResult res;
   const bool tty = ::isatty(2);  // redraw one line on a terminal, print every 10 % elsewhere
   const auto t0 = std::chrono::steady_clock::now();
-  model->train();
+  model.train();
   const std::int64_t first_step = st.step;
   for (std::int64_t step = first_step; step < o.steps; ++step) {
     std::vector<std::int64_t> starts;
     for (std::int64_t b = 0; b < o.batch; ++b) {
       starts.push_back(fixed.empty() ? pick(rng) : fixed[static_cast<std::size_t>((step * o.batch + b) % o.train_sequences)]);
     }
-    const torch::Tensor win = windows(text, starts, len);
     const double lr = lr_at(o, step);
     for (auto& g : adam.param_groups()) static_cast<torch::optim::AdamWOptions&>(g.options()).lr(lr);
     adam.zero_grad();
@@ -196,35 +290,34 @@ TrainResult train(TransformerLm& model, const TrainOptions& o, const Log& log) {
     for (const auto& f : run) {
       FakeQuantOptions fq;
       fq.ste = o.ste;
-      model->set_format(f, fq);
-      torch::Tensor loss = lm_loss(model, win) / static_cast<double>(run.size());
+      model.set_format(f, fq);
+      torch::Tensor loss = task.loss(model, starts) / static_cast<double>(run.size());
       loss.backward();
       loss_sum += loss.item<double>();
     }
-    model->set_format(std::nullopt);
-    torch::nn::utils::clip_grad_norm_(model->parameters(), o.clip);
+    model.set_format(std::nullopt);
+    torch::nn::utils::clip_grad_norm_(model.parameters(), o.clip);
     adam.step();
     if (!std::isfinite(loss_sum)) throw std::runtime_error("loss is not finite at step " + std::to_string(step));
     if (step == first_step) res.first_loss = loss_sum;
     res.last_loss = loss_sum;
     res.steps = step + 1;
     const double secs = std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
-    const double tps = static_cast<double>((step + 1 - first_step) * o.batch * o.seq) / secs;
-    double vloss = -1;
-    if (!valid.empty() && o.eval_every > 0 && (step + 1) % o.eval_every == 0 && step + 1 < o.steps) {
-      vloss = evaluate(model, valid, o.seq, o.eval_batches);
-    }
+    const double tps = static_cast<double>((step + 1 - first_step) * o.batch * task.units_per_item()) / secs;
+    std::optional<Metrics> v;
+    if (task.has_validation() && o.eval_every > 0 && (step + 1) % o.eval_every == 0 && step + 1 < o.steps) v = task.validate(model);
     if (metrics.is_open()) {
       nlohmann::json j = {{"step", step + 1}, {"loss", loss_sum}, {"lr", lr}, {"tokens_per_s", tps}, {"seconds", secs}};
-      if (vloss >= 0) j["valid_loss"] = vloss;
+      if (v) j["valid_loss"] = v->loss;
+      if (v && v->accuracy >= 0) j["valid_accuracy"] = v->accuracy;
       metrics << j.dump() << "\n" << std::flush;
     }
     if (o.progress && (tty || (step + 1) % std::max<std::int64_t>(1, o.steps / 10) == 0 || step + 1 == o.steps)) {
       const double eta = secs / static_cast<double>(step + 1 - first_step) * static_cast<double>(o.steps - step - 1);
       const int width = 24, filled = static_cast<int>(width * (step + 1) / o.steps);
-      std::fprintf(stderr, "\r[%s%s] %lld/%lld loss %.4f  %.0f tok/s  ETA %.0fs   ", std::string(filled, '#').c_str(),
+      std::fprintf(stderr, "\r[%s%s] %lld/%lld loss %.4f  %.0f %s/s  ETA %.0fs   ", std::string(filled, '#').c_str(),
                    std::string(width - filled, '.').c_str(), static_cast<long long>(step + 1), static_cast<long long>(o.steps),
-                   loss_sum, tps, eta);
+                   loss_sum, tps, task.units_per_item() == 1 ? "ex" : "tok", eta);
       if (!tty) std::fprintf(stderr, "\n");
     }
     res.tokens_per_s = tps;
@@ -240,117 +333,51 @@ TrainResult train(TransformerLm& model, const TrainOptions& o, const Log& log) {
     }
   }
   if (o.progress && tty) std::fprintf(stderr, "\n");
-  if (!valid.empty()) res.valid_loss = evaluate(model, valid, o.seq, o.eval_batches);
-  log(fmt::format("trained {} steps in {:.1f}s ({:.0f} tokens/s): loss {:.4f} -> {:.4f}{}", res.steps, res.seconds,
-                  res.tokens_per_s, res.first_loss, res.last_loss,
-                  valid.empty() ? "" : fmt::format(", valid loss {:.4f} ({:.3f} bits/byte)", res.valid_loss, res.valid_loss / std::log(2.0))));
+  std::string vs;
+  if (task.has_validation()) {
+    const Metrics v = task.validate(model);
+    res.valid_loss = v.loss;
+    res.valid_accuracy = v.accuracy;
+    vs = v.accuracy >= 0 ? fmt::format(", valid loss {:.4f}, accuracy {:.2f} %", v.loss, 100 * v.accuracy)
+                         : fmt::format(", valid loss {:.4f} ({:.3f} bits/byte)", v.loss, v.loss / std::log(2.0));
+  }
+  log(fmt::format("trained {} steps in {:.1f}s ({:.0f} {}/s): loss {:.4f} -> {:.4f}{}", res.steps, res.seconds, res.tokens_per_s,
+                  task.units_per_item() == 1 ? "examples" : "tokens", res.first_loss, res.last_loss, vs));
   return res;
 }
 
-void save_checkpoint(TransformerLm& model, const std::string& path, const std::map<std::string, std::string>& extra) {
+void save_checkpoint(QuantModelImpl& model, const std::string& path, const std::map<std::string, std::string>& extra) {
   ckpt::SafetensorsWriter w;
-  for (const auto& p : model->named_parameters()) {
+  for (const auto& p : model.named_parameters()) {
     const torch::Tensor t = p.value().detach().contiguous();
     w.add_f32(p.key(), t.sizes().vec(), {t.data_ptr<float>(), static_cast<std::size_t>(t.numel())});
   }
-  w.set_metadata(ckpt::kModelConfigKey, model->config().to_json());
+  w.set_metadata(ckpt::kModelConfigKey, model.model_config().to_json());
   for (const auto& [k, v] : extra) w.set_metadata(k, v);
   w.write(path);
 }
 
-LmConfig checkpoint_config(const std::string& path) {
-  const auto f = ckpt::SafetensorsFile::open(path);
-  const auto it = f.metadata().find(ckpt::kModelConfigKey);
-  if (it == f.metadata().end()) throw std::runtime_error(path + ": no model config in the metadata (not an mfqat model checkpoint)");
-  return LmConfig::from_json(it->second, path + " [model_config]");
-}
+ModelConfig checkpoint_config(const std::string& path) { return model::read_config(ckpt::SafetensorsFile::open(path)); }
 
-void load_checkpoint(TransformerLm& model, const std::string& path) {
-  const auto f = ckpt::SafetensorsFile::open(path);
+void load_weights(QuantModelImpl& m, const model::Checkpoint& ck, const std::optional<mx::Format>& target) {
   torch::NoGradGuard ng;
-  for (auto& p : model->named_parameters()) {
-    const ckpt::TensorInfo* t = f.find(p.key());
-    if (!t) throw std::runtime_error(path + ": tensor '" + p.key() + "' is missing");
-    if (t->dtype != ckpt::DType::F32 || t->shape != p.value().sizes().vec()) {
+  auto named = m.named_parameters();
+  for (auto& p : named) {
+    const model::Param* spec = nullptr;
+    for (const auto& q : ck.params()) spec = q.name == p.key() ? &q : spec;
+    if (!spec) throw std::runtime_error(ck.path() + ": tensor '" + p.key() + "' is missing (the checkpoint is for another model)");
+    if (spec->shape != p.value().sizes().vec()) {
       std::string want = "[";
       for (auto d : p.value().sizes()) want += std::to_string(d) + ",";
-      throw std::runtime_error(path + ": tensor '" + p.key() + "' has another dtype or shape than the model's " + want + "] F32");
+      want.back() = ']';
+      throw std::runtime_error(ck.path() + ": tensor '" + p.key() + "' has another shape than the model's " + want);
     }
-    const auto d = f.data(*t);
-    std::memcpy(p.value().data_ptr<float>(), d.data(), d.size());
+    const std::vector<float> v = ck.values(*spec, spec->quantized ? target : std::nullopt);
+    std::memcpy(p.value().data_ptr<float>(), v.data(), v.size() * sizeof(float));
   }
+  if (named.size() != ck.params().size()) throw std::runtime_error(ck.path() + ": has parameters the model does not have");
 }
 
-}  // namespace mfqat::train
-
-namespace mfqat::train {
-
-TrainSummary run_train(const TrainJob& job, const std::function<void(const std::string&)>& log) {
-  if (job.output.empty()) throw std::invalid_argument("--output is required");
-  LmConfig cfg;
-  if (!job.config.empty()) {
-    const auto bytes = ckpt::read_file(job.config);
-    cfg = LmConfig::from_json(std::string(bytes.begin(), bytes.end()), job.config);
-  } else if (!job.init.empty()) {
-    cfg = checkpoint_config(job.init);
-  }
-  TrainOptions o;
-  o.mode = job.mode;
-  if (job.mode == "sf") {
-    if (job.format.empty()) throw std::invalid_argument("mode sf needs --format");
-    o.formats = {mx::find_format(job.format)};
-  } else if (job.mode == "mf") {
-    if (job.formats.empty()) throw std::invalid_argument("mode mf needs --formats");
-    o.formats = mx::parse_format_list(job.formats);
-  }
-  o.strategy = job.strategy;
-  if (!job.weights.empty()) {
-    std::size_t pos = 0;
-    while (pos < job.weights.size()) {
-      std::size_t used = 0;
-      o.weights.push_back(std::stod(job.weights.substr(pos), &used));
-      pos += used + 1;
-    }
-  }
-  if (job.ste == "clipped") {
-    o.ste = Ste::Clipped;
-  } else if (job.ste != "plain") {
-    throw std::invalid_argument("unknown --ste '" + job.ste + "' (plain, clipped)");
-  }
-  o.train_text = job.data_dir + "/austen/train.txt";
-  o.valid_text = job.data_dir + "/austen/valid.txt";
-  for (const auto& p : {o.train_text, o.valid_text}) {
-    if (!std::ifstream(p)) throw std::runtime_error(p + ": missing; run `mfqat data prepare --data-dir " + job.data_dir + "` first");
-  }
-  o.init = job.init;
-  o.steps = job.steps;
-  o.batch = job.batch;
-  o.seq = job.seq;
-  // QAT fine-tunes on a small fixed set (128 sequences) unless told otherwise; pretraining samples freely.
-  o.train_sequences = job.train_sequences >= 0 ? job.train_sequences : (job.mode == "fp32" ? 0 : 128);
-  o.warmup = job.warmup;
-  o.lr = job.lr;
-  o.weight_decay = job.weight_decay;
-  o.clip = job.clip;
-  o.seed = job.seed;
-  o.eval_every = job.eval_every;
-  o.eval_batches = job.eval_batches;
-  o.metrics_path = job.metrics;
-  o.progress = job.progress;
-  o.state_path = job.output + ".state";
-  o.save_every = job.save_every;
-  o.resume = job.resume;
-  o.stop_after = job.stop_after;
-  if (job.threads > 0) at::set_num_threads(job.threads);
-  torch::manual_seed(job.seed);
-  TransformerLm model(cfg);
-  if (!job.init.empty()) load_checkpoint(model, job.init);
-  const TrainSummary r = train(model, o, log);
-  save_checkpoint(model, job.output,
-                  {{"mfqat.train", nlohmann::json{{"mode", job.mode}, {"formats", job.mode == "sf" ? job.format : job.formats},
-                                                  {"strategy", job.strategy}, {"steps", r.steps}, {"seed", job.seed},
-                                                  {"valid_loss", r.valid_loss}}.dump()}});
-  return r;
-}
+void load_checkpoint(QuantModelImpl& m, const std::string& path) { load_weights(m, model::Checkpoint::open(path)); }
 
 }  // namespace mfqat::train

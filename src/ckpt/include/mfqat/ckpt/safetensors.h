@@ -43,6 +43,7 @@ inline constexpr const char* kMxScalesSuffix = ".mx_scales";
 inline constexpr const char* kMxMetaPrefix = "mfqat.mx.";          // + logical name -> JSON string
 inline constexpr const char* kFormatVersionKey = "mfqat.format_version";
 inline constexpr const char* kModelConfigKey = "mfqat.model_config";
+inline constexpr const char* kAnchorKey = "mfqat.anchor";  // an anchor checkpoint: the format of its MX weights
 
 // A safetensors file mapped read-only. Every offset, size, dtype and MX metadata field is checked
 // on open; errors are std::runtime_error("FILE: [tensor 'NAME': ]reason"), one line.

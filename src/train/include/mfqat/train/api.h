@@ -4,16 +4,18 @@
 #include <cstdint>
 #include <functional>
 #include <string>
+#include <vector>
 
 namespace mfqat::train {
 
 struct TrainJob {
-  std::string config;     // LM config JSON file; empty = the default config (or the --init checkpoint's)
+  std::string config;     // model config JSON file; empty = the built-in default of `model` (or the --init checkpoint's)
+  std::string model = "lm";  // lm | mlp: which built-in default config
   std::string init;       // fp32 checkpoint to start from
   std::string output;     // fp32 checkpoint to write (.safetensors)
   std::string data_dir = "data";
   std::string mode = "fp32", format, formats, strategy = "joint", weights, ste = "plain";
-  std::int64_t steps = 200, batch = 16, seq = 128, train_sequences = -1, warmup = 20, eval_every = 0, eval_batches = 8;
+  std::int64_t steps = 200, batch = 0, seq = 128, train_sequences = -1, warmup = 20, eval_every = 0, eval_batches = 8;
   double lr = 3e-3, weight_decay = 0.1, clip = 1.0;
   std::uint64_t seed = 0;
   int threads = 0;
@@ -25,11 +27,36 @@ struct TrainJob {
 };
 
 struct TrainSummary {
-  double first_loss = 0, last_loss = 0, valid_loss = 0, tokens_per_s = 0, seconds = 0;
+  double first_loss = 0, last_loss = 0, valid_loss = 0, valid_accuracy = -1, tokens_per_s = 0, seconds = 0;
   std::int64_t steps = 0;
 };
 
 // Validates the job (one-line std::exception messages), trains, writes the checkpoint atomically.
 TrainSummary run_train(const TrainJob& job, const std::function<void(const std::string&)>& log);
+
+struct EvalJob {
+  std::string model;          // fp32 master or MX anchor (.safetensors)
+  std::string formats = "all";  // list of names, "int", "fp", "all"; "fp32" = unquantized (master only)
+  std::string from;           // master | anchor; empty: what the file is
+  std::string text;           // LM: any text file; empty: the prepared split
+  std::string data_dir = "data";
+  std::string split = "test";  // test | valid (| train for the classifier)
+  std::int64_t seq = 0;        // LM window; 0: the model's max_seq
+  std::int64_t batches = 16, batch = 8;  // LM windows: batches x batch spread over the text; batches 0: all of it
+  int threads = 0;
+};
+
+struct EvalRow {
+  std::string format;      // "fp32" or a format name
+  double bits_per_weight = 32;  // element bits + 8 / block size
+  std::string source;      // "master", "master->F (quantized)", "anchor", "anchor A->F (sliced)"
+  double loss = 0, perplexity = 0, bits_per_byte = 0;  // LM (loss in nats per byte)
+  double accuracy = -1;    // classifier
+  std::int64_t units = 0;  // bytes or examples scored
+  double seconds = 0;
+};
+
+// Evaluates the model at each format; throws a one-line std::exception on bad input.
+std::vector<EvalRow> run_eval(const EvalJob& job, const std::function<void(const EvalRow&)>& row_done);
 
 }  // namespace mfqat::train

@@ -7,26 +7,26 @@
 #include <string>
 #include <vector>
 
+#include "mfqat/model/config.h"
 #include "mfqat/train/quant_linear.h"
 
 namespace mfqat::train {
 
-struct LmConfig {
-  std::int64_t vocab = 256;  // bytes
-  std::int64_t dim = 256;
-  std::int64_t n_layers = 4;
-  std::int64_t n_heads = 4;
-  std::int64_t ffn_dim = 0;  // 0: the Llama rule, 2/3 * 4 * dim rounded up to a multiple of 32
-  std::int64_t max_seq = 256;
-  double rope_theta = 10000.0;
-  double norm_eps = 1e-5;
-  bool quantize_head = false;  // also fake-quantize the output head
+using model::LmConfig;
+using model::MlpConfig;
+using model::ModelConfig;
 
-  std::int64_t head_dim() const { return dim / n_heads; }
-  std::int64_t hidden() const { return ffn_dim > 0 ? ffn_dim : ((8 * dim / 3) + 31) / 32 * 32; }
-  std::string to_json() const;
-  // Parses and validates; throws std::invalid_argument("NAME: field: reason") on a bad config.
-  static LmConfig from_json(const std::string& text, const std::string& name);
+// What the trainer and evaluator need of a model: a forward, its quantized linears, its config.
+class QuantModelImpl : public torch::nn::Module {
+ public:
+  // LM: tokens [B, T] int64 -> logits [B, T, vocab]. MLP: x [B, inputs] float -> logits [B, classes].
+  virtual torch::Tensor forward(const torch::Tensor& x) = 0;
+  // The quantized linears by parameter name of their weight ("blocks.0.wq.weight" ...), in
+  // the order of ModelConfig::params().
+  virtual std::vector<std::pair<std::string, QuantLinear>> quant_linears() = 0;
+  virtual ModelConfig model_config() const = 0;
+  // Sets the format of every quantized linear (nullopt = fp32) and their options.
+  void set_format(const std::optional<mx::Format>& f, const FakeQuantOptions& opt = {});
 };
 
 class RmsNormImpl : public torch::nn::Module {
@@ -52,15 +52,13 @@ class BlockImpl : public torch::nn::Module {
 };
 TORCH_MODULE(Block);
 
-class TransformerLmImpl : public torch::nn::Module {
+class TransformerLmImpl : public QuantModelImpl {
  public:
   explicit TransformerLmImpl(const LmConfig& c);
   // tokens: [B, T] int64 in [0, vocab), T <= max_seq. Returns logits [B, T, vocab].
-  torch::Tensor forward(const torch::Tensor& tokens);
-  // Sets the format of every quantized linear (nullopt = fp32) and their options.
-  void set_format(const std::optional<mx::Format>& f, const FakeQuantOptions& opt = {});
-  // The quantized linears by parameter name of their weight ("blocks.0.wq.weight" ...).
-  std::vector<std::pair<std::string, QuantLinear>> quant_linears();
+  torch::Tensor forward(const torch::Tensor& tokens) override;
+  std::vector<std::pair<std::string, QuantLinear>> quant_linears() override;
+  ModelConfig model_config() const override;
   const LmConfig& config() const { return cfg_; }
 
   torch::nn::Embedding tok_emb{nullptr};
@@ -73,6 +71,25 @@ class TransformerLmImpl : public torch::nn::Module {
   torch::Tensor cos_, sin_;  // [max_seq, head_dim/2], buffers
 };
 TORCH_MODULE(TransformerLm);
+
+// MLP classifier: QuantLinear layers with bias and ReLU, then the head (fp32 unless configured).
+class MlpClassifierImpl : public QuantModelImpl {
+ public:
+  explicit MlpClassifierImpl(const MlpConfig& c);
+  torch::Tensor forward(const torch::Tensor& x) override;  // [B, inputs] -> [B, classes]
+  std::vector<std::pair<std::string, QuantLinear>> quant_linears() override;
+  ModelConfig model_config() const override;
+
+  torch::nn::ModuleList layers{nullptr};
+  QuantLinear head{nullptr};
+
+ private:
+  MlpConfig cfg_;
+};
+TORCH_MODULE(MlpClassifier);
+
+// The model a config describes, with its parameters in the order of ModelConfig::params().
+std::shared_ptr<QuantModelImpl> make_model(const ModelConfig& c);
 
 // Rotary embedding on x [B, T, H, D] (half-split pairs: (x[i], x[i + D/2]) rotate by
 // position * theta^(-2i/D)). The runtime applies the same convention.

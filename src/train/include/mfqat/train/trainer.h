@@ -1,14 +1,17 @@
-// Training loop for the LM: fp32 pretraining, single-format QAT (sf) and multi-format QAT (mf:
-// joint, cycle, random). AdamW with linear warm-up and cosine decay, gradient clipping, seeded
-// sampling, JSON-lines metrics, a progress line. Master weights stay fp32; the checkpoint is a
-// safetensors file of F32 tensors with the model config in its metadata.
+// Training loop for the LM and the classifier: fp32 pretraining, single-format QAT (sf) and
+// multi-format QAT (mf: joint, cycle, random). AdamW with linear warm-up and cosine decay,
+// gradient clipping, seeded sampling, JSON-lines metrics, a progress line, resumable state.
+// Master weights stay fp32; the checkpoint is a safetensors file of F32 tensors with the model
+// config in its metadata.
 #pragma once
 
 #include <functional>
 #include <map>
+#include <memory>
 #include <string>
 #include <vector>
 
+#include "mfqat/model/checkpoint.h"
 #include "mfqat/train/api.h"
 #include "mfqat/train/model.h"
 
@@ -20,14 +23,12 @@ struct TrainOptions {
   std::string strategy = "joint";   // mf: joint | cycle | random
   std::vector<double> weights;      // mf random: sampling weights (default uniform)
   Ste ste = Ste::Plain;
-  std::string train_text, valid_text;  // paths
-  std::string init;                    // fp32 checkpoint to start from (QAT); empty = random init
-  std::int64_t steps = 200, batch = 16, seq = 128;
-  std::int64_t train_sequences = 0;    // > 0: a fixed set of that many windows (QAT fine-tune set)
+  std::int64_t steps = 200, batch = 16;
+  std::int64_t train_sequences = 0;    // > 0: a fixed set of that many training items (QAT fine-tune set)
   double lr = 3e-3, min_lr_ratio = 0.1, weight_decay = 0.1, clip = 1.0;
   std::int64_t warmup = 20;
   std::uint64_t seed = 0;
-  std::int64_t eval_every = 0, eval_batches = 8;  // 0: evaluate at the end only
+  std::int64_t eval_every = 0;  // 0: evaluate at the end only
   std::string metrics_path;  // JSON lines; empty = none
   bool progress = true;
   // Training state (weights, AdamW moments, step, RNG, fine-tune set) for --resume, written
@@ -38,21 +39,51 @@ struct TrainOptions {
   std::int64_t stop_after = 0;  // > 0: stop (as if killed) after this many steps, state saved; for tests
 };
 
-using TrainResult = TrainSummary;
+struct Metrics {
+  double loss = 0;       // mean cross-entropy (nats per byte / per example)
+  double accuracy = -1;  // classifier only
+  std::int64_t units = 0;  // bytes or examples scored
+};
 
+// What is trained on: items to sample, the loss of a batch of them, a held-out metric.
+class Task {
+ public:
+  virtual ~Task() = default;
+  virtual std::int64_t items() const = 0;                  // sampling range [0, items)
+  virtual std::int64_t units_per_item() const = 0;         // bytes (LM) or 1 (classifier), for throughput
+  virtual torch::Tensor loss(QuantModelImpl& m, const std::vector<std::int64_t>& items) = 0;
+  virtual Metrics validate(QuantModelImpl& m) = 0;
+  virtual bool has_validation() const = 0;
+};
+
+// Next-byte prediction on windows of seq + 1 bytes of a text; validation on `valid` (may be empty).
+std::unique_ptr<Task> lm_task(std::vector<std::uint8_t> train, std::vector<std::uint8_t> valid, std::int64_t seq,
+                              std::int64_t eval_batches);
+// Fashion-MNIST: the first 55000 training images train, the last 5000 validate.
+std::unique_ptr<Task> fmnist_task(const std::string& data_dir);
+
+using TrainResult = TrainSummary;
 using Log = std::function<void(const std::string&)>;
 
-TrainResult train(TransformerLm& model, const TrainOptions& opt, const Log& log);
+TrainResult train(QuantModelImpl& model, Task& task, const TrainOptions& opt, const Log& log);
 
-// Mean next-byte cross-entropy (nats) over `batches` deterministic windows of `text`.
-double evaluate(TransformerLm& model, const std::vector<std::uint8_t>& text, std::int64_t seq, std::int64_t batches,
-                std::int64_t batch = 8);
+// LM: mean next-byte cross-entropy (nats) over `batches` x `batch` windows of seq + 1 bytes
+// spread evenly over `text` (batches = 0: every non-overlapping window, the whole text).
+Metrics evaluate_lm(QuantModelImpl& model, const std::vector<std::uint8_t>& text, std::int64_t seq, std::int64_t batches,
+                    std::int64_t batch = 8);
+// Classifier: loss and accuracy over images [N, inputs] (float) and labels [N] (int64).
+Metrics evaluate_classifier(QuantModelImpl& model, const torch::Tensor& images, const torch::Tensor& labels);
+// Fashion-MNIST split "train" (55000), "valid" (5000) or "test" (10000) as normalised floats.
+std::pair<torch::Tensor, torch::Tensor> fmnist_split(const std::string& data_dir, const std::string& split);
 
 // fp32 checkpoints: every parameter as F32, config in metadata "mfqat.model_config".
-void save_checkpoint(TransformerLm& model, const std::string& path, const std::map<std::string, std::string>& extra = {});
+void save_checkpoint(QuantModelImpl& model, const std::string& path, const std::map<std::string, std::string>& extra = {});
 // Reads the config from a checkpoint (throws naming the file when it has none).
-LmConfig checkpoint_config(const std::string& path);
-// Loads weights; every parameter must be present with its shape ("PATH: tensor 'N': ...").
-void load_checkpoint(TransformerLm& model, const std::string& path);
+ModelConfig checkpoint_config(const std::string& path);
+// Copies a checkpoint's parameters into the model; names and shapes must match the model's
+// ("PATH: tensor 'N': ..."). From an anchor, quantized weights are derived in `target` by
+// Slice-and-Scale (nullopt: the anchor format) and dequantized.
+void load_weights(QuantModelImpl& model, const model::Checkpoint& ck, const std::optional<mx::Format>& target = std::nullopt);
+void load_checkpoint(QuantModelImpl& model, const std::string& path);
 
 }  // namespace mfqat::train

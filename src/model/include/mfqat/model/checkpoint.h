@@ -1,0 +1,62 @@
+// Model checkpoints without libtorch: an fp32 master (every parameter F32, written by the
+// trainer) or an MX anchor (every quantized weight as an MX tensor in one format, the rest F32;
+// written by export_anchor). Both carry the model config in "mfqat.model_config"; an anchor also
+// names its format in "mfqat.anchor". Layout: docs/checkpoint.md.
+#pragma once
+
+#include <optional>
+#include <string>
+#include <vector>
+
+#include "mfqat/ckpt/safetensors.h"
+#include "mfqat/convert/slice.h"
+#include "mfqat/model/config.h"
+
+namespace mfqat::model {
+
+using ckpt::kAnchorKey;
+
+class Checkpoint {
+ public:
+  // Maps the file and checks it against its config: every parameter present with its shape
+  // (F32, or MX for the quantized weights of an anchor). Errors are one line naming the file
+  // and, where there is one, the tensor.
+  static Checkpoint open(const std::string& path);
+
+  const std::string& path() const { return file_.name(); }
+  const ModelConfig& config() const { return config_; }
+  const std::vector<Param>& params() const { return params_; }
+  bool is_anchor() const { return anchor_.has_value(); }
+  const std::optional<mx::Format>& anchor_format() const { return anchor_; }
+  const ckpt::SafetensorsFile& file() const { return file_; }
+
+  // Why `target` cannot be derived from this checkpoint by Slice-and-Scale (empty: it can).
+  // A master can be quantized to anything.
+  std::string derive_refusal(const mx::Format& target) const;
+  // A quantized weight in `target`: an anchor's is sliced from the stored bits (Slice-and-Scale;
+  // the stored tensor itself when target is the anchor format); a master's is quantized (RNE).
+  mx::PackedMatrix packed(const Param& p, const mx::Format& target, convert::SliceStats* stats = nullptr) const;
+  // A parameter's fp32 values: an F32 tensor as stored (NaN/Inf rejected, naming the tensor);
+  // an anchor's quantized weight dequantized from `target` (nullopt: the anchor format).
+  std::vector<float> values(const Param& p, const std::optional<mx::Format>& target = std::nullopt) const;
+
+ private:
+  ckpt::SafetensorsFile file_;
+  ModelConfig config_;
+  std::vector<Param> params_;
+  std::optional<mx::Format> anchor_;
+};
+
+// Reads the config from any mfqat model checkpoint (throws naming the file when it has none).
+ModelConfig read_config(const ckpt::SafetensorsFile& f);
+
+// Writes an anchor: the master's quantized weights in `anchor` (RNE), everything else F32 as it
+// is, the config and the master's other metadata. Refuses a master with NaN/Inf (naming the
+// tensor) or an input that is already an anchor; the output is written atomically.
+struct ExportStats {
+  std::int64_t mx_tensors = 0, f32_tensors = 0;
+  std::uint64_t bytes_in = 0, bytes_out = 0;
+};
+ExportStats export_anchor(const Checkpoint& master, const mx::Format& anchor, const std::string& out);
+
+}  // namespace mfqat::model
