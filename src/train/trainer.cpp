@@ -231,6 +231,24 @@ std::pair<torch::Tensor, torch::Tensor> fmnist_split(const std::string& data_dir
   return {x, y};
 }
 
+double train_step(QuantModelImpl& model, Task& task, const std::vector<std::int64_t>& items,
+                  const std::vector<std::optional<mx::Format>>& run, torch::optim::Optimizer& opt, double clip, Ste ste) {
+  opt.zero_grad();
+  double loss_sum = 0;
+  for (const auto& f : run) {
+    FakeQuantOptions fq;
+    fq.ste = ste;
+    model.set_format(f, fq);
+    torch::Tensor loss = task.loss(model, items) / static_cast<double>(run.size());
+    loss.backward();
+    loss_sum += loss.item<double>();
+  }
+  model.set_format(std::nullopt);
+  torch::nn::utils::clip_grad_norm_(model.parameters(), clip);
+  opt.step();
+  return loss_sum;
+}
+
 TrainResult train(QuantModelImpl& model, Task& task, const TrainOptions& o, const Log& log) {
   if (o.mode != "fp32" && o.mode != "sf" && o.mode != "mf") throw std::invalid_argument("unknown mode '" + o.mode + "' (fp32, sf, mf)");
   if (o.mode == "sf" && o.formats.size() != 1) throw std::invalid_argument("mode sf needs exactly one --format");
@@ -271,7 +289,6 @@ TrainResult train(QuantModelImpl& model, Task& task, const TrainOptions& o, cons
     }
     const double lr = lr_at(o, step);
     for (auto& g : adam.param_groups()) static_cast<torch::optim::AdamWOptions&>(g.options()).lr(lr);
-    adam.zero_grad();
     // Which formats this step runs: fp32 none; sf one; mf joint all (gradients averaged),
     // cycle one in order, random one sampled.
     std::vector<std::optional<mx::Format>> run;
@@ -286,18 +303,7 @@ TrainResult train(QuantModelImpl& model, Task& task, const TrainOptions& o, cons
     } else {
       run.push_back(o.formats[fmt_pick(rng)]);
     }
-    double loss_sum = 0;
-    for (const auto& f : run) {
-      FakeQuantOptions fq;
-      fq.ste = o.ste;
-      model.set_format(f, fq);
-      torch::Tensor loss = task.loss(model, starts) / static_cast<double>(run.size());
-      loss.backward();
-      loss_sum += loss.item<double>();
-    }
-    model.set_format(std::nullopt);
-    torch::nn::utils::clip_grad_norm_(model.parameters(), o.clip);
-    adam.step();
+    const double loss_sum = train_step(model, task, starts, run, adam, o.clip, o.ste);
     if (!std::isfinite(loss_sum)) throw std::runtime_error("loss is not finite at step " + std::to_string(step));
     if (step == first_step) res.first_loss = loss_sum;
     res.last_loss = loss_sum;

@@ -67,6 +67,12 @@ using Log = std::function<void(const std::string&)>;
 
 TrainResult train(QuantModelImpl& model, Task& task, const TrainOptions& opt, const Log& log);
 
+// One optimizer step on `items`: forward/backward once per format in `run` (nullopt = fp32;
+// losses scaled by 1/|run| so the gradients are averaged), gradient-norm clip, optimizer step.
+// Returns the mean loss. The model is left at fp32.
+double train_step(QuantModelImpl& model, Task& task, const std::vector<std::int64_t>& items,
+                  const std::vector<std::optional<mx::Format>>& run, torch::optim::Optimizer& opt, double clip, Ste ste = Ste::Plain);
+
 // LM: mean next-byte cross-entropy (nats) over `batches` x `batch` windows of seq + 1 bytes
 // spread evenly over `text` (batches = 0: every non-overlapping window, the whole text).
 Metrics evaluate_lm(QuantModelImpl& model, const std::vector<std::uint8_t>& text, std::int64_t seq, std::int64_t batches,

@@ -1,0 +1,37 @@
+// Fused MX kernels: MX-weight x fp32-activation matrix-vector (decode) and matrix-matrix
+// (prefill) products. Weights stay packed; each block of codes is decoded in registers (or a
+// 32-float scratch in L1) and multiplied right away, never materialising an fp32 weight matrix.
+// A scalar reference for every format, AVX2/FMA paths picked at run time, threads over rows.
+#pragma once
+
+#include <cstdint>
+
+#include "mfqat/mx/quantize.h"
+
+namespace mfqat::runtime {
+
+// A packed MX matrix [rows, cols] (blocks along cols), borrowed.
+struct MxView {
+  const mx::Format* format = nullptr;
+  const std::uint8_t* elements = nullptr;  // rows * format->packed_row_bytes(cols)
+  const std::uint8_t* scales = nullptr;    // rows * format->blocks_per_row(cols)
+  std::int64_t rows = 0, cols = 0;
+};
+MxView view(const mx::PackedMatrix& m);
+
+// y[r] = sum_c W[r, c] * x[c] for r in [0, rows).
+//
+// Accuracy contract (tested): every path computes each block's dot product of decoded codes
+// and x in fp32 and adds scale * dot to an fp32 row sum; paths differ only in the order of the
+// additions, so |y - y_ref| <= 2^-18 * sum_c |W[r,c] x[c]| (tolerance explained in the test).
+void gemv(const MxView& w, const float* x, float* y, mx::Isa isa = mx::Isa::Auto);
+
+// Y[i, r] = sum_c W[r, c] * X[i, c] for i in [0, n): X is [n, cols] row-major, Y is [n, rows].
+// Decodes each block once for all n rows.
+void gemm(const MxView& w, const float* x, std::int64_t n, float* y, mx::Isa isa = mx::Isa::Auto);
+
+// fp32 baselines: OpenBLAS cblas_sgemv / cblas_sgemm with W [rows, cols] row-major.
+void gemv_f32(const float* w, std::int64_t rows, std::int64_t cols, const float* x, float* y);
+void gemm_f32(const float* w, std::int64_t rows, std::int64_t cols, const float* x, std::int64_t n, float* y);
+
+}  // namespace mfqat::runtime
