@@ -1,0 +1,139 @@
+// MX GEMV throughput in GB/s of weight bytes (packed elements + scales) for every registry format,
+// on a matrix far beyond the last-level cache, against in the same run: a plain read of a buffer
+// of the same size class (the memory roof) and fp32 GEMV (OpenBLAS cblas_sgemv) on the same
+// matrix shape. Scalar reference paths for two formats show what the fused SIMD decode buys.
+//   build/release/bench/gemv_bench --benchmark_format=json > docs/gemv_bench.json
+//   python3 scripts/gemv_table.py docs/gemv_bench.json
+#include <benchmark/benchmark.h>
+#include <cblas.h>
+#include <immintrin.h>
+
+#include <map>
+#include <memory>
+#include <random>
+#include <thread>
+
+#include "mfqat/mx/parallel.h"
+#include "mfqat/runtime/gemv.h"
+
+extern "C" void openblas_set_num_threads(int);
+
+using namespace mfqat;
+
+namespace {
+
+constexpr std::int64_t kRows = 8192, kCols = 16384;  // 128 Mi weights: 64 MiB at 4 bits, 512 MiB fp32
+
+const std::vector<float>& weights() {
+  static const std::vector<float> w = [] {
+    std::vector<float> v(static_cast<std::size_t>(kRows * kCols));
+    std::mt19937 rng(1);
+    std::normal_distribution<float> nd(0.0f, 0.02f);
+    for (auto& e : v) e = nd(rng);
+    return v;
+  }();
+  return w;
+}
+
+const std::vector<float>& xvec() {
+  static const std::vector<float> x = [] {
+    std::vector<float> v(kCols);
+    std::mt19937 rng(2);
+    std::normal_distribution<float> nd(0.0f, 1.0f);
+    for (auto& e : v) e = nd(rng);
+    return v;
+  }();
+  return x;
+}
+
+const mx::PackedMatrix& packed(const mx::Format& f) {
+  static std::map<std::string, std::unique_ptr<mx::PackedMatrix>> cache;
+  auto& p = cache[f.name];
+  if (!p) {
+    cache.clear();  // one format resident at a time
+    auto& q = cache[f.name];
+    q = std::make_unique<mx::PackedMatrix>(mx::quantize(f, weights().data(), kRows, kCols));
+    return *q;
+  }
+  return *p;
+}
+
+int all_threads() { return static_cast<int>(std::max(1u, std::thread::hardware_concurrency())); }
+
+void setup_threads(benchmark::State& st, int threads) {
+  set_num_threads(threads);
+  openblas_set_num_threads(threads);
+  st.counters["threads"] = threads;
+}
+
+__attribute__((target("avx2"))) std::uint64_t read_sum(const std::uint8_t* p, std::int64_t n) {
+  __m256i a = _mm256_setzero_si256(), b = a;
+  std::int64_t i = 0;
+  for (; i + 64 <= n; i += 64) {
+    a = _mm256_add_epi64(a, _mm256_loadu_si256(reinterpret_cast<const __m256i*>(p + i)));
+    b = _mm256_add_epi64(b, _mm256_loadu_si256(reinterpret_cast<const __m256i*>(p + i + 32)));
+  }
+  a = _mm256_add_epi64(a, b);
+  std::uint64_t s = static_cast<std::uint64_t>(_mm256_extract_epi64(a, 0) + _mm256_extract_epi64(a, 1) + _mm256_extract_epi64(a, 2) +
+                                               _mm256_extract_epi64(a, 3));
+  for (; i < n; ++i) s += p[i];
+  return s;
+}
+
+// The memory roof: every byte of a buffer read once (AVX2 loads), split over the threads.
+void bm_read(benchmark::State& st, std::int64_t bytes, int threads) {
+  setup_threads(st, threads);
+  std::vector<std::uint8_t> buf(static_cast<std::size_t>(bytes), 1);
+  for (auto _ : st) {
+    std::atomic<std::uint64_t> total{0};
+    parallel_for(bytes, 1 << 20, [&](std::int64_t b, std::int64_t e) { total += read_sum(buf.data() + b, e - b); });
+    benchmark::DoNotOptimize(total.load());
+  }
+  st.SetBytesProcessed(st.iterations() * bytes);
+}
+
+void bm_sgemv(benchmark::State& st, int threads) {
+  setup_threads(st, threads);
+  const auto& w = weights();
+  std::vector<float> y(kRows);
+  for (auto _ : st) {
+    runtime::gemv_f32(w.data(), kRows, kCols, xvec().data(), y.data());
+    benchmark::DoNotOptimize(y.data());
+  }
+  st.SetBytesProcessed(st.iterations() * kRows * kCols * 4);
+  st.counters["weights_per_s"] = benchmark::Counter(static_cast<double>(st.iterations() * kRows * kCols), benchmark::Counter::kIsRate);
+}
+
+void bm_mx_gemv(benchmark::State& st, mx::Format f, mx::Isa isa, int threads) {
+  setup_threads(st, threads);
+  const mx::PackedMatrix& q = packed(f);
+  std::vector<float> y(kRows);
+  for (auto _ : st) {
+    runtime::gemv(runtime::view(q), xvec().data(), y.data(), isa);
+    benchmark::DoNotOptimize(y.data());
+  }
+  st.SetBytesProcessed(st.iterations() * static_cast<std::int64_t>(q.elements.size() + q.scales.size()));
+  st.counters["weights_per_s"] = benchmark::Counter(static_cast<double>(st.iterations() * kRows * kCols), benchmark::Counter::kIsRate);
+  st.counters["bits_per_weight"] = f.bits + 8.0 / f.block_size;
+}
+
+const bool registered = [] {
+  for (int t : {1, all_threads()}) {
+    const std::string ts = "/threads:" + std::to_string(t);
+    benchmark::RegisterBenchmark(("read/64MiB" + ts).c_str(), bm_read, std::int64_t{68} << 20, t)->UseRealTime()->MinTime(0.5);
+    benchmark::RegisterBenchmark(("read/128MiB" + ts).c_str(), bm_read, std::int64_t{136} << 20, t)->UseRealTime()->MinTime(0.5);
+    benchmark::RegisterBenchmark(("sgemv_f32" + ts).c_str(), bm_sgemv, t)->UseRealTime()->MinTime(0.5);
+    for (const auto& f : mx::registry()) {
+      benchmark::RegisterBenchmark(("mx_gemv/" + f.name + "/avx2" + ts).c_str(), bm_mx_gemv, f, mx::Isa::Avx2, t)->UseRealTime()->MinTime(0.5);
+    }
+    for (const char* n : {"mxint8", "mxfp4_e2m1"}) {
+      const mx::Format f = mx::find_format(n);
+      benchmark::RegisterBenchmark(("mx_gemv/" + f.name + "/scalar" + ts).c_str(), bm_mx_gemv, f, mx::Isa::Scalar, t)->UseRealTime()->MinTime(0.5);
+    }
+  }
+  return true;
+}();
+
+}  // namespace
+
+BENCHMARK_MAIN();

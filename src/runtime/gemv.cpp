@@ -1,0 +1,147 @@
+#include <cblas.h>
+
+#include <cmath>
+#include <memory>
+#include <mutex>
+#include <stdexcept>
+#include <vector>
+
+#include "gemv_internal.h"
+#include "mfqat/mx/codec.h"
+#include "mfqat/mx/parallel.h"
+
+namespace mfqat::runtime {
+
+namespace detail {
+
+Decoder Decoder::make(const mx::Format& f) {
+  Decoder d;
+  d.p = mx::detail::make_params(f);
+  d.is_int = f.family == mx::Family::Int;
+  d.bits = f.bits;
+  d.mbits = f.mbits;
+  d.bias = f.bias;
+  d.aligned32 = f.block_size == 32;  // 32 * B bits: always whole bytes
+  d.int_mul = d.is_int ? std::ldexp(1.0f, -(f.bits - 2)) : 1.0f;
+  d.sub_off = std::ldexp(1.0f, 1 - f.bias);
+  for (int i = 0; i < 8; ++i) {
+    for (int j = 0; j < 4; ++j) d.gather_idx[4 * i + j] = static_cast<std::int8_t>(std::min(i * f.bits / 8 + j, 7));
+    d.gather_shift[i] = i * f.bits % 8;
+  }
+  if (f.bits == 4) {
+    // Smallest power-of-two multiplier that makes every code an integer in int8 range.
+    for (int k = 0; k <= 6 && !d.nibble; ++k) {
+      bool ok = true;
+      for (int c = 0; c < 16 && ok; ++c) {
+        const float v = std::ldexp(d.p.lut[c], k);
+        ok = std::isfinite(v) && v == std::nearbyint(v) && std::fabs(v) <= 127;
+        if (ok) d.nib[c] = static_cast<std::int8_t>(v);
+      }
+      if (ok) {
+        d.nibble = true;
+        d.nib_mul = std::ldexp(1.0f, -k);
+      }
+    }
+  }
+  return d;
+}
+
+void decode_row_scalar(const Decoder& d, const MxView& w, std::int64_t r, float* out) {
+  const mx::Format& f = *w.format;
+  const std::int64_t nb = f.blocks_per_row(w.cols), bs = f.block_size;
+  const std::uint8_t* row = w.elements + r * static_cast<std::int64_t>(f.packed_row_bytes(w.cols));
+  std::uint8_t codes[mx::kMaxBlockSize];
+  for (std::int64_t b = 0; b < nb; ++b) {
+    const std::int64_t c0 = b * bs, len = std::min(bs, w.cols - c0);
+    mx::detail::unpack_codes_at(row, c0 * f.bits, len, f.bits, codes);
+    const float s = mx::e8m0_to_float(w.scales[r * nb + b]);
+    for (std::int64_t i = 0; i < len; ++i) out[c0 + i] = d.p.lut[codes[i]] * s;
+  }
+}
+
+namespace {
+
+// The reference: per block, dot of decoded codes and x in fp32 (in order), times the scale,
+// added to the fp32 row sum.
+void rows_scalar(const Decoder& d, const MxView& w, const float* x, std::int64_t n, float* y, std::int64_t r0, std::int64_t r1) {
+  const mx::Format& f = *w.format;
+  const std::int64_t nb = f.blocks_per_row(w.cols), bs = f.block_size;
+  const std::int64_t rb = static_cast<std::int64_t>(f.packed_row_bytes(w.cols));
+  std::uint8_t codes[mx::kMaxBlockSize];
+  float vals[mx::kMaxBlockSize];
+  for (std::int64_t r = r0; r < r1; ++r) {
+    for (std::int64_t j = 0; j < n; ++j) y[j * w.rows + r] = 0;
+    for (std::int64_t b = 0; b < nb; ++b) {
+      const std::int64_t c0 = b * bs, len = std::min(bs, w.cols - c0);
+      mx::detail::unpack_codes_at(w.elements + r * rb, c0 * f.bits, len, f.bits, codes);
+      for (std::int64_t i = 0; i < len; ++i) vals[i] = d.p.lut[codes[i]];
+      const float s = mx::e8m0_to_float(w.scales[r * nb + b]);
+      for (std::int64_t j = 0; j < n; ++j) {
+        const float* xj = x + j * w.cols + c0;
+        float dot = 0;
+        for (std::int64_t i = 0; i < len; ++i) dot += vals[i] * xj[i];
+        y[j * w.rows + r] += s * dot;
+      }
+    }
+  }
+}
+
+}  // namespace
+
+RowsFn scalar_rows() { return rows_scalar; }
+
+#if !MFQAT_HAVE_AVX2
+RowsFn avx2_rows() { return nullptr; }
+DecodeRowFn avx2_decode_row() { return nullptr; }
+#endif
+
+}  // namespace detail
+
+MxView view(const mx::PackedMatrix& m) { return {&m.format, m.elements.data(), m.scales.data(), m.rows, m.cols}; }
+
+namespace {
+
+const detail::Decoder& decoder_for(const mx::Format& f) {
+  // A few formats per process; keep each decoder (its 1 KiB table) once.
+  static std::mutex mu;
+  static std::vector<std::pair<std::string, std::unique_ptr<detail::Decoder>>> cache;
+  const std::string key = f.name + "/" + std::to_string(f.block_size);
+  std::lock_guard<std::mutex> lk(mu);
+  for (const auto& [k, d] : cache) {
+    if (k == key) return *d;
+  }
+  cache.emplace_back(key, std::make_unique<detail::Decoder>(detail::Decoder::make(f)));
+  return *cache.back().second;
+}
+
+void run(const MxView& w, const float* x, std::int64_t n, float* y, mx::Isa isa) {
+  if (!w.format || w.rows < 0 || w.cols < 0) throw std::invalid_argument("gemv: bad matrix view");
+  const detail::Decoder& d = decoder_for(*w.format);
+  if (isa == mx::Isa::Auto) isa = mx::default_isa();
+  detail::RowsFn fn = detail::scalar_rows();
+  if (isa == mx::Isa::Avx2) {
+    if (!mx::isa_supported(mx::Isa::Avx2) || !detail::avx2_rows()) throw std::invalid_argument("gemv: AVX2 is not available here");
+    fn = detail::avx2_rows();
+  }
+  // Rows per task: enough work (~64K weights) to amortise the hand-off.
+  const std::int64_t grain = std::max<std::int64_t>(1, (1 << 16) / std::max<std::int64_t>(1, w.cols * n));
+  parallel_for(w.rows, grain, [&](std::int64_t r0, std::int64_t r1) { fn(d, w, x, n, y, r0, r1); });
+}
+
+}  // namespace
+
+void gemv(const MxView& w, const float* x, float* y, mx::Isa isa) { run(w, x, 1, y, isa); }
+void gemm(const MxView& w, const float* x, std::int64_t n, float* y, mx::Isa isa) { run(w, x, n, y, isa); }
+
+void gemv_f32(const float* w, std::int64_t rows, std::int64_t cols, const float* x, float* y) {
+  cblas_sgemv(CblasRowMajor, CblasNoTrans, static_cast<int>(rows), static_cast<int>(cols), 1.0f, w, static_cast<int>(cols), x, 1, 0.0f,
+              y, 1);
+}
+
+void gemm_f32(const float* w, std::int64_t rows, std::int64_t cols, const float* x, std::int64_t n, float* y) {
+  // Y [n, rows] = X [n, cols] * W^T
+  cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, static_cast<int>(n), static_cast<int>(rows), static_cast<int>(cols), 1.0f, x,
+              static_cast<int>(cols), w, static_cast<int>(cols), 0.0f, y, static_cast<int>(rows));
+}
+
+}  // namespace mfqat::runtime

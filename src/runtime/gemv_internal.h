@@ -1,0 +1,49 @@
+// Internal: per-format decoder parameters and the kernel table of the fused MX products.
+#pragma once
+
+#include <cstdint>
+
+#include "kernels.h"  // mx internal: KernelParams (decode table), unpack_codes_at
+#include "mfqat/runtime/gemv.h"
+
+namespace mfqat::runtime::detail {
+
+// How a block of codes becomes fp32 values (before the block scale).
+struct Decoder {
+  mx::detail::KernelParams p;  // lut[code] is the reference decode of every code
+  bool is_int = false;
+  int bits = 0, mbits = 0, bias = 0;
+  // Fast paths need whole, byte-aligned blocks of 32.
+  bool aligned32 = false;
+  // 4-bit formats: lut[c] * nib_mul^-1 is a small integer for every c (int8 table for vpshufb).
+  bool nibble = false;
+  std::int8_t nib[16] = {};
+  float nib_mul = 1;
+  // INT: value = (sign-extended code) * int_mul.
+  float int_mul = 1;
+  // B in 2..7 (not 4): code i of an 8-code group of B bytes starts at byte gather_byte[i], bit
+  // gather_shift[i] (used to pull codes out with one byte shuffle and a variable shift).
+  alignas(32) std::int8_t gather_idx[32] = {};  // byte shuffle: lane i gets bytes gather_byte[i] + 0..3
+  alignas(32) std::int32_t gather_shift[8] = {};
+  // FP: 2^(1 - bias), the subnormal correction of the arithmetic decode.
+  float sub_off = 0;
+  // FP arithmetic decode valid for every code (no NaN/Inf codes can occur: see finite_codes()).
+  static Decoder make(const mx::Format& f);
+};
+
+// Rows [r0, r1) of Y = X W^T for n activation rows (n = 1: GEMV).
+using RowsFn = void (*)(const Decoder& d, const MxView& w, const float* x, std::int64_t n, float* y, std::int64_t r0,
+                        std::int64_t r1);
+RowsFn scalar_rows();
+RowsFn avx2_rows();  // nullptr when not compiled in
+
+// Decodes row r of w (all cols) into out[cols], reference path: lut[code] * scale.
+void decode_row_scalar(const Decoder& d, const MxView& w, std::int64_t r, float* out);
+
+}  // namespace mfqat::runtime::detail
+
+namespace mfqat::runtime::detail {
+// AVX2 row decode (whole blocks in registers, tail by the reference); nullptr when not compiled.
+using DecodeRowFn = void (*)(const Decoder& d, const MxView& w, std::int64_t r, float* out);
+DecodeRowFn avx2_decode_row();
+}  // namespace mfqat::runtime::detail

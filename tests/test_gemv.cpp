@@ -1,0 +1,139 @@
+// Fused MX kernels: every path against the mx core's dequantize and against exact (double)
+// products, for every registry format and odd shapes.
+#include <gtest/gtest.h>
+
+#include <cmath>
+#include <random>
+
+#include "../src/runtime/gemv_internal.h"
+#include "mfqat/mx/parallel.h"
+#include "mfqat/runtime/gemv.h"
+
+using namespace mfqat;
+
+namespace {
+
+std::vector<mx::Format> formats_under_test(int block_size) {
+  std::vector<mx::Format> fs;
+  for (const auto& f : mx::registry()) fs.push_back(f.with_block_size(block_size));
+  for (const char* g : {"mxfp5_e2m2", "mxfp7_e3m3", "mxfp4_e3m0", "mxfp6_e1m4", "mxfp3_e1m1"}) fs.push_back(mx::find_format(g, block_size));
+  return fs;
+}
+
+std::vector<float> weights(std::int64_t n, std::uint32_t seed) {
+  std::mt19937 rng(seed);
+  std::normal_distribution<float> nd(0, 1);
+  std::vector<float> w(static_cast<std::size_t>(n));
+  for (auto& v : w) v = nd(rng) * 0.05f;
+  for (std::size_t i = 0; i < w.size(); i += 37) w[i] *= 40;  // outliers
+  if (n > 5) w[5] = 0;
+  return w;
+}
+
+// Classical bound for any summation order of m terms: |fl(sum) - sum| <= m * u * sum|terms|
+// (u = 2^-24, to first order). Each output sums cols products plus one add per block, and a
+// scale multiply per block, so m = cols + 2 * blocks + 8 covers every path.
+double tolerance(std::int64_t cols, double abs_sum) { return static_cast<double>(cols + 2 * (cols / 16 + 1) + 8) * std::ldexp(1.0, -24) * abs_sum; }
+
+}  // namespace
+
+TEST(Gemv, RowDecodeEqualsTheMxCoreForEveryFormat) {
+  for (int bs : {32, 16}) {
+    for (const mx::Format& f : formats_under_test(bs)) {
+      for (auto [rows, cols] : {std::pair<std::int64_t, std::int64_t>{3, 100}, {2, 32}, {1, 257}, {4, 7}}) {
+        const auto w = weights(rows * cols, 1);
+        const mx::PackedMatrix q = mx::quantize(f, w.data(), rows, cols);
+        const std::vector<float> ref = mx::dequantize(q);
+        const auto d = runtime::detail::Decoder::make(f);
+        std::vector<float> a(static_cast<std::size_t>(cols)), b(a.size());
+        for (std::int64_t r = 0; r < rows; ++r) {
+          runtime::detail::decode_row_scalar(d, runtime::view(q), r, a.data());
+          ASSERT_EQ(0, std::memcmp(a.data(), ref.data() + r * cols, a.size() * 4)) << f.name << " bs " << bs;
+          if (auto fn = runtime::detail::avx2_decode_row(); fn && mx::isa_supported(mx::Isa::Avx2)) {
+            fn(d, runtime::view(q), r, b.data());
+            // Equal values; the 4-bit shuffle path decodes the code -0 as +0 (an int8 table has
+            // no -0), which changes no product or sum but the sign of an exact zero.
+            for (std::int64_t c = 0; c < cols; ++c) {
+              ASSERT_EQ(b[c], ref[r * cols + c]) << f.name << " bs " << bs << " cols " << cols << " c " << c;
+              if (!d.nibble) {
+                ASSERT_EQ(std::signbit(b[c]), std::signbit(ref[r * cols + c])) << f.name;
+              }
+            }
+          }
+        }
+      }
+    }
+  }
+}
+
+TEST(Gemv, EveryPathWithinTheSummationBoundOfTheExactProduct) {
+  std::vector<mx::Isa> isas = {mx::Isa::Scalar};
+  if (mx::isa_supported(mx::Isa::Avx2)) isas.push_back(mx::Isa::Avx2);
+  for (int bs : {32, 16}) {
+    for (const mx::Format& f : formats_under_test(bs)) {
+      for (auto [rows, cols] : {std::pair<std::int64_t, std::int64_t>{5, 33}, {9, 257}, {1, 1}, {3, 64}, {2, 1000}}) {
+        for (std::int64_t n : {1, 2, 5}) {
+          const auto w = weights(rows * cols, 2);
+          const auto x = weights(n * cols, 3);
+          const mx::PackedMatrix q = mx::quantize(f, w.data(), rows, cols);
+          const std::vector<float> wd = mx::dequantize(q);
+          for (mx::Isa isa : isas) {
+            std::vector<float> y(static_cast<std::size_t>(n * rows), NAN);
+            if (n == 1) {
+              runtime::gemv(runtime::view(q), x.data(), y.data(), isa);
+            } else {
+              runtime::gemm(runtime::view(q), x.data(), n, y.data(), isa);
+            }
+            for (std::int64_t j = 0; j < n; ++j) {
+              for (std::int64_t r = 0; r < rows; ++r) {
+                double exact = 0, abs_sum = 0;
+                for (std::int64_t c = 0; c < cols; ++c) {
+                  exact += static_cast<double>(wd[r * cols + c]) * x[j * cols + c];
+                  abs_sum += std::fabs(static_cast<double>(wd[r * cols + c]) * x[j * cols + c]);
+                }
+                ASSERT_LE(std::fabs(y[j * rows + r] - exact), tolerance(cols, abs_sum))
+                    << f.name << " bs " << bs << " " << mx::isa_name(isa) << " rows " << rows << " cols " << cols << " n " << n;
+              }
+            }
+          }
+        }
+      }
+    }
+  }
+}
+
+TEST(Gemv, ThreadCountDoesNotChangeTheResult) {
+  const mx::Format f = mx::find_format("mxfp4");
+  const std::int64_t rows = 301, cols = 512;
+  const auto w = weights(rows * cols, 4), x = weights(cols * 3, 5);
+  const mx::PackedMatrix q = mx::quantize(f, w.data(), rows, cols);
+  std::vector<float> a(rows * 3), b(rows * 3);
+  const int t = num_threads();
+  set_num_threads(1);
+  runtime::gemm(runtime::view(q), x.data(), 3, a.data());
+  set_num_threads(4);
+  runtime::gemm(runtime::view(q), x.data(), 3, b.data());
+  set_num_threads(t);
+  EXPECT_EQ(a, b);
+}
+
+TEST(Gemv, Fp32BaselinesAgreeWithTheDoubleProduct) {
+  const std::int64_t rows = 17, cols = 45, n = 3;
+  const auto w = weights(rows * cols, 6), x = weights(n * cols, 7);
+  std::vector<float> y1(rows), yn(n * rows);
+  runtime::gemv_f32(w.data(), rows, cols, x.data(), y1.data());
+  runtime::gemm_f32(w.data(), rows, cols, x.data(), n, yn.data());
+  for (std::int64_t j = 0; j < n; ++j) {
+    for (std::int64_t r = 0; r < rows; ++r) {
+      double e = 0, a = 0;
+      for (std::int64_t c = 0; c < cols; ++c) {
+        e += static_cast<double>(w[r * cols + c]) * x[j * cols + c];
+        a += std::fabs(static_cast<double>(w[r * cols + c]) * x[j * cols + c]);
+      }
+      EXPECT_LE(std::fabs(yn[j * rows + r] - e), tolerance(cols, a));
+      if (j == 0) {
+        EXPECT_LE(std::fabs(y1[r] - e), tolerance(cols, a));
+      }
+    }
+  }
+}
