@@ -5,6 +5,7 @@
 #include <cstdlib>
 #include <cstring>
 
+#include "mfqat/runtime/engine.h"
 #include "mfqat/train/trainer.h"
 
 using namespace mfqat;
@@ -242,4 +243,55 @@ TEST(Anchor, OwnFormatEqualsInMemoryFakeQuantAndLowerFormatsEqualMfqatConvert) {
     EXPECT_NE(std::string(e.what()).find("tensor 'tok_emb.weight'"), std::string::npos) << e.what();
   }
   for (const auto& p : {mpath, a8, a4}) std::remove(p.c_str());
+}
+
+TEST(Runtime, LogitsEqualTheTrainersFakeQuantForward) {
+  // The libtorch-free engine vs the trainer's forward, from a master (fake-quant) and from an
+  // anchor (own format and sliced), within 1e-4 of the logits' scale.
+  torch::manual_seed(8);
+  at::set_num_threads(2);
+  ModelConfig c;
+  c.lm = tiny();
+  auto m = make_model(c);
+  {  // make the weights less uniform than at initialisation
+    torch::NoGradGuard ng;
+    for (auto& p : m->parameters()) p.add_(torch::randn_like(p) * 0.05);
+  }
+  const std::string mpath = tmp_path("rt_master.safetensors"), apath = tmp_path("rt_a8.safetensors");
+  save_checkpoint(*m, mpath);
+  model::export_anchor(model::Checkpoint::open(mpath), mx::find_format("mxfp8_e4m3"), apath);
+  std::vector<int> toks;
+  const std::string text = "It is a truth universally ackn";  // 30 bytes < max_seq 32
+  for (unsigned char ch : text) toks.push_back(ch);
+  torch::Tensor tt = torch::empty({1, static_cast<std::int64_t>(toks.size())}, torch::kInt64);
+  for (std::size_t i = 0; i < toks.size(); ++i) tt.index_put_({0, static_cast<std::int64_t>(i)}, toks[i]);
+  auto rel_err = [](const std::vector<float>& a, const torch::Tensor& b) {
+    const torch::Tensor bt = b.reshape({-1}).contiguous();
+    EXPECT_EQ(static_cast<std::int64_t>(a.size()), bt.numel());
+    const torch::Tensor at_ = torch::from_blob(const_cast<float*>(a.data()), {bt.numel()}, torch::kFloat32);
+    return (at_ - bt).abs().max().item<double>() / bt.abs().max().item<double>();
+  };
+  auto master = runtime::Engine::open(mpath);
+  auto anchor = runtime::Engine::open(apath);
+  for (const char* f : {"mxint4", "mxfp6_e3m2", "fp32"}) {
+    m->set_format(std::string(f) == "fp32" ? std::nullopt : std::optional<mx::Format>(mx::find_format(f)));
+    const torch::Tensor ref = m->forward(tt);
+    runtime::Session s(*master, master->weights(f));
+    EXPECT_LT(rel_err(s.feed_all(toks), ref), 1e-4) << f;
+  }
+  m->set_format(std::nullopt);
+  for (const char* f : {"mxfp8_e4m3", "mxfp4_e2m1", "mxfp6_e2m3"}) {
+    auto from_anchor = make_model(c);
+    load_weights(*from_anchor, model::Checkpoint::open(apath), mx::find_format(f));
+    const torch::Tensor ref = from_anchor->forward(tt);
+    runtime::Session s(*anchor, anchor->weights(f));
+    EXPECT_LT(rel_err(s.feed_all(toks), ref), 1e-4) << f;
+    // token by token (GEMV + KV cache) == the whole prompt at once (GEMM), last position
+    runtime::Session s2(*anchor, anchor->weights(f));
+    std::vector<float> last;
+    for (int t : toks) last = s2.feed({t});
+    EXPECT_LT(rel_err(last, ref.select(1, static_cast<std::int64_t>(toks.size()) - 1)), 1e-4) << f;
+  }
+  std::remove(mpath.c_str());
+  std::remove(apath.c_str());
 }

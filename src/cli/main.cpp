@@ -23,6 +23,8 @@ int main(int argc, char** argv) {
       mfqat::cli::add_inspect(app),
       mfqat::cli::add_data(app),
       mfqat::cli::add_export(app),
+      mfqat::cli::add_generate(app),
+      mfqat::cli::add_bench(app),
 #if MFQAT_HAVE_TRAIN
       mfqat::cli::add_train(app),
       mfqat::cli::add_eval(app),

@@ -87,6 +87,35 @@ std::vector<float> Checkpoint::values(const Param& p, const std::optional<mx::Fo
   return v;
 }
 
+std::vector<std::optional<mx::Format>> select_formats(const std::string& list, const std::optional<mx::Format>& anchor, bool allow_fp32) {
+  const int bs = anchor ? anchor->block_size : mx::kDefaultBlockSize;
+  std::vector<std::optional<mx::Format>> out;
+  std::size_t pos = 0;
+  while (pos <= list.size()) {
+    std::size_t comma = list.find(',', pos);
+    if (comma == std::string::npos) comma = list.size();
+    const std::string item = list.substr(pos, comma - pos);
+    pos = comma + 1;
+    if (item.empty()) continue;
+    if (item == "fp32" || item == "none") {
+      if (anchor && !allow_fp32) throw std::invalid_argument("an anchor has no fp32 weights ('" + item + "')");
+      out.emplace_back(std::nullopt);
+      continue;
+    }
+    const bool family = item == "int" || item == "fp" || item == "all";
+    for (const mx::Format& f : mx::parse_format_list(item, bs)) {
+      const std::string why = anchor ? convert::slice_refusal(*anchor, f) : std::string();
+      if (why.empty()) {
+        out.emplace_back(f);
+      } else if (!family) {
+        throw std::invalid_argument("cannot derive " + f.name + " from the " + anchor->name + " anchor: " + why);
+      }
+    }
+  }
+  if (out.empty()) throw std::invalid_argument("no format to use in '" + list + "'");
+  return out;
+}
+
 ExportStats export_anchor(const Checkpoint& master, const mx::Format& anchor, const std::string& out) {
   if (master.is_anchor()) {
     throw std::invalid_argument(master.path() + ": already an anchor (" + master.anchor_format()->name + "); export needs the fp32 master");

@@ -122,32 +122,12 @@ std::vector<EvalRow> run_eval(const EvalJob& job, const std::function<void(const
   if (from == "master" && ck.is_anchor()) {
     throw std::invalid_argument(job.model + ": an " + ck.anchor_format()->name + " anchor; --from master needs the fp32 master");
   }
-  // The formats, in the order given; family words keep only what the anchor can derive.
-  const int bs = ck.is_anchor() ? ck.anchor_format()->block_size : mx::kDefaultBlockSize;
   std::vector<std::optional<mx::Format>> formats;
-  std::size_t pos = 0;
-  while (pos <= job.formats.size()) {
-    std::size_t comma = job.formats.find(',', pos);
-    if (comma == std::string::npos) comma = job.formats.size();
-    const std::string item = job.formats.substr(pos, comma - pos);
-    pos = comma + 1;
-    if (item.empty()) continue;
-    if (item == "fp32" || item == "none") {
-      if (ck.is_anchor()) throw std::invalid_argument(job.model + ": an anchor has no fp32 weights to evaluate ('" + item + "')");
-      formats.emplace_back(std::nullopt);
-      continue;
-    }
-    const bool family = item == "int" || item == "fp" || item == "all";
-    for (const mx::Format& f : mx::parse_format_list(item, bs)) {
-      const std::string why = ck.derive_refusal(f);
-      if (why.empty()) {
-        formats.emplace_back(f);
-      } else if (!family) {
-        throw std::invalid_argument(job.model + ": cannot derive " + f.name + " from the " + ck.anchor_format()->name + " anchor: " + why);
-      }
-    }
+  try {
+    formats = model::select_formats(job.formats, ck.anchor_format());
+  } catch (const std::invalid_argument& e) {
+    throw std::invalid_argument(job.model + ": " + e.what());
   }
-  if (formats.empty()) throw std::invalid_argument("no format to evaluate in '" + job.formats + "'");
   if (job.threads > 0) at::set_num_threads(job.threads);
   const auto m = make_model(ck.config());
   const bool lm = ck.config().kind == model::Kind::Lm;

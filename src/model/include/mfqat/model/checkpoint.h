@@ -47,6 +47,12 @@ class Checkpoint {
   std::optional<mx::Format> anchor_;
 };
 
+// Expands a format list for a checkpoint: names, "int", "fp", "all", and "fp32" (nullopt; only
+// where fp32 weights exist, i.e. `anchor` is nullopt or allow_fp32). Family words keep only the
+// formats derivable from `anchor`; a named format that is not derivable is an error naming it.
+std::vector<std::optional<mx::Format>> select_formats(const std::string& list, const std::optional<mx::Format>& anchor,
+                                                      bool allow_fp32 = false);
+
 // Reads the config from any mfqat model checkpoint (throws naming the file when it has none).
 ModelConfig read_config(const ckpt::SafetensorsFile& f);
 

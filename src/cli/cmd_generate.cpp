@@ -1,0 +1,51 @@
+#include <fmt/core.h>
+
+#include <nlohmann/json.hpp>
+
+#include "commands.h"
+#include "mfqat/runtime/engine.h"
+
+namespace mfqat::cli {
+
+Command add_generate(CLI::App& app) {
+  auto* sub = app.add_subcommand("generate", "Generate text from an anchor (or master) at a format chosen now");
+  struct Opts {
+    std::string model, format = "anchor", prompt;
+    std::int64_t n = 200;
+    runtime::SamplingOptions s;
+    bool json = false;
+  };
+  auto o = std::make_shared<Opts>();
+  sub->add_option("model", o->model, "anchor or fp32 master (.safetensors)")->required();
+  sub->add_option("-f,--format", o->format, "format to run (derived from the anchor by Slice-and-Scale), anchor, or fp32");
+  sub->add_option("-p,--prompt", o->prompt, "prompt text (bytes)");
+  sub->add_option("-n,--tokens", o->n, "bytes to generate")->check(CLI::NonNegativeNumber);
+  sub->add_option("--temperature", o->s.temperature, "0: greedy (default)")->check(CLI::NonNegativeNumber);
+  sub->add_option("--top-k", o->s.top_k, "keep the k most likely bytes (0: off)")->check(CLI::NonNegativeNumber);
+  sub->add_option("--top-p", o->s.top_p, "nucleus sampling mass (1: off)")->check(CLI::Range(0.0, 1.0));
+  sub->add_option("--seed", o->s.seed, "sampling seed");
+  sub->add_flag("--json", o->json, "machine-readable output");
+  return {sub, [o]() {
+    auto e = runtime::Engine::open(o->model);
+    const auto w = e->weights(o->format);
+    const auto g = runtime::generate(*e, w, o->prompt, o->n, o->s);
+    const double pre = g.prefill_seconds > 0 ? static_cast<double>(g.prompt_tokens) / g.prefill_seconds : 0;
+    const double dec = g.decode_seconds > 0 ? static_cast<double>(g.new_tokens) / g.decode_seconds : 0;
+    if (o->json) {
+      fmt::print("{}\n", nlohmann::json{{"format", w->format},
+                                        {"prompt", o->prompt},
+                                        {"text", nlohmann::json(g.text).dump(-1, ' ', true, nlohmann::json::error_handler_t::replace)},
+                                        {"prompt_tokens", g.prompt_tokens},
+                                        {"new_tokens", g.new_tokens},
+                                        {"prefill_tokens_per_s", pre},
+                                        {"decode_tokens_per_s", dec}}
+                             .dump(-1, ' ', false, nlohmann::json::error_handler_t::replace));
+    } else {
+      fmt::print("{}{}\n", o->prompt, g.text);
+      fmt::print(stderr, "[{}: {} prompt bytes at {:.0f} tok/s, {} new at {:.1f} tok/s]\n", w->format, g.prompt_tokens, pre, g.new_tokens, dec);
+    }
+    return 0;
+  }};
+}
+
+}  // namespace mfqat::cli

@@ -1,0 +1,503 @@
+#include "mfqat/runtime/engine.h"
+
+#include <algorithm>
+#include <chrono>
+#include <cmath>
+#include <numeric>
+#include <stdexcept>
+
+#include "mfqat/mx/codec.h"
+#include "mfqat/mx/parallel.h"
+
+namespace mfqat::runtime {
+
+namespace {
+
+double seconds_since(std::chrono::steady_clock::time_point t0) {
+  return std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
+}
+
+// An anchor whose codes or scales are NaN/Inf cannot be served (the fast decoders assume finite
+// codes): refuse it naming the tensor.
+void check_finite(const mx::PackedMatrix& m, const std::string& file, const std::string& name) {
+  for (std::size_t i = 0; i < m.scales.size(); ++i) {
+    if (m.scales[i] == mx::kE8M0Nan) throw std::runtime_error(file + ": tensor '" + name + "' has a NaN block scale (block " + std::to_string(i) + ")");
+  }
+  bool special[256] = {};
+  bool any = false;
+  for (std::uint32_t c = 0; c < (1u << m.format.bits); ++c) {
+    special[c] = !std::isfinite(mx::decode_element(m.format, c));
+    any |= special[c];
+  }
+  if (!any) return;
+  const std::size_t rb = m.format.packed_row_bytes(m.cols);
+  std::vector<std::uint8_t> codes(static_cast<std::size_t>(m.cols));
+  for (std::int64_t r = 0; r < m.rows; ++r) {
+    mx::unpack_codes(m.elements.data() + r * rb, m.cols, m.format.bits, codes.data());
+    for (std::int64_t c = 0; c < m.cols; ++c) {
+      if (special[codes[c]]) {
+        throw std::runtime_error(file + ": tensor '" + name + "' has a NaN/Inf element at [" + std::to_string(r) + ", " + std::to_string(c) + "]");
+      }
+    }
+  }
+}
+
+float silu(float x) { return x / (1.0f + std::exp(-x)); }
+
+void rmsnorm(const float* x, const float* w, std::int64_t dim, double eps, float* out) {
+  double ss = 0;
+  for (std::int64_t i = 0; i < dim; ++i) ss += static_cast<double>(x[i]) * x[i];
+  const float r = static_cast<float>(1.0 / std::sqrt(ss / static_cast<double>(dim) + eps));
+  for (std::int64_t i = 0; i < dim; ++i) out[i] = x[i] * r * w[i];
+}
+
+// A fast approximately-normal draw (sum of four uniforms, unit variance) for synthetic weights.
+struct FastNormal {
+  std::uint64_t s;
+  float operator()() {
+    float a = 0;
+    for (int i = 0; i < 4; ++i) {
+      s ^= s << 13;
+      s ^= s >> 7;
+      s ^= s << 17;
+      a += static_cast<float>(s >> 40) * (1.0f / 16777216.0f);
+    }
+    return (a - 2.0f) * 1.7320508f;
+  }
+};
+
+}  // namespace
+
+void Linear::forward(const float* x, std::int64_t n, float* y) const {
+  if (mx) {
+    if (n == 1) {
+      gemv(view(*mx), x, y);
+    } else {
+      gemm(view(*mx), x, n, y);
+    }
+  } else if (n == 1) {
+    gemv_f32(f32.data(), rows, cols, x, y);
+  } else {
+    gemm_f32(f32.data(), rows, cols, x, n, y);
+  }
+}
+
+std::unique_ptr<Engine> Engine::open(const std::string& path) {
+  std::unique_ptr<Engine> e(new Engine());
+  e->ck_.emplace(model::Checkpoint::open(path));
+  if (e->ck_->config().kind != model::Kind::Lm) throw std::invalid_argument(path + ": a classifier checkpoint; the runtime serves language models");
+  e->cfg_ = e->ck_->config().lm;
+  e->anchor_ = e->ck_->anchor_format();
+  e->anchor_bytes_ = e->ck_->file().file_size();
+  if (e->anchor_) {
+    for (const auto& p : e->ck_->params()) {
+      if (p.quantized) check_finite(e->ck_->file().load_mx(*e->ck_->file().find_mx(p.name)), path, p.name);
+    }
+  }
+  e->init_fixed();
+  return e;
+}
+
+std::unique_ptr<Engine> Engine::synthetic(const model::LmConfig& c, const mx::Format& anchor, std::uint64_t seed) {
+  std::unique_ptr<Engine> e(new Engine());
+  e->cfg_ = c;
+  e->anchor_ = anchor;
+  model::ModelConfig mc;
+  mc.lm = c;
+  const auto params = mc.params();
+  std::vector<const model::Param*> q;
+  for (const auto& p : params) {
+    if (p.quantized) q.push_back(&p);
+  }
+  std::vector<mx::PackedMatrix> mats(q.size());
+  // Weights ~ N(0, 1/cols) as at initialisation, generated and quantized row block by row block.
+  parallel_for(static_cast<std::int64_t>(q.size()), 1, [&](std::int64_t b, std::int64_t end) {
+    for (std::int64_t i = b; i < end; ++i) {
+      const model::Param& p = *q[static_cast<std::size_t>(i)];
+      const std::int64_t rows = p.shape[0], cols = p.shape[1];
+      mx::PackedMatrix m;
+      m.format = anchor;
+      m.rows = rows;
+      m.cols = cols;
+      m.elements.resize(rows * anchor.packed_row_bytes(cols));
+      m.scales.resize(static_cast<std::size_t>(rows * anchor.blocks_per_row(cols)));
+      FastNormal rng{seed * 0x9E3779B97F4A7C15ull + static_cast<std::uint64_t>(i) * 0xBF58476D1CE4E5B9ull + 1};
+      const float sd = 1.0f / std::sqrt(static_cast<float>(cols));
+      std::vector<float> row(static_cast<std::size_t>(cols));
+      for (std::int64_t r = 0; r < rows; ++r) {
+        for (auto& v : row) v = rng() * sd;
+        mx::quantize(anchor, row.data(), 1, cols, m.elements.data() + r * anchor.packed_row_bytes(cols),
+                     m.scales.data() + r * anchor.blocks_per_row(cols), {}, mx::Isa::Auto);
+      }
+      mats[static_cast<std::size_t>(i)] = std::move(m);
+    }
+  });
+  for (std::size_t i = 0; i < q.size(); ++i) {
+    e->anchor_bytes_ += mats[i].elements.size() + mats[i].scales.size();
+    e->synthetic_.emplace(q[i]->name, std::move(mats[i]));
+  }
+  // Fixed parts: small random embedding, unit norms, random fp32 head.
+  FastNormal rng{seed + 7};
+  e->emb_.resize(static_cast<std::size_t>(c.vocab * c.dim));
+  for (auto& v : e->emb_) v = rng() * 0.02f;
+  e->head_f32_.resize(static_cast<std::size_t>(c.vocab * c.dim));
+  for (auto& v : e->head_f32_) v = rng() / std::sqrt(static_cast<float>(c.dim));
+  e->norm_.assign(static_cast<std::size_t>(c.dim), 1.0f);
+  e->attn_norms_.assign(static_cast<std::size_t>(c.n_layers), e->norm_);
+  e->mlp_norms_.assign(static_cast<std::size_t>(c.n_layers), e->norm_);
+  e->init_fixed();
+  return e;
+}
+
+void Engine::init_fixed() {
+  const auto& c = cfg_;
+  if (ck_) {
+    auto get = [&](const std::string& name) {
+      for (const auto& p : ck_->params()) {
+        if (p.name == name) return ck_->values(p);
+      }
+      throw std::runtime_error(ck_->path() + ": tensor '" + name + "' is missing");
+    };
+    emb_ = get("tok_emb.weight");
+    norm_ = get("norm.weight");
+    for (std::int64_t l = 0; l < c.n_layers; ++l) {
+      attn_norms_.push_back(get("blocks." + std::to_string(l) + ".attn_norm.weight"));
+      mlp_norms_.push_back(get("blocks." + std::to_string(l) + ".mlp_norm.weight"));
+    }
+    if (!c.quantize_head) head_f32_ = get("head.weight");
+  }
+  // Rotary tables exactly as the trainer builds them (angles in double, then fp32).
+  const std::int64_t half = c.head_dim() / 2;
+  cos_.resize(static_cast<std::size_t>(c.max_seq * half));
+  sin_.resize(cos_.size());
+  for (std::int64_t t = 0; t < c.max_seq; ++t) {
+    for (std::int64_t i = 0; i < half; ++i) {
+      const double inv = std::pow(c.rope_theta, -static_cast<double>(i) * 2.0 / static_cast<double>(c.head_dim()));
+      const double a = static_cast<double>(t) * inv;
+      cos_[t * half + i] = static_cast<float>(std::cos(a));
+      sin_[t * half + i] = static_cast<float>(std::sin(a));
+    }
+  }
+}
+
+mx::Format Engine::resolve(const std::string& name) const {
+  if (name == "anchor") {
+    if (!anchor_) throw std::invalid_argument("format 'anchor': this checkpoint is an fp32 master, not an anchor");
+    return *anchor_;
+  }
+  const mx::Format f = mx::find_format(name, anchor_ ? anchor_->block_size : mx::kDefaultBlockSize);
+  if (anchor_) {
+    const std::string why = convert::slice_refusal(*anchor_, f);
+    if (!why.empty()) throw std::invalid_argument("format '" + name + "' cannot be derived from the " + anchor_->name + " anchor: " + why);
+  }
+  return f;
+}
+
+std::vector<std::string> Engine::formats() const {
+  std::vector<std::string> out;
+  for (const auto& f : mx::registry()) {
+    if (!anchor_ || convert::slice_refusal(*anchor_, f.with_block_size(anchor_->block_size)).empty()) out.push_back(f.name);
+  }
+  out.push_back("fp32");
+  return out;
+}
+
+std::shared_ptr<Weights> Engine::build(const std::optional<mx::Format>& f) const {
+  const auto t0 = std::chrono::steady_clock::now();
+  auto w = std::make_shared<Weights>();
+  w->format = f ? f->name : "fp32";
+  w->bits_per_weight = f ? f->bits + 8.0 / f->block_size : 32.0;
+  model::ModelConfig mc;
+  mc.lm = cfg_;
+  auto make = [&](const model::Param& p) {
+    Linear L;
+    L.rows = p.shape[0];
+    L.cols = p.shape[1];
+    if (ck_) {
+      if (f) {
+        L.mx = ck_->packed(p, *f);
+      } else {
+        L.f32 = ck_->values(p);
+      }
+    } else {
+      const mx::PackedMatrix& a = synthetic_.at(p.name);
+      if (!f) {
+        L.f32 = mx::dequantize(a);
+      } else if (f->name == a.format.name) {
+        L.mx = a;
+      } else {
+        L.mx = convert::slice(a, *f);
+      }
+    }
+    w->linear_bytes += L.bytes();
+    return L;
+  };
+  const auto params = mc.params();
+  auto find = [&](const std::string& n) -> const model::Param& {
+    for (const auto& p : params) {
+      if (p.name == n) return p;
+    }
+    throw std::logic_error("no parameter " + n);
+  };
+  for (std::int64_t l = 0; l < cfg_.n_layers; ++l) {
+    const std::string b = "blocks." + std::to_string(l) + ".";
+    LayerWeights lw;
+    lw.wq = make(find(b + "wq.weight"));
+    lw.wk = make(find(b + "wk.weight"));
+    lw.wv = make(find(b + "wv.weight"));
+    lw.wo = make(find(b + "wo.weight"));
+    lw.w1 = make(find(b + "w1.weight"));
+    lw.w2 = make(find(b + "w2.weight"));
+    lw.w3 = make(find(b + "w3.weight"));
+    w->layers.push_back(std::move(lw));
+  }
+  if (cfg_.quantize_head) {
+    w->head = make(find("head.weight"));
+  } else {
+    w->head.rows = cfg_.vocab;
+    w->head.cols = cfg_.dim;
+    w->head.f32 = head_f32_;
+  }
+  w->derive_seconds = seconds_since(t0);
+  return w;
+}
+
+std::shared_ptr<const Weights> Engine::weights(const std::string& name) {
+  std::optional<mx::Format> f;
+  if (name != "fp32") f = resolve(name);
+  const std::string key = f ? f->name : "fp32";
+  std::lock_guard<std::mutex> lk(mu_);
+  if (auto it = cache_.find(key); it != cache_.end()) {
+    lru_.remove(key);
+    lru_.push_front(key);
+    return it->second;
+  }
+  std::shared_ptr<const Weights> w = build(f);
+  cache_[key] = w;
+  lru_.push_front(key);
+  while (budget_ > 0 && lru_.size() > 1) {
+    std::uint64_t total = 0;
+    for (const auto& [k, v] : cache_) total += v->linear_bytes;
+    if (total <= budget_) break;
+    cache_.erase(lru_.back());  // sessions holding it keep it alive until they finish
+    lru_.pop_back();
+  }
+  return w;
+}
+
+std::uint64_t Engine::base_bytes() const {
+  std::uint64_t n = (emb_.size() + norm_.size() + head_f32_.size() + cos_.size() + sin_.size()) * 4;
+  for (const auto& v : attn_norms_) n += v.size() * 4;
+  for (const auto& v : mlp_norms_) n += v.size() * 4;
+  return n;
+}
+
+std::vector<CacheEntry> Engine::cache() const {
+  std::lock_guard<std::mutex> lk(mu_);
+  std::vector<CacheEntry> out;
+  for (const auto& k : lru_) {
+    const auto& w = cache_.at(k);
+    out.push_back({k, w->linear_bytes, w->derive_seconds});
+  }
+  return out;
+}
+
+std::uint64_t Engine::cache_bytes() const {
+  std::uint64_t n = 0;
+  for (const auto& c : cache()) n += c.bytes;
+  return n;
+}
+
+void Engine::set_cache_budget(std::uint64_t bytes) {
+  std::lock_guard<std::mutex> lk(mu_);
+  budget_ = bytes;
+}
+
+void Engine::evict(const std::string& name) {
+  const std::string key = name == "fp32" ? name : resolve(name).name;
+  std::lock_guard<std::mutex> lk(mu_);
+  cache_.erase(key);
+  lru_.remove(key);
+}
+
+// ---- Session ----
+
+Session::Session(const Engine& e, std::shared_ptr<const Weights> w) : e_(e), w_(std::move(w)) {
+  const auto& c = e_.config();
+  k_.resize(static_cast<std::size_t>(c.n_layers * c.max_seq * c.dim));
+  v_.resize(k_.size());
+}
+
+std::vector<float> Session::feed(const std::vector<int>& tokens) {
+  std::vector<float> out;
+  forward(tokens, false, &out);
+  return out;
+}
+
+std::vector<float> Session::feed_all(const std::vector<int>& tokens) {
+  std::vector<float> out;
+  forward(tokens, true, &out);
+  return out;
+}
+
+void Session::forward(const std::vector<int>& tokens, bool all_logits, std::vector<float>* out) {
+  const auto& c = e_.config();
+  const std::int64_t T = static_cast<std::int64_t>(tokens.size()), D = c.dim, H = c.n_heads, hd = c.head_dim(), half = hd / 2;
+  const std::int64_t F = c.hidden();
+  if (T == 0) throw std::invalid_argument("no tokens to feed");
+  if (pos_ + T > c.max_seq) {
+    throw std::invalid_argument("sequence of " + std::to_string(pos_ + T) + " tokens exceeds max_seq " + std::to_string(c.max_seq));
+  }
+  for (int t : tokens) {
+    if (t < 0 || t >= c.vocab) throw std::invalid_argument("token " + std::to_string(t) + " is out of the vocabulary");
+  }
+  std::vector<float> x(static_cast<std::size_t>(T * D)), h(x.size()), q(x.size()), k(x.size()), v(x.size()), o(x.size()), tmp(x.size());
+  std::vector<float> a(static_cast<std::size_t>(T * F)), b(a.size());
+  for (std::int64_t t = 0; t < T; ++t) std::copy_n(e_.embedding().data() + tokens[t] * D, D, x.data() + t * D);
+  const float inv_sqrt = 1.0f / std::sqrt(static_cast<float>(hd));
+  std::vector<float> att(static_cast<std::size_t>(c.max_seq));
+  for (std::int64_t l = 0; l < c.n_layers; ++l) {
+    const LayerWeights& L = w_->layers[static_cast<std::size_t>(l)];
+    for (std::int64_t t = 0; t < T; ++t) rmsnorm(x.data() + t * D, e_.attn_norm(l).data(), D, c.norm_eps, h.data() + t * D);
+    L.wq.forward(h.data(), T, q.data());
+    L.wk.forward(h.data(), T, k.data());
+    L.wv.forward(h.data(), T, v.data());
+    for (std::int64_t t = 0; t < T; ++t) {
+      const std::int64_t pos = pos_ + t;
+      const float* cs = e_.rope_cos().data() + pos * half;
+      const float* sn = e_.rope_sin().data() + pos * half;
+      for (float* vec : {q.data() + t * D, k.data() + t * D}) {
+        for (std::int64_t hh = 0; hh < H; ++hh) {
+          float* p = vec + hh * hd;
+          for (std::int64_t i = 0; i < half; ++i) {
+            const float x1 = p[i], x2 = p[i + half];
+            p[i] = x1 * cs[i] - x2 * sn[i];
+            p[i + half] = x1 * sn[i] + x2 * cs[i];
+          }
+        }
+      }
+      std::copy_n(k.data() + t * D, D, k_.data() + (l * c.max_seq + pos) * D);
+      std::copy_n(v.data() + t * D, D, v_.data() + (l * c.max_seq + pos) * D);
+    }
+    // causal attention against the cache
+    for (std::int64_t t = 0; t < T; ++t) {
+      const std::int64_t n = pos_ + t + 1;
+      for (std::int64_t hh = 0; hh < H; ++hh) {
+        const float* qh = q.data() + t * D + hh * hd;
+        float mx_ = -INFINITY;
+        for (std::int64_t s = 0; s < n; ++s) {
+          const float* kh = k_.data() + (l * c.max_seq + s) * D + hh * hd;
+          float d = 0;
+          for (std::int64_t i = 0; i < hd; ++i) d += qh[i] * kh[i];
+          att[s] = d * inv_sqrt;
+          mx_ = std::max(mx_, att[s]);
+        }
+        float sum = 0;
+        for (std::int64_t s = 0; s < n; ++s) {
+          att[s] = std::exp(att[s] - mx_);
+          sum += att[s];
+        }
+        float* oh = o.data() + t * D + hh * hd;
+        std::fill_n(oh, hd, 0.0f);
+        for (std::int64_t s = 0; s < n; ++s) {
+          const float p = att[s] / sum;
+          const float* vh = v_.data() + (l * c.max_seq + s) * D + hh * hd;
+          for (std::int64_t i = 0; i < hd; ++i) oh[i] += p * vh[i];
+        }
+      }
+    }
+    L.wo.forward(o.data(), T, tmp.data());
+    for (std::size_t i = 0; i < x.size(); ++i) x[i] += tmp[i];
+    for (std::int64_t t = 0; t < T; ++t) rmsnorm(x.data() + t * D, e_.mlp_norm(l).data(), D, c.norm_eps, h.data() + t * D);
+    L.w1.forward(h.data(), T, a.data());
+    L.w3.forward(h.data(), T, b.data());
+    for (std::size_t i = 0; i < a.size(); ++i) a[i] = silu(a[i]) * b[i];
+    L.w2.forward(a.data(), T, tmp.data());
+    for (std::size_t i = 0; i < x.size(); ++i) x[i] += tmp[i];
+  }
+  const std::int64_t first = all_logits ? 0 : T - 1, m = T - first;
+  for (std::int64_t t = first; t < T; ++t) rmsnorm(x.data() + t * D, e_.final_norm().data(), D, c.norm_eps, h.data() + (t - first) * D);
+  out->assign(static_cast<std::size_t>(m * c.vocab), 0.0f);
+  w_->head.forward(h.data(), m, out->data());
+  pos_ += T;
+}
+
+// ---- sampling, generation, perplexity ----
+
+int Sampler::sample(const std::vector<float>& logits) {
+  const int V = static_cast<int>(logits.size());
+  if (o_.temperature <= 0) return static_cast<int>(std::max_element(logits.begin(), logits.end()) - logits.begin());
+  std::vector<int> idx(static_cast<std::size_t>(V));
+  std::iota(idx.begin(), idx.end(), 0);
+  std::stable_sort(idx.begin(), idx.end(), [&](int a, int b) { return logits[a] > logits[b]; });
+  std::size_t keep = idx.size();
+  if (o_.top_k > 0) keep = std::min<std::size_t>(keep, static_cast<std::size_t>(o_.top_k));
+  std::vector<double> p(keep);
+  const double mx_ = logits[idx[0]];
+  double sum = 0;
+  for (std::size_t i = 0; i < keep; ++i) sum += p[i] = std::exp((logits[idx[i]] - mx_) / o_.temperature);
+  if (o_.top_p < 1.0) {
+    double cum = 0;
+    std::size_t n = 0;
+    while (n < keep && cum < o_.top_p * sum) cum += p[n++];
+    keep = std::max<std::size_t>(1, n);
+    sum = cum;
+  }
+  const double u = std::uniform_real_distribution<double>(0.0, sum)(rng_);
+  double cum = 0;
+  for (std::size_t i = 0; i < keep; ++i) {
+    cum += p[i];
+    if (u < cum) return idx[i];
+  }
+  return idx[keep - 1];
+}
+
+Generation generate(const Engine& e, std::shared_ptr<const Weights> w, const std::string& prompt, std::int64_t n, const SamplingOptions& s) {
+  Session sess(e, std::move(w));
+  Sampler sampler(s);
+  Generation g;
+  std::vector<int> toks;
+  for (unsigned char ch : prompt.empty() ? std::string("\n") : prompt) toks.push_back(ch);
+  if (static_cast<std::int64_t>(toks.size()) > e.config().max_seq) {
+    throw std::invalid_argument("prompt of " + std::to_string(toks.size()) + " bytes exceeds max_seq " + std::to_string(e.config().max_seq));
+  }
+  g.prompt_tokens = static_cast<std::int64_t>(toks.size());
+  auto t0 = std::chrono::steady_clock::now();
+  std::vector<float> logits = sess.feed(toks);
+  g.prefill_seconds = seconds_since(t0);
+  t0 = std::chrono::steady_clock::now();
+  for (std::int64_t i = 0; i < n; ++i) {
+    const int tok = sampler.sample(logits);
+    g.text.push_back(static_cast<char>(tok));
+    ++g.new_tokens;
+    if (sess.position() >= e.config().max_seq) break;
+    logits = sess.feed({tok});
+  }
+  g.decode_seconds = seconds_since(t0);
+  return g;
+}
+
+Perplexity perplexity(const Engine& e, std::shared_ptr<const Weights> w, const std::vector<std::uint8_t>& text, std::int64_t seq,
+                      std::int64_t max_windows) {
+  const std::int64_t len = std::min<std::int64_t>(seq + 1, static_cast<std::int64_t>(text.size()));
+  if (len < 2) throw std::invalid_argument("text too short for perplexity");
+  const std::int64_t span = static_cast<std::int64_t>(text.size()) - len, V = e.config().vocab;
+  double sum = 0;
+  std::int64_t bytes = 0, windows = 0;
+  for (std::int64_t s0 = 0; s0 <= span && (max_windows == 0 || windows < max_windows); s0 += len - 1, ++windows) {
+    Session sess(e, w);
+    std::vector<int> toks(text.begin() + s0, text.begin() + s0 + len - 1);
+    const std::vector<float> lg = sess.feed_all(toks);
+    for (std::int64_t t = 0; t < len - 1; ++t) {
+      const float* r = lg.data() + t * V;
+      const float m = *std::max_element(r, r + V);
+      double z = 0;
+      for (std::int64_t i = 0; i < V; ++i) z += std::exp(static_cast<double>(r[i] - m));
+      sum += std::log(z) + m - r[text[s0 + t + 1]];
+      ++bytes;
+    }
+  }
+  return {sum / static_cast<double>(bytes), bytes};
+}
+
+}  // namespace mfqat::runtime

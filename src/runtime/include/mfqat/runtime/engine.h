@@ -1,0 +1,160 @@
+// The elastic LM engine: maps an anchor (or fp32 master) checkpoint once, derives the weights of
+// any requested format by Slice-and-Scale on first use and caches them (bytes counted, LRU
+// eviction under a budget), and runs the Llama-style byte LM of the trainer on the fused MX
+// kernels with a KV cache. Switching format never re-reads the file.
+#pragma once
+
+#include <atomic>
+#include <cstdint>
+#include <list>
+#include <map>
+#include <memory>
+#include <mutex>
+#include <optional>
+#include <random>
+#include <string>
+#include <vector>
+
+#include "mfqat/model/checkpoint.h"
+#include "mfqat/runtime/gemv.h"
+
+namespace mfqat::runtime {
+
+// One linear layer's weight: MX-packed, or fp32 (the "fp32" format).
+struct Linear {
+  std::optional<mx::PackedMatrix> mx;
+  std::vector<float> f32;
+  std::int64_t rows = 0, cols = 0;
+  std::uint64_t bytes() const { return mx ? mx->elements.size() + mx->scales.size() : f32.size() * 4; }
+  void forward(const float* x, std::int64_t n, float* y) const;  // y [n, rows] = x [n, cols] W^T
+};
+
+struct LayerWeights {
+  Linear wq, wk, wv, wo, w1, w2, w3;
+};
+
+// Everything the forward needs at one format. Immutable once built; shared by sessions.
+struct Weights {
+  std::string format;  // a format name or "fp32"
+  double bits_per_weight = 32;
+  std::vector<LayerWeights> layers;
+  Linear head;
+  std::uint64_t linear_bytes = 0;  // resident bytes of the layers' linears (+ head when quantized)
+  double derive_seconds = 0;       // time to build from the anchor
+};
+
+struct CacheEntry {
+  std::string format;
+  std::uint64_t bytes = 0;
+  double derive_seconds = 0;
+};
+
+class Engine {
+ public:
+  // Opens an anchor or a master checkpoint (LM only; mmap'd, validated; an anchor with NaN/Inf
+  // codes or scales is refused naming the tensor).
+  static std::unique_ptr<Engine> open(const std::string& path);
+  // A random-weight model of the given shape stored as an anchor in `anchor` (no file).
+  static std::unique_ptr<Engine> synthetic(const model::LmConfig& c, const mx::Format& anchor, std::uint64_t seed = 1);
+
+  const model::LmConfig& config() const { return cfg_; }
+  std::string anchor_name() const { return anchor_ ? anchor_->name : "fp32"; }
+  // Formats this engine can serve: the anchor's family at or below its precision (+ "fp32").
+  std::vector<std::string> formats() const;
+  // The weights in `format` (a format name, "anchor", or "fp32"), derived once and cached.
+  // Throws std::invalid_argument naming the format when it cannot be derived.
+  std::shared_ptr<const Weights> weights(const std::string& format);
+  // Resident bytes of the fixed parts (embedding, norms, head) and of the anchor itself.
+  std::uint64_t base_bytes() const;
+  std::uint64_t anchor_bytes() const { return anchor_bytes_; }
+  std::vector<CacheEntry> cache() const;
+  std::uint64_t cache_bytes() const;
+  // Keep at most `bytes` of derived weights (0 = unlimited); least recently used go first.
+  void set_cache_budget(std::uint64_t bytes);
+  void evict(const std::string& format);
+
+  // fixed fp32 parts
+  const std::vector<float>& embedding() const { return emb_; }
+  const std::vector<float>& final_norm() const { return norm_; }
+  const std::vector<float>& attn_norm(std::int64_t l) const { return attn_norms_[static_cast<std::size_t>(l)]; }
+  const std::vector<float>& mlp_norm(std::int64_t l) const { return mlp_norms_[static_cast<std::size_t>(l)]; }
+  const std::vector<float>& rope_cos() const { return cos_; }
+  const std::vector<float>& rope_sin() const { return sin_; }
+
+ private:
+  Engine() = default;
+  void init_fixed();
+  std::shared_ptr<Weights> build(const std::optional<mx::Format>& f) const;
+  mx::Format resolve(const std::string& name) const;
+
+  model::LmConfig cfg_;
+  std::optional<model::Checkpoint> ck_;
+  std::optional<mx::Format> anchor_;                      // nullopt: an fp32 master
+  std::map<std::string, mx::PackedMatrix> synthetic_;     // synthetic anchor tensors
+  std::uint64_t anchor_bytes_ = 0;
+  std::vector<float> emb_, norm_, head_f32_;
+  std::vector<std::vector<float>> attn_norms_, mlp_norms_;
+  std::vector<float> cos_, sin_;  // [max_seq, head_dim/2]
+  mutable std::mutex mu_;
+  std::map<std::string, std::shared_ptr<const Weights>> cache_;
+  std::list<std::string> lru_;  // front = most recent
+  std::uint64_t budget_ = 0;
+};
+
+// One sequence: its KV cache and position, at one format (switch formats between sequences).
+class Session {
+ public:
+  Session(const Engine& e, std::shared_ptr<const Weights> w);
+  // Runs the tokens through the model (prefill when several); returns the logits [vocab] of the
+  // last one. Throws when the sequence would exceed max_seq.
+  std::vector<float> feed(const std::vector<int>& tokens);
+  // All positions' logits [n, vocab] of the fed tokens (for perplexity).
+  std::vector<float> feed_all(const std::vector<int>& tokens);
+  std::int64_t position() const { return pos_; }
+  const Weights& weights() const { return *w_; }
+
+ private:
+  void forward(const std::vector<int>& tokens, bool all_logits, std::vector<float>* out);
+  const Engine& e_;
+  std::shared_ptr<const Weights> w_;
+  std::int64_t pos_ = 0;
+  std::vector<float> k_, v_;  // [layers, max_seq, dim]
+};
+
+struct SamplingOptions {
+  double temperature = 0;  // 0: greedy
+  int top_k = 0;           // 0: off
+  double top_p = 1.0;      // 1: off
+  std::uint64_t seed = 0;
+};
+
+class Sampler {
+ public:
+  explicit Sampler(const SamplingOptions& o) : o_(o), rng_(o.seed) {}
+  int sample(const std::vector<float>& logits);
+
+ private:
+  SamplingOptions o_;
+  std::mt19937_64 rng_;
+};
+
+struct Generation {
+  std::string text;  // the generated bytes (prompt excluded)
+  std::int64_t prompt_tokens = 0, new_tokens = 0;
+  double prefill_seconds = 0, decode_seconds = 0;
+};
+
+// Prompt -> up to n new bytes (stops early at max_seq).
+Generation generate(const Engine& e, std::shared_ptr<const Weights> w, const std::string& prompt, std::int64_t n,
+                    const SamplingOptions& s);
+
+// Mean next-byte cross-entropy (nats) over windows of `seq` + 1 bytes of `text`, non-overlapping
+// (every byte after each window's first scored once), at most max_windows windows (0: all).
+struct Perplexity {
+  double loss = 0;
+  std::int64_t bytes = 0;
+};
+Perplexity perplexity(const Engine& e, std::shared_ptr<const Weights> w, const std::vector<std::uint8_t>& text, std::int64_t seq,
+                      std::int64_t max_windows = 0);
+
+}  // namespace mfqat::runtime
