@@ -10,7 +10,7 @@ PACKAGES=(
   libcli11-dev nlohmann-json3-dev libfmt-dev
   python3 zlib1g-dev
   clang libclang-rt-14-dev
-  libtorch-dev libopenblas-dev
+  libtorch-dev libopenblas-dev libcpp-httplib-dev
 )
 
 missing=()

@@ -23,6 +23,7 @@ Command add_data(CLI::App& app);
 Command add_export(CLI::App& app);
 Command add_generate(CLI::App& app);
 Command add_bench(CLI::App& app);
+Command add_serve(CLI::App& app);
 #if MFQAT_HAVE_TRAIN
 Command add_train(CLI::App& app);
 Command add_eval(CLI::App& app);

@@ -25,6 +25,7 @@ int main(int argc, char** argv) {
       mfqat::cli::add_export(app),
       mfqat::cli::add_generate(app),
       mfqat::cli::add_bench(app),
+      mfqat::cli::add_serve(app),
 #if MFQAT_HAVE_TRAIN
       mfqat::cli::add_train(app),
       mfqat::cli::add_eval(app),

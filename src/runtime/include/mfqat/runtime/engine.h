@@ -61,6 +61,9 @@ class Engine {
   std::string anchor_name() const { return anchor_ ? anchor_->name : "fp32"; }
   // Formats this engine can serve: the anchor's family at or below its precision (+ "fp32").
   std::vector<std::string> formats() const;
+  // The canonical name of a servable format ("anchor" -> the anchor's name); throws
+  // std::invalid_argument naming it when it is unknown or cannot be derived.
+  std::string canonical_format(const std::string& name) const { return name == "fp32" ? name : resolve(name).name; }
   // The weights in `format` (a format name, "anchor", or "fp32"), derived once and cached.
   // Throws std::invalid_argument naming the format when it cannot be derived.
   std::shared_ptr<const Weights> weights(const std::string& format);

@@ -1,0 +1,47 @@
+// HTTP JSON serving of one engine (cpp-httplib): POST /v1/completions, GET /v1/formats,
+// GET /health, GET /metrics (Prometheus text). Requests go through a bounded queue to a fixed
+// number of generation workers; a full queue answers 503. format "auto" picks the precision
+// from the queue depth (docs/perf.md, "Elastic serving policy").
+#pragma once
+
+#include <cstdint>
+#include <memory>
+#include <string>
+#include <vector>
+
+#include "mfqat/runtime/engine.h"
+
+namespace mfqat::runtime {
+
+struct ServerOptions {
+  int workers = 1;                  // concurrent generations (each uses the GEMV thread pool)
+  std::size_t queue_capacity = 16;  // waiting requests beyond the workers; more -> 503
+  std::int64_t max_tokens = 256;    // per request
+  std::int64_t max_prompt_bytes = 0;  // 0: max_seq - 1
+  std::size_t max_body_bytes = 1 << 20;
+  // "auto": level i of auto_formats serves while queue depth < auto_depths[i] (the last level
+  // takes the rest). Default: anchor / a middle / the lowest 4-bit format of the anchor's family.
+  std::vector<std::string> auto_formats;
+  std::vector<std::size_t> auto_depths;
+};
+
+class Server {
+ public:
+  Server(Engine& engine, ServerOptions opt);
+  ~Server();
+  // Binds (port 0: any free port) and serves on background threads; returns the bound port.
+  int start(const std::string& host, int port);
+  void stop();
+  // Blocks until stop() (for the CLI).
+  void wait();
+  // Testing: hold the workers (queued requests wait) / let them run.
+  void pause(bool on);
+  const ServerOptions& options() const;
+  std::string auto_format(std::size_t depth) const;
+
+ private:
+  struct Impl;
+  std::unique_ptr<Impl> impl_;
+};
+
+}  // namespace mfqat::runtime
