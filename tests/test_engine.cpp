@@ -32,6 +32,8 @@ TEST(Engine, SwitchingFormatsEqualsAFreshEngineAndTheCacheCountsBytes) {
   const auto w4 = e->weights("mxint4");
   EXPECT_EQ(w4->linear_bytes, 2u * (4 * 64 * (32 + 2) + 3 * 192 * (32 + 2)));  // 64x64 and 192x64 at 4.25 bits
   EXPECT_EQ(e->weights("mxint4").get(), w4.get());  // a cache hit, not a rebuild
+  EXPECT_EQ(w4->owned_bytes, w4->linear_bytes);
+  EXPECT_EQ(e->weights("mxint8")->owned_bytes, 0u);  // the anchor's own format borrows the anchor
   auto fresh = runtime::Engine::synthetic(small(), mx::find_format("mxint8"), 3);
   int i = 0;
   for (const char* f : {"mxint8", "mxint4", "mxint2", "fp32"}) {

@@ -6,19 +6,13 @@
 #include <random>
 
 #include "../src/runtime/gemv_internal.h"
+#include "common.h"
 #include "mfqat/mx/parallel.h"
 #include "mfqat/runtime/gemv.h"
 
 using namespace mfqat;
 
 namespace {
-
-std::vector<mx::Format> formats_under_test(int block_size) {
-  std::vector<mx::Format> fs;
-  for (const auto& f : mx::registry()) fs.push_back(f.with_block_size(block_size));
-  for (const char* g : {"mxfp5_e2m2", "mxfp7_e3m3", "mxfp4_e3m0", "mxfp6_e1m4", "mxfp3_e1m1"}) fs.push_back(mx::find_format(g, block_size));
-  return fs;
-}
 
 std::vector<float> weights(std::int64_t n, std::uint32_t seed) {
   std::mt19937 rng(seed);
@@ -39,7 +33,7 @@ double tolerance(std::int64_t cols, double abs_sum) { return static_cast<double>
 
 TEST(Gemv, RowDecodeEqualsTheMxCoreForEveryFormat) {
   for (int bs : {32, 16}) {
-    for (const mx::Format& f : formats_under_test(bs)) {
+    for (const mx::Format& f : all_test_formats(bs)) {
       for (auto [rows, cols] : {std::pair<std::int64_t, std::int64_t>{3, 100}, {2, 32}, {1, 257}, {4, 7}}) {
         const auto w = weights(rows * cols, 1);
         const mx::PackedMatrix q = mx::quantize(f, w.data(), rows, cols);
@@ -70,7 +64,7 @@ TEST(Gemv, EveryPathWithinTheSummationBoundOfTheExactProduct) {
   std::vector<mx::Isa> isas = {mx::Isa::Scalar};
   if (mx::isa_supported(mx::Isa::Avx2)) isas.push_back(mx::Isa::Avx2);
   for (int bs : {32, 16}) {
-    for (const mx::Format& f : formats_under_test(bs)) {
+    for (const mx::Format& f : all_test_formats(bs)) {
       for (auto [rows, cols] : {std::pair<std::int64_t, std::int64_t>{5, 33}, {9, 257}, {1, 1}, {3, 64}, {2, 1000}}) {
         for (std::int64_t n : {1, 2, 5}) {
           const auto w = weights(rows * cols, 2);

@@ -82,7 +82,7 @@ Command add_bench(CLI::App& app) {
       runtime::generate(*e, w, prompt.substr(0, 8), 2, {});  // warm-up
       const auto g = runtime::generate(*e, w, prompt, o->tokens, {});
       const double pre = static_cast<double>(g.prompt_tokens) / g.prefill_seconds, dec = static_cast<double>(g.new_tokens) / g.decode_seconds;
-      nlohmann::json j = {{"format", name},          {"bits_per_weight", w->bits_per_weight}, {"weight_bytes", w->linear_bytes},
+      nlohmann::json j = {{"format", name},          {"bits_per_weight", w->bits_per_weight}, {"weight_bytes", w->linear_bytes}, {"extra_bytes", w->owned_bytes},
                           {"derive_seconds", w->derive_seconds}, {"prefill_tokens_per_s", pre}, {"decode_tokens_per_s", dec},
                           {"anchor", e->anchor_name()}, {"threads", num_threads()}};
       runtime::Perplexity p;

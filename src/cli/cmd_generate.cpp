@@ -34,7 +34,7 @@ Command add_generate(CLI::App& app) {
     if (o->json) {
       fmt::print("{}\n", nlohmann::json{{"format", w->format},
                                         {"prompt", o->prompt},
-                                        {"text", nlohmann::json(g.text).dump(-1, ' ', true, nlohmann::json::error_handler_t::replace)},
+                                        {"text", g.text},
                                         {"prompt_tokens", g.prompt_tokens},
                                         {"new_tokens", g.new_tokens},
                                         {"prefill_tokens_per_s", pre},

@@ -68,12 +68,20 @@ struct FastNormal {
 
 }  // namespace
 
+std::uint64_t Linear::bytes() const {
+  if (!is_mx) return f32.size() * 4;
+  const MxView v = mx_view();
+  return static_cast<std::uint64_t>(v.rows) * (v.format->packed_row_bytes(v.cols) + v.format->blocks_per_row(v.cols));
+}
+
+std::uint64_t Linear::owned_bytes() const { return owned ? owned->elements.size() + owned->scales.size() : f32.size() * 4; }
+
 void Linear::forward(const float* x, std::int64_t n, float* y) const {
-  if (mx) {
+  if (is_mx) {
     if (n == 1) {
-      gemv(view(*mx), x, y);
+      gemv(mx_view(), x, y);
     } else {
-      gemm(view(*mx), x, n, y);
+      gemm(mx_view(), x, n, y);
     }
   } else if (n == 1) {
     gemv_f32(f32.data(), rows, cols, x, y);
@@ -90,8 +98,12 @@ std::unique_ptr<Engine> Engine::open(const std::string& path) {
   e->anchor_ = e->ck_->anchor_format();
   e->anchor_bytes_ = e->ck_->file().file_size();
   if (e->anchor_) {
+    const auto& file = e->ck_->file();
     for (const auto& p : e->ck_->params()) {
-      if (p.quantized) check_finite(e->ck_->file().load_mx(*e->ck_->file().find_mx(p.name)), path, p.name);
+      if (!p.quantized) continue;
+      const ckpt::MxTensorInfo& m = *file.find_mx(p.name);
+      check_finite(file.load_mx(m), path, p.name);
+      e->anchor_views_[p.name] = {&m.format, file.data(*m.elements).data(), file.data(*m.scales).data(), m.rows, m.cols};
     }
   }
   e->init_fixed();
@@ -134,7 +146,8 @@ std::unique_ptr<Engine> Engine::synthetic(const model::LmConfig& c, const mx::Fo
   });
   for (std::size_t i = 0; i < q.size(); ++i) {
     e->anchor_bytes_ += mats[i].elements.size() + mats[i].scales.size();
-    e->synthetic_.emplace(q[i]->name, std::move(mats[i]));
+    const mx::PackedMatrix& m = e->synthetic_.emplace(q[i]->name, std::move(mats[i])).first->second;
+    e->anchor_views_[q[i]->name] = view(m);
   }
   // Fixed parts: small random embedding, unit norms, random fp32 head.
   FastNormal rng{seed + 7};
@@ -187,7 +200,8 @@ mx::Format Engine::resolve(const std::string& name) const {
   }
   const mx::Format f = mx::find_format(name, anchor_ ? anchor_->block_size : mx::kDefaultBlockSize);
   if (anchor_) {
-    const std::string why = convert::slice_refusal(*anchor_, f);
+    std::string why = convert::slice_refusal(*anchor_, f);
+    if (const auto cut = why.find("; use --via-float"); cut != std::string::npos) why.resize(cut);  // a CLI hint, not for the engine
     if (!why.empty()) throw std::invalid_argument("format '" + name + "' cannot be derived from the " + anchor_->name + " anchor: " + why);
   }
   return f;
@@ -213,23 +227,17 @@ std::shared_ptr<Weights> Engine::build(const std::optional<mx::Format>& f) const
     Linear L;
     L.rows = p.shape[0];
     L.cols = p.shape[1];
-    if (ck_) {
-      if (f) {
-        L.mx = ck_->packed(p, *f);
-      } else {
-        L.f32 = ck_->values(p);
-      }
+    if (f && anchor_ && f->name == anchor_->name) {
+      L.borrowed = anchor_views_.at(p.name);  // borrow: no copy of the anchor's own format
+      L.is_mx = true;
+    } else if (f) {
+      L.owned = ck_ ? ck_->packed(p, *f) : convert::slice(synthetic_.at(p.name), *f);
+      L.is_mx = true;
     } else {
-      const mx::PackedMatrix& a = synthetic_.at(p.name);
-      if (!f) {
-        L.f32 = mx::dequantize(a);
-      } else if (f->name == a.format.name) {
-        L.mx = a;
-      } else {
-        L.mx = convert::slice(a, *f);
-      }
+      L.f32 = ck_ ? ck_->values(p) : mx::dequantize(synthetic_.at(p.name));
     }
     w->linear_bytes += L.bytes();
+    w->owned_bytes += L.owned_bytes();
     return L;
   };
   const auto params = mc.params();
@@ -277,7 +285,7 @@ std::shared_ptr<const Weights> Engine::weights(const std::string& name) {
   lru_.push_front(key);
   while (budget_ > 0 && lru_.size() > 1) {
     std::uint64_t total = 0;
-    for (const auto& [k, v] : cache_) total += v->linear_bytes;
+    for (const auto& [k, v] : cache_) total += v->owned_bytes;
     if (total <= budget_) break;
     cache_.erase(lru_.back());  // sessions holding it keep it alive until they finish
     lru_.pop_back();
@@ -297,7 +305,7 @@ std::vector<CacheEntry> Engine::cache() const {
   std::vector<CacheEntry> out;
   for (const auto& k : lru_) {
     const auto& w = cache_.at(k);
-    out.push_back({k, w->linear_bytes, w->derive_seconds});
+    out.push_back({k, w->owned_bytes, w->derive_seconds});
   }
   return out;
 }

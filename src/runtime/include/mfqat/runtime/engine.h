@@ -20,12 +20,18 @@
 
 namespace mfqat::runtime {
 
-// One linear layer's weight: MX-packed, or fp32 (the "fp32" format).
+// One linear layer's weight: MX-packed, or fp32 (the "fp32" format). An MX weight in the
+// anchor's own format borrows the anchor's bytes (`view` into the mapping, `owned` empty); a
+// derived one owns them.
 struct Linear {
-  std::optional<mx::PackedMatrix> mx;
+  std::optional<mx::PackedMatrix> owned;
+  MxView borrowed;  // the anchor's bytes, when not owned
+  bool is_mx = false;
+  MxView mx_view() const { return owned ? view(*owned) : borrowed; }  // (owned data may move with the Linear)
   std::vector<float> f32;
   std::int64_t rows = 0, cols = 0;
-  std::uint64_t bytes() const { return mx ? mx->elements.size() + mx->scales.size() : f32.size() * 4; }
+  std::uint64_t bytes() const;            // bytes of this weight in its format
+  std::uint64_t owned_bytes() const;      // bytes it adds beyond the anchor
   void forward(const float* x, std::int64_t n, float* y) const;  // y [n, rows] = x [n, cols] W^T
 };
 
@@ -39,13 +45,14 @@ struct Weights {
   double bits_per_weight = 32;
   std::vector<LayerWeights> layers;
   Linear head;
-  std::uint64_t linear_bytes = 0;  // resident bytes of the layers' linears (+ head when quantized)
+  std::uint64_t linear_bytes = 0;  // bytes of the layers' linears (+ head when quantized) in this format
+  std::uint64_t owned_bytes = 0;   // of which not shared with the anchor (what the cache holds)
   double derive_seconds = 0;       // time to build from the anchor
 };
 
 struct CacheEntry {
   std::string format;
-  std::uint64_t bytes = 0;
+  std::uint64_t bytes = 0;  // owned bytes (0 for the anchor's own format: it borrows the anchor)
   double derive_seconds = 0;
 };
 
@@ -94,6 +101,7 @@ class Engine {
   std::optional<model::Checkpoint> ck_;
   std::optional<mx::Format> anchor_;                      // nullopt: an fp32 master
   std::map<std::string, mx::PackedMatrix> synthetic_;     // synthetic anchor tensors
+  std::map<std::string, MxView> anchor_views_;            // the anchor's MX tensors, borrowed
   std::uint64_t anchor_bytes_ = 0;
   std::vector<float> emb_, norm_, head_f32_;
   std::vector<std::vector<float>> attn_norms_, mlp_norms_;
