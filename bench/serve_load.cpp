@@ -75,6 +75,11 @@ int main(int argc, char** argv) {
   json out = json::array();
   fmt::print("{:<12} {:>8} {:>10} {:>12} {:>10} {:>10}  {}\n", "format", "clients", "req/s", "gen tok/s", "p50 ms", "p99 ms", "served formats");
   for (const auto& f : split(formats_s)) {
+    {  // warm-up: one request per format before timing
+      httplib::Client cli("127.0.0.1", port);
+      cli.set_read_timeout(300, 0);
+      cli.Post("/v1/completions", json{{"prompt", "warm up"}, {"max_tokens", 4}, {"format", f}}.dump(), "application/json");
+    }
     for (const auto& cs : split(clients_s)) {
       const int C = std::stoi(cs);
       std::atomic<bool> stop{false};

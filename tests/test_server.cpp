@@ -65,7 +65,7 @@ TEST(Server, ConcurrentClientsGetTheirFormatsAndBadRequestsTheirStatus) {
     if (want == "anchor") {
       EXPECT_EQ(body["format"], "mxint8");
     } else if (want == "auto") {
-      EXPECT_TRUE(body["format"] == "mxint8" || body["format"] == "mxint6" || body["format"] == "mxint4") << body["format"];
+      EXPECT_TRUE(body["format"] == "mxint8" || body["format"] == "mxint4") << body["format"];
     } else {
       EXPECT_EQ(body["format"], want);
     }
@@ -109,8 +109,18 @@ TEST(Server, FullQueueAnswers503AndAutoDropsPrecisionWithDepth) {
   o.queue_capacity = 1;
   runtime::Server s(*e, o);
   EXPECT_EQ(s.auto_format(0), "mxfp8_e4m3");
-  EXPECT_EQ(s.auto_format(2), "mxfp6_e2m3");
+  EXPECT_EQ(s.auto_format(1), "mxfp8_e4m3");
+  EXPECT_EQ(s.auto_format(2), "mxfp4_e2m1");
   EXPECT_EQ(s.auto_format(9), "mxfp4_e2m1");
+  runtime::ServerOptions three = o;  // a custom three-level policy
+  three.auto_formats = {"anchor", "mxfp6_e2m3", "mxfp4"};
+  three.auto_depths = {1, 3};
+  runtime::Server s3(*e, three);
+  EXPECT_EQ(s3.auto_format(0), "mxfp8_e4m3");
+  EXPECT_EQ(s3.auto_format(1), "mxfp6_e2m3");
+  EXPECT_EQ(s3.auto_format(3), "mxfp4_e2m1");
+  three.auto_depths = {1};
+  EXPECT_THROW(runtime::Server(*e, three), std::invalid_argument);
   const int port = s.start("127.0.0.1", 0);
   s.pause(true);  // the worker holds: the first request waits in the queue
   auto first = std::async(std::launch::async, [&] { return post(port, R"({"prompt": "a", "max_tokens": 2, "format": "auto"})"); });

@@ -24,8 +24,8 @@ Command add_serve(CLI::App& app) {
   sub->add_option("--workers", o->s.workers, "concurrent generations (default 1)")->check(CLI::PositiveNumber);
   sub->add_option("--queue", o->s.queue_capacity, "waiting requests before 503 (default 16)");
   sub->add_option("--max-tokens", o->s.max_tokens, "per-request limit (default 256)")->check(CLI::PositiveNumber);
-  sub->add_option("--auto", o->auto_formats, "\"auto\" levels, highest precision first (default: anchor, 6-bit, 4-bit of its family)");
-  sub->add_option("--auto-depths", o->auto_depths, "queue depths where \"auto\" drops a level (default 2,4)");
+  sub->add_option("--auto", o->auto_formats, "\"auto\" levels, highest precision first (default: the anchor, then the 4-bit format of its family)");
+  sub->add_option("--auto-depths", o->auto_depths, "queue depths where \"auto\" drops a level (default 2)");
   sub->add_option("--cache-mb", o->cache_mb, "keep at most this many MB of derived weights (default: no limit)");
   return {sub, [o]() {
     auto split = [](const std::string& s) {

@@ -202,13 +202,14 @@ Server::Server(Engine& engine, ServerOptions opt) : impl_(std::make_unique<Impl>
   auto& o = impl_->o;
   if (o.workers < 1) throw std::invalid_argument("workers must be >= 1");
   if (o.auto_formats.empty()) {
-    // anchor / middle / lowest 4-bit of the family
+    // The anchor, then the 4-bit format of its family: the two levels whose kernels are the
+    // fastest per byte here (6-bit decodes slower than 8-bit; see docs/perf.md).
     const std::string a = engine.anchor_name();
     const bool fp = a.rfind("mxfp", 0) == 0;
-    o.auto_formats = {a == "fp32" ? "mxint8" : a, fp ? "mxfp6_e2m3" : "mxint6", fp ? "mxfp4_e2m1" : "mxint4"};
+    o.auto_formats = {a == "fp32" ? "mxint8" : a, fp ? "mxfp4_e2m1" : "mxint4"};
   }
   for (auto& f : o.auto_formats) f = engine.canonical_format(f);
-  if (o.auto_depths.empty()) o.auto_depths = {2, 4};
+  if (o.auto_depths.empty()) o.auto_depths = {2};
   if (o.auto_depths.size() + 1 != o.auto_formats.size()) throw std::invalid_argument("auto policy: need one depth threshold fewer than formats");
 }
 

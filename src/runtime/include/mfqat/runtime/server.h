@@ -20,7 +20,7 @@ struct ServerOptions {
   std::int64_t max_prompt_bytes = 0;  // 0: max_seq - 1
   std::size_t max_body_bytes = 1 << 20;
   // "auto": level i of auto_formats serves while queue depth < auto_depths[i] (the last level
-  // takes the rest). Default: anchor / a middle / the lowest 4-bit format of the anchor's family.
+  // takes the rest). Default: the anchor below depth 2, the 4-bit format of its family above.
   std::vector<std::string> auto_formats;
   std::vector<std::size_t> auto_depths;
 };
