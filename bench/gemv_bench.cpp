@@ -117,6 +117,19 @@ void bm_mx_gemv(benchmark::State& st, mx::Format f, mx::Isa isa, int threads) {
   st.counters["bits_per_weight"] = f.bits + 8.0 / f.block_size;
 }
 
+void bm_mx_gemv_q8(benchmark::State& st, mx::Format f, int threads) {
+  setup_threads(st, threads);
+  const mx::PackedMatrix& q = packed(f);
+  std::vector<float> y(kRows);
+  for (auto _ : st) {
+    runtime::gemv_q8(runtime::view(q), xvec().data(), y.data());
+    benchmark::DoNotOptimize(y.data());
+  }
+  st.SetBytesProcessed(st.iterations() * static_cast<std::int64_t>(q.elements.size() + q.scales.size()));
+  st.counters["weights_per_s"] = benchmark::Counter(static_cast<double>(st.iterations() * kRows * kCols), benchmark::Counter::kIsRate);
+  st.counters["bits_per_weight"] = f.bits + 8.0 / f.block_size;
+}
+
 const bool registered = [] {
   for (int t : {1, all_threads()}) {
     const std::string ts = "/threads:" + std::to_string(t);
@@ -125,6 +138,10 @@ const bool registered = [] {
     benchmark::RegisterBenchmark(("sgemv_f32" + ts).c_str(), bm_sgemv, t)->UseRealTime()->MinTime(0.5);
     for (const auto& f : mx::registry()) {
       benchmark::RegisterBenchmark(("mx_gemv/" + f.name + "/avx2" + ts).c_str(), bm_mx_gemv, f, mx::Isa::Avx2, t)->UseRealTime()->MinTime(0.5);
+    }
+    for (const char* n : {"mxint8", "mxint4", "mxfp4_e2m1"}) {
+      benchmark::RegisterBenchmark(("mx_gemv/" + std::string(n) + "/avx2_int8act" + ts).c_str(), bm_mx_gemv_q8, mx::find_format(n), t)
+          ->UseRealTime()->MinTime(0.5);
     }
     for (const char* n : {"mxint8", "mxfp4_e2m1"}) {
       const mx::Format f = mx::find_format(n);

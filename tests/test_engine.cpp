@@ -1,6 +1,8 @@
 // The elastic engine without libtorch: format cache, switching, determinism, sampling.
 #include <gtest/gtest.h>
 
+#include <cmath>
+
 #include "mfqat/mx/parallel.h"
 #include "mfqat/runtime/engine.h"
 
@@ -89,4 +91,36 @@ TEST(Engine, SamplerRespectsTopKAndGreedy) {
     const int t = s.sample(logits);
     EXPECT_TRUE(t == 1 || t == 2) << t;
   }
+}
+
+TEST(Engine, Int8ActivationsAreCloseToFp32AndDeterministic) {
+  auto e = runtime::Engine::synthetic(small(), mx::find_format("mxint8"), 9);
+  for (const char* f : {"mxint8", "mxint4", "mxint6"}) {  // mxint6 has no int8 path: unchanged
+    runtime::Session a(*e, e->weights(f));
+    std::vector<float> exact;
+    for (int t : prompt()) exact = a.feed({t});
+    e->set_int8_activations(true);
+    runtime::Session b(*e, e->weights(f));
+    std::vector<float> q8;
+    for (int t : prompt()) q8 = b.feed({t});
+    e->set_int8_activations(false);
+    float scale = 0, diff = 0;
+    for (std::size_t i = 0; i < exact.size(); ++i) {
+      scale = std::max(scale, std::fabs(exact[i]));
+      diff = std::max(diff, std::fabs(exact[i] - q8[i]));
+    }
+    if (std::string(f) == "mxint6") {
+      EXPECT_EQ(diff, 0.0f);
+    } else {
+      EXPECT_GT(diff, 0.0f) << f;            // a different path ran
+      EXPECT_LT(diff, 0.03f * scale) << f;   // activation rounding, through 2 layers
+    }
+  }
+  e->set_int8_activations(true);
+  const int t = num_threads();
+  set_num_threads(1);
+  const auto one = runtime::generate(*e, e->weights("mxint4"), "Emma", 20, {}).text;
+  set_num_threads(2);
+  EXPECT_EQ(one, runtime::generate(*e, e->weights("mxint4"), "Emma", 20, {}).text);
+  set_num_threads(t);
 }

@@ -131,3 +131,52 @@ TEST(Gemv, Fp32BaselinesAgreeWithTheDoubleProduct) {
     }
   }
 }
+
+TEST(GemvQ8, WithinTheActivationRoundingBoundAndAvx2AgreesWithTheReference) {
+  std::vector<mx::Isa> isas = {mx::Isa::Scalar};
+  if (mx::isa_supported(mx::Isa::Avx2)) isas.push_back(mx::Isa::Avx2);
+  for (int bs : {32, 16}) {
+    for (const mx::Format& f : all_test_formats(bs)) {
+      if (!runtime::q8_supported(f)) {
+        EXPECT_TRUE(f.bits != 4 && f.name != "mxint8") << f.name;  // every 4-bit format has an int8 table
+        continue;
+      }
+      for (auto [rows, cols] : {std::pair<std::int64_t, std::int64_t>{5, 33}, {9, 257}, {1, 1}, {3, 64}, {2, 1000}}) {
+        const auto w = weights(rows * cols, 8), x = weights(cols, 9);
+        const mx::PackedMatrix q = mx::quantize(f, w.data(), rows, cols);
+        const std::vector<float> wd = mx::dequantize(q);
+        std::vector<float> ref(static_cast<std::size_t>(rows));
+        for (mx::Isa isa : isas) {
+          std::vector<float> y(static_cast<std::size_t>(rows), NAN);
+          runtime::gemv_q8(runtime::view(q), x.data(), y.data(), isa);
+          if (isa == mx::Isa::Scalar) ref = y;
+          for (std::int64_t r = 0; r < rows; ++r) {
+            double exact = 0, abs_sum = 0, act_err = 0;
+            for (std::int64_t c = 0; c < cols; ++c) {
+              exact += static_cast<double>(wd[r * cols + c]) * x[c];
+              abs_sum += std::fabs(static_cast<double>(wd[r * cols + c]) * x[c]);
+            }
+            // activation rounding: each x moves by at most half its block's step amax/127
+            for (std::int64_t b0 = 0; b0 < cols; b0 += bs) {
+              double amax = 0, wabs = 0;
+              for (std::int64_t c = b0; c < std::min<std::int64_t>(cols, b0 + bs); ++c) {
+                amax = std::max(amax, static_cast<double>(std::fabs(x[c])));
+                wabs += std::fabs(wd[r * cols + c]);
+              }
+              act_err += wabs * amax / 127.0 * 0.5;
+            }
+            const double tol = act_err * 1.001 + 2 * tolerance(cols, abs_sum + act_err);
+            ASSERT_LE(std::fabs(y[r] - exact), tol) << f.name << " bs " << bs << " " << mx::isa_name(isa) << " cols " << cols;
+            // the paths differ only in fp32 summation order
+            ASSERT_LE(std::fabs(y[r] - ref[r]), 2 * tolerance(cols, abs_sum + act_err)) << f.name << " " << mx::isa_name(isa);
+          }
+        }
+      }
+    }
+  }
+  const mx::Format e4m3 = mx::find_format("mxfp8_e4m3");
+  EXPECT_FALSE(runtime::q8_supported(e4m3));
+  std::vector<float> w(64, 0.5f), x(32, 1.0f), y(2);
+  const mx::PackedMatrix q = mx::quantize(e4m3, w.data(), 2, 32);
+  EXPECT_THROW(runtime::gemv_q8(runtime::view(q), x.data(), y.data()), std::invalid_argument);
+}

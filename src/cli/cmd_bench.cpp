@@ -38,6 +38,7 @@ model::LmConfig synthetic_config(const std::string& spec) {
 Command add_bench(CLI::App& app) {
   auto* sub = app.add_subcommand("bench", "Per format: bits/weight, resident bytes, derive time, prefill/decode tokens/s, perplexity");
   struct Opts {
+    bool int8_act = false;
     std::string model, synthetic, anchor = "mxint8", formats = "all,fp32", text;
     std::int64_t prompt = 64, tokens = 32, ppl_windows = 4, seq = 0;
     bool json = false;
@@ -52,11 +53,13 @@ Command add_bench(CLI::App& app) {
   sub->add_option("--text", o->text, "also measure perplexity on this text");
   sub->add_option("--ppl-windows", o->ppl_windows, "--text: windows of max_seq bytes to score (0: all)")->check(CLI::NonNegativeNumber);
   sub->add_flag("--json", o->json, "JSON lines, one per format");
+  sub->add_flag("--int8-act", o->int8_act, "decode with int8 activations where the format allows (MXINT8, 4-bit): faster, not bit-faithful to training");
   return {sub, [o]() {
     if (o->model.empty() == o->synthetic.empty()) throw std::invalid_argument("give a checkpoint or --synthetic CONFIG (one of them)");
     const auto t0 = std::chrono::steady_clock::now();
     auto e = o->synthetic.empty() ? runtime::Engine::open(o->model)
                                   : runtime::Engine::synthetic(synthetic_config(o->synthetic), mx::find_format(o->anchor));
+    e->set_int8_activations(o->int8_act);
     const double load_s = std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
     const auto& c = e->config();
     if (o->prompt + o->tokens > c.max_seq) throw std::invalid_argument("--prompt + --tokens exceeds the model's max_seq " + std::to_string(c.max_seq));
@@ -84,7 +87,8 @@ Command add_bench(CLI::App& app) {
       const double pre = static_cast<double>(g.prompt_tokens) / g.prefill_seconds, dec = static_cast<double>(g.new_tokens) / g.decode_seconds;
       nlohmann::json j = {{"format", name},          {"bits_per_weight", w->bits_per_weight}, {"weight_bytes", w->linear_bytes}, {"extra_bytes", w->owned_bytes},
                           {"derive_seconds", w->derive_seconds}, {"prefill_tokens_per_s", pre}, {"decode_tokens_per_s", dec},
-                          {"anchor", e->anchor_name()}, {"threads", num_threads()}};
+                          {"anchor", e->anchor_name()}, {"threads", num_threads()},
+                          {"int8_activations", o->int8_act}};
       runtime::Perplexity p;
       if (!text.empty()) {
         p = runtime::perplexity(*e, w, text, o->seq > 0 ? o->seq : c.max_seq, o->ppl_windows);

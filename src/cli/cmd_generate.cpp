@@ -10,6 +10,7 @@ namespace mfqat::cli {
 Command add_generate(CLI::App& app) {
   auto* sub = app.add_subcommand("generate", "Generate text from an anchor (or master) at a format chosen now");
   struct Opts {
+    bool int8_act = false;
     std::string model, format = "anchor", prompt;
     std::int64_t n = 200;
     runtime::SamplingOptions s;
@@ -25,8 +26,10 @@ Command add_generate(CLI::App& app) {
   sub->add_option("--top-p", o->s.top_p, "nucleus sampling mass (1: off)")->check(CLI::Range(0.0, 1.0));
   sub->add_option("--seed", o->s.seed, "sampling seed");
   sub->add_flag("--json", o->json, "machine-readable output");
+  sub->add_flag("--int8-act", o->int8_act, "decode with int8 activations where the format allows (MXINT8, 4-bit): faster, not bit-faithful to training");
   return {sub, [o]() {
     auto e = runtime::Engine::open(o->model);
+    e->set_int8_activations(o->int8_act);
     const auto w = e->weights(o->format);
     const auto g = runtime::generate(*e, w, o->prompt, o->n, o->s);
     const double pre = g.prefill_seconds > 0 ? static_cast<double>(g.prompt_tokens) / g.prefill_seconds : 0;

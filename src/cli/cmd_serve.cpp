@@ -12,6 +12,7 @@ namespace mfqat::cli {
 Command add_serve(CLI::App& app) {
   auto* sub = app.add_subcommand("serve", "Serve an anchor over HTTP JSON; the format is chosen per request (or by load: \"auto\")");
   struct Opts {
+    bool int8_act = false;
     std::string model, host = "127.0.0.1", auto_formats, auto_depths;
     int port = 8080;
     double cache_mb = 0;
@@ -27,6 +28,7 @@ Command add_serve(CLI::App& app) {
   sub->add_option("--auto", o->auto_formats, "\"auto\" levels, highest precision first (default: the anchor, then the 4-bit format of its family)");
   sub->add_option("--auto-depths", o->auto_depths, "queue depths where \"auto\" drops a level (default 2)");
   sub->add_option("--cache-mb", o->cache_mb, "keep at most this many MB of derived weights (default: no limit)");
+  sub->add_flag("--int8-act", o->int8_act, "decode with int8 activations where the format allows (MXINT8, 4-bit): faster, not bit-faithful to training");
   return {sub, [o]() {
     auto split = [](const std::string& s) {
       std::vector<std::string> out;
@@ -39,6 +41,7 @@ Command add_serve(CLI::App& app) {
     o->s.auto_formats = split(o->auto_formats);
     for (const auto& d : split(o->auto_depths)) o->s.auto_depths.push_back(static_cast<std::size_t>(std::stoul(d)));
     auto e = runtime::Engine::open(o->model);
+    e->set_int8_activations(o->int8_act);
     if (o->cache_mb > 0) e->set_cache_budget(static_cast<std::uint64_t>(o->cache_mb * 1e6));
     e->weights("anchor");  // the anchor's own format is ready before the first request
     // SIGINT/SIGTERM end the server cleanly: block them here, wait for one below.

@@ -76,9 +76,11 @@ std::uint64_t Linear::bytes() const {
 
 std::uint64_t Linear::owned_bytes() const { return owned ? owned->elements.size() + owned->scales.size() : f32.size() * 4; }
 
-void Linear::forward(const float* x, std::int64_t n, float* y) const {
+void Linear::forward(const float* x, std::int64_t n, float* y, bool q8) const {
   if (is_mx) {
-    if (n == 1) {
+    if (n == 1 && q8 && q8_supported(*mx_view().format)) {
+      gemv_q8(mx_view(), x, y);
+    } else if (n == 1) {
       gemv(mx_view(), x, y);
     } else {
       gemm(mx_view(), x, n, y);
@@ -363,13 +365,14 @@ void Session::forward(const std::vector<int>& tokens, bool all_logits, std::vect
   std::vector<float> a(static_cast<std::size_t>(T * F)), b(a.size());
   for (std::int64_t t = 0; t < T; ++t) std::copy_n(e_.embedding().data() + tokens[t] * D, D, x.data() + t * D);
   const float inv_sqrt = 1.0f / std::sqrt(static_cast<float>(hd));
+  const bool q8 = e_.int8_activations();
   std::vector<float> att(static_cast<std::size_t>(c.max_seq));
   for (std::int64_t l = 0; l < c.n_layers; ++l) {
     const LayerWeights& L = w_->layers[static_cast<std::size_t>(l)];
     for (std::int64_t t = 0; t < T; ++t) rmsnorm(x.data() + t * D, e_.attn_norm(l).data(), D, c.norm_eps, h.data() + t * D);
-    L.wq.forward(h.data(), T, q.data());
-    L.wk.forward(h.data(), T, k.data());
-    L.wv.forward(h.data(), T, v.data());
+    L.wq.forward(h.data(), T, q.data(), q8);
+    L.wk.forward(h.data(), T, k.data(), q8);
+    L.wv.forward(h.data(), T, v.data(), q8);
     for (std::int64_t t = 0; t < T; ++t) {
       const std::int64_t pos = pos_ + t;
       const float* cs = e_.rope_cos().data() + pos * half;
@@ -414,19 +417,19 @@ void Session::forward(const std::vector<int>& tokens, bool all_logits, std::vect
         }
       }
     }
-    L.wo.forward(o.data(), T, tmp.data());
+    L.wo.forward(o.data(), T, tmp.data(), q8);
     for (std::size_t i = 0; i < x.size(); ++i) x[i] += tmp[i];
     for (std::int64_t t = 0; t < T; ++t) rmsnorm(x.data() + t * D, e_.mlp_norm(l).data(), D, c.norm_eps, h.data() + t * D);
-    L.w1.forward(h.data(), T, a.data());
-    L.w3.forward(h.data(), T, b.data());
+    L.w1.forward(h.data(), T, a.data(), q8);
+    L.w3.forward(h.data(), T, b.data(), q8);
     for (std::size_t i = 0; i < a.size(); ++i) a[i] = silu(a[i]) * b[i];
-    L.w2.forward(a.data(), T, tmp.data());
+    L.w2.forward(a.data(), T, tmp.data(), q8);
     for (std::size_t i = 0; i < x.size(); ++i) x[i] += tmp[i];
   }
   const std::int64_t first = all_logits ? 0 : T - 1, m = T - first;
   for (std::int64_t t = first; t < T; ++t) rmsnorm(x.data() + t * D, e_.final_norm().data(), D, c.norm_eps, h.data() + (t - first) * D);
   out->assign(static_cast<std::size_t>(m * c.vocab), 0.0f);
-  w_->head.forward(h.data(), m, out->data());
+  w_->head.forward(h.data(), m, out->data(), q8);
   pos_ += T;
 }
 

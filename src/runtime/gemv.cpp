@@ -1,5 +1,6 @@
 #include <cblas.h>
 
+#include <algorithm>
 #include <cmath>
 #include <memory>
 #include <mutex>
@@ -90,7 +91,73 @@ void rows_scalar(const Decoder& d, const MxView& w, const float* x, std::int64_t
 
 RowsFn scalar_rows() { return rows_scalar; }
 
+Q8Acts quantize_acts(const float* x, std::int64_t cols, int bs, bool nibble_order) {
+  Q8Acts a;
+  const std::int64_t nb = (cols + bs - 1) / bs;
+  a.q.assign(static_cast<std::size_t>(nb * bs), 0);
+  a.scale.assign(static_cast<std::size_t>(nb), 0.0f);
+  for (std::int64_t b = 0; b < nb; ++b) {
+    const std::int64_t c0 = b * bs, len = std::min<std::int64_t>(bs, cols - c0);
+    float amax = 0;
+    for (std::int64_t i = 0; i < len; ++i) amax = std::max(amax, std::fabs(x[c0 + i]));
+    const float s = amax / 127.0f;
+    a.scale[b] = s;
+    if (s == 0 || !std::isfinite(s)) continue;
+    const float inv = 1.0f / s;
+    const bool perm = nibble_order && len == 32;
+    for (std::int64_t i = 0; i < len; ++i) {
+      const float v = std::nearbyint(x[c0 + i] * inv);
+      const std::int64_t pos = perm ? (i % 2 == 0 ? i / 2 : 16 + i / 2) : i;
+      a.q[c0 + pos] = static_cast<std::int8_t>(std::clamp(v, -127.0f, 127.0f));
+    }
+  }
+  return a;
+}
+
+bool q8_ints(const Decoder& d, std::int8_t* table, float* mul) {
+  if (d.nibble) {
+    std::copy_n(d.nib, 16, table);
+    *mul = d.nib_mul;
+    return true;
+  }
+  if (d.is_int && d.bits == 8) {
+    for (int c = 0; c < 256; ++c) table[c] = static_cast<std::int8_t>(static_cast<std::uint8_t>(c));
+    *mul = d.int_mul;
+    return true;
+  }
+  return false;
+}
+
+namespace {
+
+// Reference: exact int32 dot per block, then float(dot) * (s_w * mul * s_x) added in block order.
+void q8_rows_scalar(const Decoder& d, const MxView& w, const Q8Acts& a, float* y, std::int64_t r0, std::int64_t r1) {
+  const mx::Format& f = *w.format;
+  const std::int64_t nb = f.blocks_per_row(w.cols), bs = f.block_size;
+  const std::int64_t rb = static_cast<std::int64_t>(f.packed_row_bytes(w.cols));
+  std::int8_t table[256];
+  float mul = 1;
+  q8_ints(d, table, &mul);
+  std::uint8_t codes[mx::kMaxBlockSize];
+  for (std::int64_t r = r0; r < r1; ++r) {
+    float sum = 0;
+    for (std::int64_t b = 0; b < nb; ++b) {
+      const std::int64_t c0 = b * bs, len = std::min(bs, w.cols - c0);
+      mx::detail::unpack_codes_at(w.elements + r * rb, c0 * f.bits, len, f.bits, codes);
+      std::int32_t dot = 0;
+      for (std::int64_t i = 0; i < len; ++i) dot += table[codes[i]] * a.q[c0 + i];
+      sum += static_cast<float>(dot) * (mx::e8m0_to_float(w.scales[r * nb + b]) * mul * a.scale[b]);
+    }
+    y[r] = sum;
+  }
+}
+
+}  // namespace
+
+Q8RowsFn scalar_q8_rows() { return q8_rows_scalar; }
+
 #if !MFQAT_HAVE_AVX2
+Q8RowsFn avx2_q8_rows() { return nullptr; }
 RowsFn avx2_rows() { return nullptr; }
 DecodeRowFn avx2_decode_row() { return nullptr; }
 #endif
@@ -131,6 +198,29 @@ void run(const MxView& w, const float* x, std::int64_t n, float* y, mx::Isa isa)
 }  // namespace
 
 void gemv(const MxView& w, const float* x, float* y, mx::Isa isa) { run(w, x, 1, y, isa); }
+
+bool q8_supported(const mx::Format& f) {
+  std::int8_t t[256];
+  float m;
+  return detail::q8_ints(decoder_for(f), t, &m);
+}
+
+void gemv_q8(const MxView& w, const float* x, float* y, mx::Isa isa) {
+  if (!w.format) throw std::invalid_argument("gemv_q8: bad matrix view");
+  const detail::Decoder& d = decoder_for(*w.format);
+  if (!q8_supported(*w.format)) throw std::invalid_argument("gemv_q8: no int8 path for " + w.format->name);
+  if (isa == mx::Isa::Auto) isa = mx::default_isa();
+  detail::Q8RowsFn fn = detail::scalar_q8_rows();
+  bool nibble_order = false;
+  if (isa == mx::Isa::Avx2) {
+    if (!mx::isa_supported(mx::Isa::Avx2) || !detail::avx2_q8_rows()) throw std::invalid_argument("gemv_q8: AVX2 is not available here");
+    fn = detail::avx2_q8_rows();
+    nibble_order = d.nibble && d.aligned32;
+  }
+  const detail::Q8Acts a = detail::quantize_acts(x, w.cols, w.format->block_size, nibble_order);
+  const std::int64_t grain = std::max<std::int64_t>(1, (1 << 16) / std::max<std::int64_t>(1, w.cols));
+  parallel_for(w.rows, grain, [&](std::int64_t r0, std::int64_t r1) { fn(d, w, a, y, r0, r1); });
+}
 void gemm(const MxView& w, const float* x, std::int64_t n, float* y, mx::Isa isa) { run(w, x, n, y, isa); }
 
 void gemv_f32(const float* w, std::int64_t rows, std::int64_t cols, const float* x, float* y) {

@@ -214,8 +214,57 @@ MFQAT_AVX2 void rows_avx2(const Decoder& d, const MxView& w, const float* x, std
   }
 }
 
+// int8 activations: per block an exact integer dot (|w| as u8 x sign-adjusted x as s8 ->
+// vpmaddubsw pairs -> vpmaddwd), converted and scaled into two fp32 accumulators.
+MFQAT_AVX2 void q8_rows_avx2(const Decoder& d, const MxView& w, const Q8Acts& a, float* y, std::int64_t r0, std::int64_t r1) {
+  if (!d.aligned32) return scalar_q8_rows()(d, w, a, y, r0, r1);
+  const mx::Format& f = *w.format;
+  const std::int64_t nb = f.blocks_per_row(w.cols), full = w.cols / 32, cols = w.cols;
+  const std::int64_t rb = static_cast<std::int64_t>(f.packed_row_bytes(cols));
+  std::int8_t table[256];
+  float mul = 1;
+  q8_ints(d, table, &mul);
+  const __m256i tbl = _mm256_broadcastsi128_si256(_mm_loadu_si128(reinterpret_cast<const __m128i*>(d.nib)));
+  const __m128i m4 = _mm_set1_epi8(0x0F);
+  const __m256i ones = _mm256_set1_epi16(1);
+  for (std::int64_t r = r0; r < r1; ++r) {
+    const std::uint8_t* row = w.elements + r * rb;
+    const std::uint8_t* sc = w.scales + r * nb;
+    __m256 acc0 = _mm256_setzero_ps(), acc1 = _mm256_setzero_ps();
+    for (std::int64_t b = 0; b < full; ++b) {
+      __m256i wv;
+      if (d.nibble) {  // low nibbles = even elements, high = odd (the activations are stored so)
+        const __m128i bytes = _mm_loadu_si128(reinterpret_cast<const __m128i*>(row + b * 16));
+        const __m128i lo = _mm_and_si128(bytes, m4), hi = _mm_and_si128(_mm_srli_epi16(bytes, 4), m4);
+        wv = _mm256_shuffle_epi8(tbl, _mm256_set_m128i(hi, lo));
+      } else {
+        wv = _mm256_loadu_si256(reinterpret_cast<const __m256i*>(row + b * 32));
+      }
+      const __m256i xv = _mm256_loadu_si256(reinterpret_cast<const __m256i*>(a.q.data() + b * 32));
+      const __m256i p = _mm256_madd_epi16(_mm256_maddubs_epi16(_mm256_sign_epi8(wv, wv), _mm256_sign_epi8(xv, wv)), ones);
+      const __m256 s = _mm256_set1_ps(kScales.v[sc[b]] * mul * a.scale[static_cast<std::size_t>(b)]);
+      if (b & 1) {
+        acc1 = _mm256_fmadd_ps(_mm256_cvtepi32_ps(p), s, acc1);
+      } else {
+        acc0 = _mm256_fmadd_ps(_mm256_cvtepi32_ps(p), s, acc0);
+      }
+    }
+    float sum = hsum(_mm256_add_ps(acc0, acc1));
+    if (full < nb) {  // partial last block (natural order)
+      std::uint8_t codes[32];
+      const std::int64_t len = cols - full * 32;
+      mx::detail::unpack_codes_at(row, full * 32 * f.bits, len, f.bits, codes);
+      std::int32_t dot = 0;
+      for (std::int64_t i = 0; i < len; ++i) dot += table[codes[i]] * a.q[static_cast<std::size_t>(full * 32 + i)];
+      sum += static_cast<float>(dot) * (kScales.v[sc[full]] * mul * a.scale[static_cast<std::size_t>(full)]);
+    }
+    y[r] = sum;
+  }
+}
+
 }  // namespace
 
+Q8RowsFn avx2_q8_rows() { return q8_rows_avx2; }
 RowsFn avx2_rows() { return rows_avx2; }
 DecodeRowFn avx2_decode_row() { return decode_row; }
 

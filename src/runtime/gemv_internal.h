@@ -37,6 +37,20 @@ using RowsFn = void (*)(const Decoder& d, const MxView& w, const float* x, std::
 RowsFn scalar_rows();
 RowsFn avx2_rows();  // nullptr when not compiled in
 
+// int8 activations of one vector: per block (of the weight's block size) int8 values and scale.
+// For the AVX2 4-bit path, blocks of 32 are stored even elements first, then odd ones
+// (`nibble_order`), matching the low/high nibbles of the packed bytes.
+struct Q8Acts {
+  std::vector<std::int8_t> q;
+  std::vector<float> scale;
+};
+Q8Acts quantize_acts(const float* x, std::int64_t cols, int block_size, bool nibble_order);
+// int8 value of a weight code: nib[] for 4-bit, the code itself for MXINT8; value = int * mul.
+bool q8_ints(const Decoder& d, std::int8_t* table, float* mul);
+using Q8RowsFn = void (*)(const Decoder& d, const MxView& w, const Q8Acts& a, float* y, std::int64_t r0, std::int64_t r1);
+Q8RowsFn scalar_q8_rows();
+Q8RowsFn avx2_q8_rows();  // nullptr when not compiled in
+
 // Decodes row r of w (all cols) into out[cols], reference path: lut[code] * scale.
 void decode_row_scalar(const Decoder& d, const MxView& w, std::int64_t r, float* out);
 

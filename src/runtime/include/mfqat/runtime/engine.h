@@ -32,7 +32,9 @@ struct Linear {
   std::int64_t rows = 0, cols = 0;
   std::uint64_t bytes() const;            // bytes of this weight in its format
   std::uint64_t owned_bytes() const;      // bytes it adds beyond the anchor
-  void forward(const float* x, std::int64_t n, float* y) const;  // y [n, rows] = x [n, cols] W^T
+  // y [n, rows] = x [n, cols] W^T; q8: decode (n = 1) with int8 activations where the format has
+  // an integer path (gemv_q8), fp32 elsewhere.
+  void forward(const float* x, std::int64_t n, float* y, bool q8 = false) const;
 };
 
 struct LayerWeights {
@@ -82,6 +84,10 @@ class Engine {
   // Keep at most `bytes` of derived weights (0 = unlimited); least recently used go first.
   void set_cache_budget(std::uint64_t bytes);
   void evict(const std::string& format);
+  // Opt-in: decode GEMVs with int8 activations (MXINT8 and 4-bit formats; see gemv.h). Faster,
+  // and no longer equal to the trainer's forward within 1e-4 (activation rounding).
+  void set_int8_activations(bool on) { q8_ = on; }
+  bool int8_activations() const { return q8_; }
 
   // fixed fp32 parts
   const std::vector<float>& embedding() const { return emb_; }
@@ -110,6 +116,7 @@ class Engine {
   std::map<std::string, std::shared_ptr<const Weights>> cache_;
   std::list<std::string> lru_;  // front = most recent
   std::uint64_t budget_ = 0;
+  bool q8_ = false;
 };
 
 // One sequence: its KV cache and position, at one format (switch formats between sequences).

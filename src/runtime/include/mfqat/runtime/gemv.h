@@ -30,6 +30,17 @@ void gemv(const MxView& w, const float* x, float* y, mx::Isa isa = mx::Isa::Auto
 // Decodes each block once for all n rows.
 void gemm(const MxView& w, const float* x, std::int64_t n, float* y, mx::Isa isa = mx::Isa::Auto);
 
+// ---- int8 activations (opt-in; ggml's Q8 idea) ----
+// x is quantized per block of the weight's block size to int8 (scale = amax / 127, nearest
+// even), and each block's dot product is an exact integer dot of int8 weight values and int8
+// activations (vpmaddubsw / vpmaddwd on AVX2), times weight scale x activation scale. Formats:
+// MXINT8 and every 4-bit format with an int8 shuffle table (MXINT4, MXFP4, ...): q8_supported().
+// Error (tested): |y - W x| <= sum_blocks |s_w| * (sum |w_int|) * s_x / 2 + the fp32 summation
+// bound, i.e. the activation rounding, which the fp32 path does not have: the runtime's
+// 1e-4 agreement with the trainer holds for the fp32 path only.
+bool q8_supported(const mx::Format& f);
+void gemv_q8(const MxView& w, const float* x, float* y, mx::Isa isa = mx::Isa::Auto);
+
 // fp32 baselines: OpenBLAS cblas_sgemv / cblas_sgemm with W [rows, cols] row-major.
 void gemv_f32(const float* w, std::int64_t rows, std::int64_t cols, const float* x, float* y);
 void gemm_f32(const float* w, std::int64_t rows, std::int64_t cols, const float* x, std::int64_t n, float* y);
