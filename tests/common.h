@@ -6,6 +6,7 @@
 #include <string>
 #include <vector>
 
+#include "mfqat/model/config.h"
 #include "mfqat/mx/format.h"
 
 // Every format the tests sweep: the registry plus generic narrow FP formats (including the
@@ -49,4 +50,14 @@ inline std::vector<float> random_tensor(std::size_t n, std::uint32_t seed, int k
     }
   }
   return v;
+}
+
+// A small LM for the runtime tests (engine, server): 64 wide, 2 layers, 4 heads.
+inline mfqat::model::LmConfig small_lm(std::int64_t max_seq) {
+  mfqat::model::LmConfig c;
+  c.dim = 64;
+  c.n_layers = 2;
+  c.n_heads = 4;
+  c.max_seq = max_seq;
+  return c;
 }

@@ -3,6 +3,7 @@
 
 #include <cmath>
 
+#include "common.h"
 #include "mfqat/mx/parallel.h"
 #include "mfqat/runtime/engine.h"
 
@@ -10,14 +11,7 @@ using namespace mfqat;
 
 namespace {
 
-model::LmConfig small() {
-  model::LmConfig c;
-  c.dim = 64;
-  c.n_layers = 2;
-  c.n_heads = 4;
-  c.max_seq = 48;
-  return c;
-}
+model::LmConfig small() { return small_lm(48); }
 
 std::vector<int> prompt() { return {'E', 'm', 'm', 'a', ' ', 'W', 'o', 'o', 'd', 'h', 'o', 'u', 's', 'e'}; }
 

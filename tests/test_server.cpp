@@ -7,6 +7,7 @@
 #include <nlohmann/json.hpp>
 #include <thread>
 
+#include "common.h"
 #include "mfqat/runtime/server.h"
 
 using namespace mfqat;
@@ -14,14 +15,7 @@ using nlohmann::json;
 
 namespace {
 
-model::LmConfig small() {
-  model::LmConfig c;
-  c.dim = 64;
-  c.n_layers = 2;
-  c.n_heads = 4;
-  c.max_seq = 64;
-  return c;
-}
+model::LmConfig small() { return small_lm(64); }
 
 httplib::Result post(int port, const std::string& body) {
   httplib::Client cli("127.0.0.1", port);

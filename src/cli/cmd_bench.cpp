@@ -63,9 +63,7 @@ Command add_bench(CLI::App& app) {
     const double load_s = std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
     const auto& c = e->config();
     if (o->prompt + o->tokens > c.max_seq) throw std::invalid_argument("--prompt + --tokens exceeds the model's max_seq " + std::to_string(c.max_seq));
-    std::optional<mx::Format> anchor;
-    if (e->anchor_name() != "fp32") anchor = mx::find_format(e->anchor_name());
-    const auto formats = model::select_formats(o->formats, anchor, /*allow_fp32=*/true);
+    const auto formats = model::select_formats(o->formats, e->anchor_format(), /*allow_fp32=*/true);
     std::vector<std::uint8_t> text;
     if (!o->text.empty()) text = ckpt::read_file(o->text);
     if (!o->json) {

@@ -31,7 +31,9 @@ Command add_convert(CLI::App& app) {
     for (const auto& m : in.mx_tensors()) {
       const mx::Format dst = mx::find_format(o->to, m.format.block_size);
       const std::string why = convert::slice_refusal(m.format, dst);
-      if (!why.empty() && !o->via_float) throw std::invalid_argument(o->input + ": tensor '" + m.name + "': " + why);
+      if (!why.empty() && !o->via_float) {
+        throw std::invalid_argument(o->input + ": tensor '" + m.name + "': " + why + "; use --via-float to dequantize and requantize");
+      }
       if (!why.empty()) {
         fmt::print(stderr, "mfqat: warning: tensor '{}': {} -> {} goes through fp32 (--via-float), not Slice-and-Scale\n",
                    m.name, m.format.name, dst.name);

@@ -17,16 +17,16 @@ std::string slice_refusal(const Format& src, const Format& dst) {
   const std::string pair = src.name + " -> " + dst.name;
   if (src.family != dst.family) {
     return "cannot slice " + pair + ": different families (" + src.family_name() + " -> " + dst.family_name() +
-           "); use --via-float to dequantize and requantize";
+           ")";
   }
   if (src.block_size != dst.block_size) {
     return "cannot slice " + pair + ": block size " + std::to_string(src.block_size) + " -> " +
-           std::to_string(dst.block_size) + "; use --via-float";
+           std::to_string(dst.block_size);
   }
   if (src.name == dst.name) return "";
   if (dst.bits >= src.bits) {
     return "cannot slice " + pair + ": " + std::to_string(dst.bits) + "-bit target is not lower than the " +
-           std::to_string(src.bits) + "-bit source (slicing only goes down); use --via-float";
+           std::to_string(src.bits) + "-bit source (slicing only goes down)";
   }
   return "";
 }

@@ -59,6 +59,13 @@ Checkpoint Checkpoint::open(const std::string& path) {
   return c;
 }
 
+const Param* Checkpoint::find_param(const std::string& name) const {
+  for (const Param& p : params_) {
+    if (p.name == name) return &p;
+  }
+  return nullptr;
+}
+
 std::string Checkpoint::derive_refusal(const mx::Format& target) const {
   return anchor_ ? convert::slice_refusal(*anchor_, target) : std::string();
 }

@@ -19,21 +19,23 @@ double seconds_since(std::chrono::steady_clock::time_point t0) {
 
 // An anchor whose codes or scales are NaN/Inf cannot be served (the fast decoders assume finite
 // codes): refuse it naming the tensor.
-void check_finite(const mx::PackedMatrix& m, const std::string& file, const std::string& name) {
-  for (std::size_t i = 0; i < m.scales.size(); ++i) {
+void check_finite(const MxView& m, const std::string& file, const std::string& name) {
+  const mx::Format& f = *m.format;
+  const std::int64_t n_scales = m.rows * f.blocks_per_row(m.cols);
+  for (std::int64_t i = 0; i < n_scales; ++i) {
     if (m.scales[i] == mx::kE8M0Nan) throw std::runtime_error(file + ": tensor '" + name + "' has a NaN block scale (block " + std::to_string(i) + ")");
   }
   bool special[256] = {};
   bool any = false;
-  for (std::uint32_t c = 0; c < (1u << m.format.bits); ++c) {
-    special[c] = !std::isfinite(mx::decode_element(m.format, c));
+  for (std::uint32_t c = 0; c < (1u << f.bits); ++c) {
+    special[c] = !std::isfinite(mx::decode_element(f, c));
     any |= special[c];
   }
   if (!any) return;
-  const std::size_t rb = m.format.packed_row_bytes(m.cols);
+  const std::size_t rb = f.packed_row_bytes(m.cols);
   std::vector<std::uint8_t> codes(static_cast<std::size_t>(m.cols));
   for (std::int64_t r = 0; r < m.rows; ++r) {
-    mx::unpack_codes(m.elements.data() + r * rb, m.cols, m.format.bits, codes.data());
+    mx::unpack_codes(m.elements + r * rb, m.cols, f.bits, codes.data());
     for (std::int64_t c = 0; c < m.cols; ++c) {
       if (special[codes[c]]) {
         throw std::runtime_error(file + ": tensor '" + name + "' has a NaN/Inf element at [" + std::to_string(r) + ", " + std::to_string(c) + "]");
@@ -104,8 +106,9 @@ std::unique_ptr<Engine> Engine::open(const std::string& path) {
     for (const auto& p : e->ck_->params()) {
       if (!p.quantized) continue;
       const ckpt::MxTensorInfo& m = *file.find_mx(p.name);
-      check_finite(file.load_mx(m), path, p.name);
-      e->anchor_views_[p.name] = {&m.format, file.data(*m.elements).data(), file.data(*m.scales).data(), m.rows, m.cols};
+      const MxView v{&m.format, file.data(*m.elements).data(), file.data(*m.scales).data(), m.rows, m.cols};
+      check_finite(v, path, p.name);
+      e->anchor_views_[p.name] = v;
     }
   }
   e->init_fixed();
@@ -168,10 +171,9 @@ void Engine::init_fixed() {
   const auto& c = cfg_;
   if (ck_) {
     auto get = [&](const std::string& name) {
-      for (const auto& p : ck_->params()) {
-        if (p.name == name) return ck_->values(p);
-      }
-      throw std::runtime_error(ck_->path() + ": tensor '" + name + "' is missing");
+      const model::Param* p = ck_->find_param(name);
+      if (!p) throw std::runtime_error(ck_->path() + ": tensor '" + name + "' is missing");
+      return ck_->values(*p);
     };
     emb_ = get("tok_emb.weight");
     norm_ = get("norm.weight");
@@ -202,8 +204,7 @@ mx::Format Engine::resolve(const std::string& name) const {
   }
   const mx::Format f = mx::find_format(name, anchor_ ? anchor_->block_size : mx::kDefaultBlockSize);
   if (anchor_) {
-    std::string why = convert::slice_refusal(*anchor_, f);
-    if (const auto cut = why.find("; use --via-float"); cut != std::string::npos) why.resize(cut);  // a CLI hint, not for the engine
+    const std::string why = convert::slice_refusal(*anchor_, f);
     if (!why.empty()) throw std::invalid_argument("format '" + name + "' cannot be derived from the " + anchor_->name + " anchor: " + why);
   }
   return f;
@@ -222,7 +223,7 @@ std::shared_ptr<Weights> Engine::build(const std::optional<mx::Format>& f) const
   const auto t0 = std::chrono::steady_clock::now();
   auto w = std::make_shared<Weights>();
   w->format = f ? f->name : "fp32";
-  w->bits_per_weight = f ? f->bits + 8.0 / f->block_size : 32.0;
+  w->bits_per_weight = f ? f->bits_per_weight() : 32.0;
   model::ModelConfig mc;
   mc.lm = cfg_;
   auto make = [&](const model::Param& p) {

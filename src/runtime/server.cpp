@@ -204,9 +204,9 @@ Server::Server(Engine& engine, ServerOptions opt) : impl_(std::make_unique<Impl>
   if (o.auto_formats.empty()) {
     // The anchor, then the 4-bit format of its family: the two levels whose kernels are the
     // fastest per byte here (6-bit decodes slower than 8-bit; see docs/perf.md).
-    const std::string a = engine.anchor_name();
-    const bool fp = a.rfind("mxfp", 0) == 0;
-    o.auto_formats = {a == "fp32" ? "mxint8" : a, fp ? "mxfp4_e2m1" : "mxint4"};
+    const auto& a = engine.anchor_format();
+    const bool fp = a && a->family == mx::Family::Fp;
+    o.auto_formats = {a ? a->name : "mxint8", fp ? "mxfp4_e2m1" : "mxint4"};
   }
   for (auto& f : o.auto_formats) f = engine.canonical_format(f);
   if (o.auto_depths.empty()) o.auto_depths = {2};
@@ -243,7 +243,7 @@ int Server::start(const std::string& host, int port) {
     std::map<std::string, std::uint64_t> cached;
     for (const auto& c : s.e.cache()) cached[c.format] = c.bytes;
     for (const auto& f : s.e.formats()) {
-      const double bpw = f == "fp32" ? 32.0 : mx::find_format(f).bits + 8.0 / mx::find_format(f).block_size;
+      const double bpw = f == "fp32" ? 32.0 : mx::find_format(f).bits_per_weight();
       fs.push_back({{"name", f}, {"bits_per_weight", bpw}, {"cached_bytes", cached.count(f) ? cached[f] : 0}});
     }
     res.set_content(dump({{"anchor", s.e.anchor_name()}, {"formats", fs}, {"auto", s.o.auto_formats}}), "application/json");

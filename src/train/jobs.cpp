@@ -148,7 +148,7 @@ std::vector<EvalRow> run_eval(const EvalJob& job, const std::function<void(const
     const auto t0 = std::chrono::steady_clock::now();
     EvalRow r;
     r.format = f ? f->name : "fp32";
-    r.bits_per_weight = f ? f->bits + 8.0 / f->block_size : 32.0;
+    r.bits_per_weight = f ? f->bits_per_weight() : 32.0;
     if (from == "master") {
       m->set_format(f);  // fake-quant forward of the fp32 master
       r.source = f ? "master->" + f->name + " (quantized)" : "master";

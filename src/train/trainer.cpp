@@ -156,6 +156,37 @@ Metrics evaluate_classifier(QuantModelImpl& model, const torch::Tensor& images, 
 
 namespace {
 
+constexpr std::int64_t kFmnistValid = 5000;  // the last training images
+
+// One IDX pair ("train" or "t10k"), checked: images [n, 784] uint8, labels [n] int64.
+std::pair<torch::Tensor, torch::Tensor> read_fmnist(const std::string& data_dir, bool test) {
+  const std::string base = data_dir + "/fashion-mnist/" + (test ? "t10k" : "train");
+  for (const char* part : {"-images-idx3-ubyte.gz", "-labels-idx1-ubyte.gz"}) {
+    if (!std::ifstream(base + part)) {
+      throw std::runtime_error(base + part + ": missing; run `mfqat data prepare --data-dir " + data_dir + "` first");
+    }
+  }
+  const data::IdxArray img = data::read_idx(base + "-images-idx3-ubyte.gz"), lab = data::read_idx(base + "-labels-idx1-ubyte.gz");
+  if (img.dims.size() != 3 || lab.dims.size() != 1 || img.dims[0] != lab.dims[0] || (!test && img.dims[0] <= kFmnistValid)) {
+    throw std::runtime_error(base + ": images and labels do not match");
+  }
+  const std::int64_t n = img.dims[0], px = img.dims[1] * img.dims[2];
+  const torch::Tensor x = torch::from_blob(const_cast<std::uint8_t*>(img.values.data()), {n, px}, torch::kUInt8).clone();
+  const torch::Tensor y = torch::from_blob(const_cast<std::uint8_t*>(lab.values.data()), {n}, torch::kUInt8).to(torch::kInt64);
+  if (y.max().item<std::int64_t>() > 9) throw std::runtime_error(base + ": label out of range 0..9");
+  return {x, y};
+}
+
+// Rows [b, e) as normalised floats with Fashion-MNIST's pixel mean and standard deviation
+// (over the training set, /255).
+std::pair<torch::Tensor, torch::Tensor> fmnist_rows(const std::pair<torch::Tensor, torch::Tensor>& xy, std::int64_t b, std::int64_t e) {
+  return {xy.first.slice(0, b, e).to(torch::kFloat32).div_(255.0f).sub_(0.2860f).div_(0.3530f), xy.second.slice(0, b, e)};
+}
+
+}  // namespace
+
+namespace {
+
 class LmTask : public Task {
  public:
   LmTask(std::vector<std::uint8_t> train, std::vector<std::uint8_t> valid, std::int64_t seq, std::int64_t eval_batches)
@@ -178,8 +209,10 @@ class LmTask : public Task {
 class FmnistTask : public Task {
  public:
   explicit FmnistTask(const std::string& dir) {
-    std::tie(x_, y_) = fmnist_split(dir, "train");
-    std::tie(vx_, vy_) = fmnist_split(dir, "valid");
+    const auto xy = read_fmnist(dir, false);  // one read for both splits
+    const std::int64_t n = xy.first.size(0);
+    std::tie(x_, y_) = fmnist_rows(xy, 0, n - kFmnistValid);
+    std::tie(vx_, vy_) = fmnist_rows(xy, n - kFmnistValid, n);
   }
   std::int64_t items() const override { return x_.size(0); }
   std::int64_t units_per_item() const override { return 1; }
@@ -204,31 +237,11 @@ std::unique_ptr<Task> lm_task(std::vector<std::uint8_t> train, std::vector<std::
 std::unique_ptr<Task> fmnist_task(const std::string& data_dir) { return std::make_unique<FmnistTask>(data_dir); }
 
 std::pair<torch::Tensor, torch::Tensor> fmnist_split(const std::string& data_dir, const std::string& split) {
-  constexpr std::int64_t kValid = 5000;
   const bool test = split == "test";
   if (!test && split != "train" && split != "valid") throw std::invalid_argument("unknown split '" + split + "' (train, valid, test)");
-  const std::string base = data_dir + "/fashion-mnist/" + (test ? "t10k" : "train");
-  for (const char* part : {"-images-idx3-ubyte.gz", "-labels-idx1-ubyte.gz"}) {
-    if (!std::ifstream(base + part)) {
-      throw std::runtime_error(base + part + ": missing; run `mfqat data prepare --data-dir " + data_dir + "` first");
-    }
-  }
-  const data::IdxArray img = data::read_idx(base + "-images-idx3-ubyte.gz"), lab = data::read_idx(base + "-labels-idx1-ubyte.gz");
-  if (img.dims.size() != 3 || lab.dims.size() != 1 || img.dims[0] != lab.dims[0] || (!test && img.dims[0] <= kValid)) {
-    throw std::runtime_error(base + ": images and labels do not match");
-  }
-  const std::int64_t n = img.dims[0], px = img.dims[1] * img.dims[2];
-  const std::int64_t b = split == "valid" ? n - kValid : 0, e = split == "train" ? n - kValid : n;
-  // Fashion-MNIST's pixel mean and standard deviation (over the training set, /255).
-  const torch::Tensor x = torch::from_blob(const_cast<std::uint8_t*>(img.values.data()), {n, px}, torch::kUInt8)
-                              .slice(0, b, e)
-                              .to(torch::kFloat32)
-                              .div_(255.0f)
-                              .sub_(0.2860f)
-                              .div_(0.3530f);
-  const torch::Tensor y = torch::from_blob(const_cast<std::uint8_t*>(lab.values.data()), {n}, torch::kUInt8).slice(0, b, e).to(torch::kInt64);
-  if (y.max().item<std::int64_t>() > 9) throw std::runtime_error(base + ": label out of range 0..9");
-  return {x, y};
+  const auto xy = read_fmnist(data_dir, test);
+  const std::int64_t n = xy.first.size(0);
+  return fmnist_rows(xy, split == "valid" ? n - kFmnistValid : 0, split == "train" ? n - kFmnistValid : n);
 }
 
 double train_step(QuantModelImpl& model, Task& task, const std::vector<std::int64_t>& items,
@@ -369,8 +382,7 @@ void load_weights(QuantModelImpl& m, const model::Checkpoint& ck, const std::opt
   torch::NoGradGuard ng;
   auto named = m.named_parameters();
   for (auto& p : named) {
-    const model::Param* spec = nullptr;
-    for (const auto& q : ck.params()) spec = q.name == p.key() ? &q : spec;
+    const model::Param* spec = ck.find_param(p.key());
     if (!spec) throw std::runtime_error(ck.path() + ": tensor '" + p.key() + "' is missing (the checkpoint is for another model)");
     if (spec->shape != p.value().sizes().vec()) {
       std::string want = "[";

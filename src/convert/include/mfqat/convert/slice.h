@@ -9,7 +9,7 @@
 namespace mfqat::convert {
 
 // Empty when src -> dst can be sliced; otherwise the one-line reason (going up in precision,
-// crossing families, a different block size).
+// crossing families, a different block size). Callers add their own remedy (the CLI: --via-float).
 std::string slice_refusal(const mx::Format& src, const mx::Format& dst);
 
 struct SliceStats {

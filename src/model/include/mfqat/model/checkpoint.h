@@ -26,6 +26,7 @@ class Checkpoint {
   const std::string& path() const { return file_.name(); }
   const ModelConfig& config() const { return config_; }
   const std::vector<Param>& params() const { return params_; }
+  const Param* find_param(const std::string& name) const;  // nullptr when the config has none
   bool is_anchor() const { return anchor_.has_value(); }
   const std::optional<mx::Format>& anchor_format() const { return anchor_; }
   const ckpt::SafetensorsFile& file() const { return file_; }

@@ -68,6 +68,7 @@ class Engine {
 
   const model::LmConfig& config() const { return cfg_; }
   std::string anchor_name() const { return anchor_ ? anchor_->name : "fp32"; }
+  const std::optional<mx::Format>& anchor_format() const { return anchor_; }  // nullopt: an fp32 master
   // Formats this engine can serve: the anchor's family at or below its precision (+ "fp32").
   std::vector<std::string> formats() const;
   // The canonical name of a servable format ("anchor" -> the anchor's name); throws
