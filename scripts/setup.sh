@@ -8,7 +8,7 @@ PACKAGES=(
   build-essential cmake ninja-build pkg-config git
   libgtest-dev libgmock-dev libbenchmark-dev
   libcli11-dev nlohmann-json3-dev libfmt-dev
-  python3 zlib1g-dev
+  python3 python3-matplotlib zlib1g-dev
   clang libclang-rt-14-dev
   libtorch-dev libopenblas-dev libcpp-httplib-dev
 )

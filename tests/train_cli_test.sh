@@ -6,16 +6,7 @@ set -euo pipefail
 BIN=$1
 T=$(mktemp -d)
 trap 'rm -rf "$T"' EXIT
-mkdir -p "$T/data/austen"
-python3 - "$T/data/austen" <<'PY'
-import random, sys
-random.seed(1)
-words = "the of and to a in that it was her she he you not be his as with had for but my at".split()
-def text(n):
-    return "\n".join(" ".join(random.choice(words) for _ in range(12)) + "." for _ in range(n)) + "\n"
-open(sys.argv[1] + "/train.txt", "w").write(text(3000))
-open(sys.argv[1] + "/valid.txt", "w").write(text(200))
-PY
+python3 "$(dirname "$0")/synthetic_data.py" "$T/data"
 echo '{"dim": 32, "n_layers": 1, "n_heads": 2, "max_seq": 32}' > "$T/tiny.json"
 common=(--data-dir "$T/data" --seq 32 --batch 8 --json)
 out=$("$BIN" train --config "$T/tiny.json" -o "$T/p.safetensors" --steps 60 --lr 1e-2 --warmup 5 "${common[@]}")
@@ -59,24 +50,7 @@ for r in list(m.values()) + list(a.values()):
     assert math.isfinite(r["loss"]) and abs(r["perplexity"] - math.exp(r["loss"])) < 1e-9 * r["perplexity"], r
 assert m["fp32"]["loss"] < a["mxint2"]["loss"], (m["fp32"], a["mxint2"])
 PY
-# the classifier on a synthetic Fashion-MNIST-shaped set (class = which image quarter is bright)
-mkdir -p "$T/data/fashion-mnist"
-python3 - "$T/data/fashion-mnist" <<'PY'
-import gzip, random, struct, sys
-random.seed(2)
-def write(prefix, n):
-    imgs, labs = bytearray(), bytearray()
-    for _ in range(n):
-        c = random.randrange(4)
-        img = [random.randrange(60) for _ in range(784)]
-        for r in range(14):
-            for q in range(14):
-                img[(r + 14 * (c // 2)) * 28 + q + 14 * (c % 2)] += 150
-        imgs += bytes(img); labs.append(c)
-    gzip.open(f"{sys.argv[1]}/{prefix}-images-idx3-ubyte.gz", "wb").write(struct.pack(">iiii", 0x803, n, 28, 28) + imgs)
-    gzip.open(f"{sys.argv[1]}/{prefix}-labels-idx1-ubyte.gz", "wb").write(struct.pack(">ii", 0x801, n) + labs)
-write("train", 5600); write("t10k", 300)
-PY
+# the classifier on the synthetic Fashion-MNIST-shaped set (class = which image quarter is bright)
 "$BIN" train --model mlp --data-dir "$T/data" -o "$T/mlp.safetensors" --steps 20 --json >/dev/null
 "$BIN" train --init "$T/mlp.safetensors" --data-dir "$T/data" -o "$T/mlp_mf.safetensors" --mode mf --formats mxfp4,mxfp8 --steps 5 --json >/dev/null
 "$BIN" export "$T/mlp_mf.safetensors" --anchor mxfp8_e4m3 -o "$T/mlp_a.safetensors" >/dev/null

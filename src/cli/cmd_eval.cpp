@@ -1,7 +1,7 @@
 #include <fmt/core.h>
 
 #include <nlohmann/json.hpp>
-#include <thread>
+#include "mfqat/mx/parallel.h"
 
 #include "commands.h"
 #include "mfqat/train/api.h"
@@ -24,7 +24,7 @@ Command add_eval(CLI::App& app) {
   sub->add_option("--batch", j->batch, "LM: windows per batch")->check(CLI::PositiveNumber);
   sub->add_flag("--json", *json, "print JSON lines, one per format");
   return {sub, [j, json]() {
-    j->threads = static_cast<int>(std::max(1u, std::thread::hardware_concurrency()));
+    j->threads = num_threads();  // --threads / MFQAT_NUM_THREADS / all cores
     bool header = false;
     train::run_eval(*j, [&](const train::EvalRow& r) {
       if (*json) {

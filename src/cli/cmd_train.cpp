@@ -1,7 +1,7 @@
 #include <fmt/core.h>
 
 #include <nlohmann/json.hpp>
-#include <thread>
+#include "mfqat/mx/parallel.h"
 
 #include "commands.h"
 #include "mfqat/train/api.h"
@@ -42,7 +42,7 @@ Command add_train(CLI::App& app) {
   sub->add_option("--save-every", j->save_every, "write OUTPUT.state every N steps (atomic; 0: only at the end)");
   sub->add_option("--stop-after", j->stop_after, "testing: stop after N steps as if interrupted (state saved)");
   return {sub, [j, json]() {
-    j->threads = static_cast<int>(std::max(1u, std::thread::hardware_concurrency()));
+    j->threads = num_threads();  // --threads / MFQAT_NUM_THREADS / all cores
     if (*json) j->progress = false;
     const auto s = train::run_train(*j, [&](const std::string& m) {
       if (!*json) fmt::print("{}\n", m);

@@ -27,6 +27,7 @@ Command add_serve(CLI::App& app);
 #if MFQAT_HAVE_TRAIN
 Command add_train(CLI::App& app);
 Command add_eval(CLI::App& app);
+Command add_demo(CLI::App& app);
 #endif
 
 }  // namespace mfqat::cli

@@ -29,6 +29,7 @@ int main(int argc, char** argv) {
 #if MFQAT_HAVE_TRAIN
       mfqat::cli::add_train(app),
       mfqat::cli::add_eval(app),
+      mfqat::cli::add_demo(app),
 #endif
   };
 
