@@ -49,7 +49,8 @@ struct LoopState {
   std::vector<std::int64_t> fixed;
 };
 
-// Atomic: serialise to PATH.tmp, then rename over PATH.
+// Atomic and durable: serialised in memory, then written beside PATH, fsync'ed and renamed over
+// it (ckpt::AtomicWriter), so a kill or a full disk at any point leaves the previous state.
 void save_state(QuantModelImpl& model, const torch::optim::AdamW& adam, const LoopState& st, const std::mt19937_64& rng,
                 const std::string& path) {
   torch::serialize::OutputArchive a;
@@ -63,9 +64,22 @@ void save_state(QuantModelImpl& model, const torch::optim::AdamW& adam, const Lo
   r << rng;
   a.write("rng", c10::IValue(r.str()));
   a.write("config", c10::IValue(model.model_config().to_json()));
-  const std::string tmp = path + ".tmp";
-  a.save_to(tmp);
-  if (std::rename(tmp.c_str(), path.c_str()) != 0) throw std::runtime_error(path + ": cannot rename the training state into place");
+  std::ostringstream bytes;
+  a.save_to(bytes);
+  const std::string b = bytes.str();
+  ckpt::write_file_atomic(path, b.data(), b.size());
+}
+
+// The first gradient or weight holding NaN/Inf, named ("" when all are finite).
+std::string first_non_finite(QuantModelImpl& model) {
+  for (const auto& p : model.named_parameters()) {
+    const auto& g = p.value().grad();
+    if (g.defined() && !torch::isfinite(g).all().item<bool>()) return "the gradient of '" + p.key() + "'";
+  }
+  for (const auto& p : model.named_parameters()) {
+    if (!torch::isfinite(p.value()).all().item<bool>()) return "weight '" + p.key() + "'";
+  }
+  return "";
 }
 
 void load_state(QuantModelImpl& model, torch::optim::AdamW& adam, LoopState* st, std::mt19937_64* rng, const std::string& path) {
@@ -295,6 +309,7 @@ TrainResult train(QuantModelImpl& model, Task& task, const TrainOptions& o, cons
   const auto t0 = std::chrono::steady_clock::now();
   model.train();
   const std::int64_t first_step = st.step;
+  std::int64_t saved_step = o.resume ? st.step : 0;  // the step of the state file on disk (0: none)
   for (std::int64_t step = first_step; step < o.steps; ++step) {
     std::vector<std::int64_t> starts;
     for (std::int64_t b = 0; b < o.batch; ++b) {
@@ -317,7 +332,13 @@ TrainResult train(QuantModelImpl& model, Task& task, const TrainOptions& o, cons
       run.push_back(o.formats[fmt_pick(rng)]);
     }
     const double loss_sum = train_step(model, task, starts, run, adam, o.clip, o.ste);
-    if (!std::isfinite(loss_sum)) throw std::runtime_error("loss is not finite at step " + std::to_string(step));
+    if (!std::isfinite(loss_sum)) {
+      // Stop before anything is saved: the last good state (if any) stays as it was.
+      const std::string culprit = first_non_finite(model);
+      throw std::runtime_error("loss is not finite at step " + std::to_string(step + 1) +
+                               (culprit.empty() ? " (weights and gradients finite: the activations overflowed)" : " (" + culprit + " is not finite)") +
+                               (saved_step == 0 ? std::string() : "; last good state: " + o.state_path + " at step " + std::to_string(saved_step)));
+    }
     if (step == first_step) res.first_loss = loss_sum;
     res.last_loss = loss_sum;
     res.steps = step + 1;
@@ -345,6 +366,7 @@ TrainResult train(QuantModelImpl& model, Task& task, const TrainOptions& o, cons
     const bool stopping = o.stop_after > 0 && st.step - first_step >= o.stop_after && st.step < o.steps;
     if (!o.state_path.empty() && (stopping || st.step == o.steps || (o.save_every > 0 && st.step % o.save_every == 0))) {
       save_state(model, adam, st, rng, o.state_path);
+      saved_step = st.step;
     }
     if (stopping) {
       if (o.progress && tty) std::fprintf(stderr, "\n");
