@@ -16,11 +16,7 @@ using nlohmann::json;
 
 namespace {
 
-struct Request {
-  std::string prompt, format;
-  std::int64_t max_tokens = 64;
-  SamplingOptions sampling;
-};
+using Request = CompletionRequest;
 
 struct Result {
   int status = 200;
@@ -38,6 +34,63 @@ const double kBuckets[] = {0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30}
 std::string dump(const json& j) { return j.dump(-1, ' ', false, json::error_handler_t::replace); }
 
 }  // namespace
+
+CompletionRequest parse_completion_request(const std::string& body, std::int64_t max_prompt, std::int64_t max_tokens,
+                                         const std::function<std::string(const std::string&)>& canonical) {
+  json j;
+  try {
+    j = json::parse(body);
+  } catch (const json::exception& ex) {
+    std::string w = ex.what();
+    for (auto& ch : w) ch = ch == '\n' ? ' ' : ch;
+    throw std::invalid_argument("malformed JSON: " + w);
+  }
+  if (!j.is_object()) throw std::invalid_argument("the request must be a JSON object");
+  for (auto it = j.begin(); it != j.end(); ++it) {
+    static const char* known[] = {"prompt", "max_tokens", "temperature", "top_k", "top_p", "seed", "format"};
+    bool ok = false;
+    for (const char* k : known) ok |= it.key() == k;
+    if (!ok) throw std::invalid_argument("unknown field '" + it.key() + "'");
+  }
+  CompletionRequest r;
+  if (!j.contains("prompt") || !j["prompt"].is_string()) throw std::invalid_argument("'prompt' (a string) is required");
+  r.prompt = j["prompt"].get<std::string>();
+  if (static_cast<std::int64_t>(r.prompt.size()) > max_prompt) {
+    throw std::invalid_argument("prompt of " + std::to_string(r.prompt.size()) + " bytes exceeds the limit of " + std::to_string(max_prompt));
+  }
+  if (j.contains("max_tokens")) {
+    if (!j["max_tokens"].is_number_integer()) throw std::invalid_argument("'max_tokens' must be an integer");
+    r.max_tokens = j["max_tokens"].get<std::int64_t>();
+    if (r.max_tokens < 1 || r.max_tokens > max_tokens) {
+      throw std::invalid_argument("'max_tokens' must be 1.." + std::to_string(max_tokens));
+    }
+  }
+  if (j.contains("temperature")) {
+    if (!j["temperature"].is_number() || !(j["temperature"].get<double>() >= 0)) throw std::invalid_argument("'temperature' must be a number >= 0");
+    r.sampling.temperature = j["temperature"].get<double>();
+  }
+  if (j.contains("top_k")) {
+    if (!j["top_k"].is_number_integer() || j["top_k"].get<std::int64_t>() < 0) throw std::invalid_argument("'top_k' must be an integer >= 0");
+    r.sampling.top_k = static_cast<int>(std::min<std::int64_t>(j["top_k"].get<std::int64_t>(), 1 << 20));
+  }
+  if (j.contains("top_p")) {
+    if (!j["top_p"].is_number() || !(j["top_p"].get<double>() > 0 && j["top_p"].get<double>() <= 1)) {
+      throw std::invalid_argument("'top_p' must be in (0, 1]");
+    }
+    r.sampling.top_p = j["top_p"].get<double>();
+  }
+  if (j.contains("seed")) {
+    if (!j["seed"].is_number_unsigned()) throw std::invalid_argument("'seed' must be a non-negative integer");
+    r.sampling.seed = j["seed"].get<std::uint64_t>();
+  }
+  r.format = "anchor";
+  if (j.contains("format")) {
+    if (!j["format"].is_string()) throw std::invalid_argument("'format' must be a string");
+    r.format = j["format"].get<std::string>();
+  }
+  if (r.format != "auto") r.format = canonical(r.format);  // throws naming the format
+  return r;
+}
 
 struct Server::Impl {
   Engine& e;
@@ -116,62 +169,9 @@ struct Server::Impl {
     }
   }
 
-  // Parses and checks a completion request; throws std::invalid_argument with the reason.
   Request parse(const std::string& body) {
-    json j;
-    try {
-      j = json::parse(body);
-    } catch (const json::exception& ex) {
-      std::string w = ex.what();
-      for (auto& ch : w) ch = ch == '\n' ? ' ' : ch;
-      throw std::invalid_argument("malformed JSON: " + w);
-    }
-    if (!j.is_object()) throw std::invalid_argument("the request must be a JSON object");
-    for (auto it = j.begin(); it != j.end(); ++it) {
-      static const char* known[] = {"prompt", "max_tokens", "temperature", "top_k", "top_p", "seed", "format"};
-      bool ok = false;
-      for (const char* k : known) ok |= it.key() == k;
-      if (!ok) throw std::invalid_argument("unknown field '" + it.key() + "'");
-    }
-    Request r;
-    if (!j.contains("prompt") || !j["prompt"].is_string()) throw std::invalid_argument("'prompt' (a string) is required");
-    r.prompt = j["prompt"].get<std::string>();
-    const std::int64_t max_prompt = o.max_prompt_bytes > 0 ? o.max_prompt_bytes : e.config().max_seq - 1;
-    if (static_cast<std::int64_t>(r.prompt.size()) > max_prompt) {
-      throw std::invalid_argument("prompt of " + std::to_string(r.prompt.size()) + " bytes exceeds the limit of " + std::to_string(max_prompt));
-    }
-    if (j.contains("max_tokens")) {
-      if (!j["max_tokens"].is_number_integer()) throw std::invalid_argument("'max_tokens' must be an integer");
-      r.max_tokens = j["max_tokens"].get<std::int64_t>();
-      if (r.max_tokens < 1 || r.max_tokens > o.max_tokens) {
-        throw std::invalid_argument("'max_tokens' must be 1.." + std::to_string(o.max_tokens));
-      }
-    }
-    if (j.contains("temperature")) {
-      if (!j["temperature"].is_number() || !(j["temperature"].get<double>() >= 0)) throw std::invalid_argument("'temperature' must be a number >= 0");
-      r.sampling.temperature = j["temperature"].get<double>();
-    }
-    if (j.contains("top_k")) {
-      if (!j["top_k"].is_number_integer() || j["top_k"].get<std::int64_t>() < 0) throw std::invalid_argument("'top_k' must be an integer >= 0");
-      r.sampling.top_k = static_cast<int>(std::min<std::int64_t>(j["top_k"].get<std::int64_t>(), 1 << 20));
-    }
-    if (j.contains("top_p")) {
-      if (!j["top_p"].is_number() || !(j["top_p"].get<double>() > 0 && j["top_p"].get<double>() <= 1)) {
-        throw std::invalid_argument("'top_p' must be in (0, 1]");
-      }
-      r.sampling.top_p = j["top_p"].get<double>();
-    }
-    if (j.contains("seed")) {
-      if (!j["seed"].is_number_unsigned()) throw std::invalid_argument("'seed' must be a non-negative integer");
-      r.sampling.seed = j["seed"].get<std::uint64_t>();
-    }
-    r.format = "anchor";
-    if (j.contains("format")) {
-      if (!j["format"].is_string()) throw std::invalid_argument("'format' must be a string");
-      r.format = j["format"].get<std::string>();
-    }
-    if (r.format != "auto") r.format = e.canonical_format(r.format);  // throws naming the format
-    return r;
+    return parse_completion_request(body, o.max_prompt_bytes > 0 ? o.max_prompt_bytes : e.config().max_seq - 1, o.max_tokens,
+                                    [this](const std::string& f) { return e.canonical_format(f); });
   }
 
   std::string metrics() {

@@ -5,6 +5,7 @@
 #pragma once
 
 #include <cstdint>
+#include <functional>
 #include <memory>
 #include <string>
 #include <vector>
@@ -24,6 +25,19 @@ struct ServerOptions {
   std::vector<std::string> auto_formats;
   std::vector<std::size_t> auto_depths;
 };
+
+// A checked POST /v1/completions body.
+struct CompletionRequest {
+  std::string prompt, format = "anchor";
+  std::int64_t max_tokens = 64;
+  SamplingOptions sampling;
+};
+// Parses and checks a completion request body (any bytes: it is the fuzzed entry point).
+// Throws std::invalid_argument with a one-line reason on malformed JSON, unknown fields, wrong
+// types or values out of range. `canonical` maps a format name to the engine's name for it and
+// throws naming an unknown one; "auto" is kept as is.
+CompletionRequest parse_completion_request(const std::string& body, std::int64_t max_prompt_bytes, std::int64_t max_tokens,
+                                           const std::function<std::string(const std::string&)>& canonical);
 
 class Server {
  public:
