@@ -1,6 +1,7 @@
 #include "mfqat/runtime/server.h"
 
 #include <httplib.h>
+#include <sys/socket.h>
 
 #include <chrono>
 #include <condition_variable>
@@ -278,8 +279,17 @@ int Server::start(const std::string& host, int port) {
   s.http.set_error_handler([](const httplib::Request&, httplib::Response& res) {
     if (res.body.empty()) res.set_content(dump({{"error", "HTTP " + std::to_string(res.status)}}), "application/json");
   });
+  // Debian's compiled cpp-httplib listens with a backlog of 5: when many clients connect at once
+  // the kernel drops handshakes and a client sees its request fail with a read error
+  // (bench/serve_stress found it). Keep the listening socket and deepen its accept queue.
+  std::vector<int> socks;
+  s.http.set_socket_options([&socks](int sock) {
+    httplib::default_socket_options(sock);
+    socks.push_back(sock);
+  });
   const int bound = port == 0 ? s.http.bind_to_any_port(host) : (s.http.bind_to_port(host, port) ? port : -1);
   if (bound < 0) throw std::runtime_error("cannot listen on " + host + ":" + std::to_string(port));
+  for (const int sock : socks) ::listen(sock, 1024);  // only the bound socket is still open
   for (int i = 0; i < s.o.workers; ++i) s.workers.emplace_back([&] { s.worker(); });
   s.http_thread = std::thread([&] { s.http.listen_after_bind(); });
   for (int i = 0; i < 5000 && !s.http.is_running(); ++i) std::this_thread::sleep_for(std::chrono::milliseconds(1));
