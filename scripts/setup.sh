@@ -9,7 +9,7 @@ PACKAGES=(
   libgtest-dev libgmock-dev libbenchmark-dev
   libcli11-dev nlohmann-json3-dev libfmt-dev
   python3 python3-matplotlib zlib1g-dev
-  clang libclang-rt-14-dev
+  clang clang-tidy libclang-rt-14-dev
   libtorch-dev libopenblas-dev libcpp-httplib-dev
 )
 

@@ -82,7 +82,7 @@ void for_each_run(int block_size, int bits_a, int bits_b, std::int64_t rows, std
   if (rows <= 0 || bpr == 0) return;
   // A run of g blocks ends on a byte boundary of a stream of b-bit codes when g*bs*b = 0 mod 8.
   const auto gran = [&](int b) { return 8 / std::gcd<std::int64_t>(bs * b, 8); };
-  const std::int64_t g = std::lcm(gran(bits_a), gran(bits_b));
+  const std::int64_t g = std::max<std::int64_t>(1, std::lcm(gran(bits_a), gran(bits_b)));  // >= 1 (said for the analyzer)
   const std::int64_t want = (kMinElemsPerThread + bs - 1) / bs;
   const std::int64_t chunk = std::min(bpr, (want + g - 1) / g * g);
   const std::int64_t chunks = (bpr + chunk - 1) / chunk;
