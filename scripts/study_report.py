@@ -40,11 +40,15 @@ def load(path):
     return {r["format"]: r for r in map(json.loads, open(path))}
 
 
+class MS(tuple):
+    """(mean, std) that also knows how many values it summarises (.n)."""
+
+
 def mean_std(xs):
     xs = [x for x in xs if x is not None]
-    if not xs:
-        return None, None
-    return statistics.fmean(xs), (statistics.stdev(xs) if len(xs) > 1 else 0.0)
+    r = MS((statistics.fmean(xs), statistics.stdev(xs) if len(xs) > 1 else 0.0) if xs else (None, None))
+    r.n = len(xs)
+    return r
 
 
 def train_formats(task_dir, fam):
@@ -140,8 +144,11 @@ def cell(ms, spec, n=None):
     if m is None:
         return "–"
     t = spec["fmt"].format(m)
-    if s is not None and n and n > 1:
+    k = getattr(ms, "n", None)
+    if s is not None and n and n > 1 and k and k > 1:
         t += " ± " + spec["fmt"].format(s)
+    if n and k is not None and k < n:
+        t += f" (n={k})"
     return t
 
 
@@ -209,6 +216,10 @@ def checks(res, md):
                       f" | {gap_cell(ss, spec)} | {gap_cell([ptq_ss] if ptq_ss is not None else [], spec)} |")
 
 
+def nz(v):
+    return float("nan") if v is None else v
+
+
 def plots(res):
     spec, task = res["spec"], res["task"]
     fams = list(res["families"].items())
@@ -227,16 +238,19 @@ def plots(res):
             k = seen.get(r["bpw"], 0)
             seen[r["bpw"]] = k + 1
             xs.append(r["bpw"] + 0.12 * k)
-        ax.plot(xs, [r["ptq"] for r in rows], "k--", marker="x", label="PTQ of the fp32 model")
+        ax.plot(xs, [nz(r["ptq"]) for r in rows], "k--", marker="x", label="PTQ of the fp32 model")
         for m, style in [(f"mf_{fam}_{st}", st) for st in STRATEGIES]:
             if m in d["models"]:
-                ax.errorbar(xs, [r[m][0] for r in rows], yerr=[r[m][1] for r in rows], marker="o", ms=4, capsize=2,
+                ax.errorbar(xs, [nz(r[m][0]) for r in rows], yerr=[nz(r[m][1]) for r in rows], marker="o", ms=4, capsize=2,
                             label=f"MF-QAT {style}")
         tx = [(x, r) for x, r in zip(xs, rows) if r["trained"]]
-        ax.errorbar([x for x, _ in tx], [r["sf"][0] for _, r in tx], yerr=[r["sf"][1] for _, r in tx], fmt="s", ms=7, mfc="none",
+        ax.errorbar([x for x, _ in tx], [nz(r["sf"][0]) for _, r in tx], yerr=[nz(r["sf"][1]) for _, r in tx], fmt="s", ms=7, mfc="none",
                     capsize=2, color="crimson", label="SF-QAT at its own format")
         for x, r in zip(xs, rows):
-            ax.annotate(r["format"].replace("mx", ""), (x, r["ptq"]), fontsize=7, rotation=60, xytext=(2, 4), textcoords="offset points")
+            y = next((v for v in (r["ptq"], r[d["models"][0]][0]) if v is not None), None)
+            if y is None:
+                continue
+            ax.annotate(r["format"].replace("mx", ""), (x, y), fontsize=7, rotation=60, xytext=(2, 4), textcoords="offset points")
         ax.set_xlabel("bits per weight (incl. the shared scale)")
         ax.set_ylabel(spec["unit"])
         ax.set_title(f"{task.upper()}: {fam.upper()} family")
@@ -255,7 +269,7 @@ def plots(res):
             mf = [m for m in d["models"] if m.startswith("mf_")]
             series = [(m.split("_")[-1], [r.get(m + ".gap") or [] for r in rows]) for m in mf] if kind == "gap" else \
                 [(m.split("_")[-1], [[x if spec["lower"] else -x for x in r[m + ".ss"]] for r in rows]) for m in mf] + \
-                [("PTQ", [[(r["ptq_anchor"] - r["ptq"]) * (1 if spec["lower"] else -1)] if r["ptq_anchor"] is not None else [] for r in rows])]
+                [("PTQ", [[(r["ptq_anchor"] - r["ptq"]) * (1 if spec["lower"] else -1)] if r["ptq_anchor"] is not None and r["ptq"] is not None else [] for r in rows])]
             w = 0.8 / max(1, len(series))
             for i, (name, vals) in enumerate(series):
                 ms = [mean_std(v) if v else (0.0, 0.0) for v in vals]

@@ -152,10 +152,13 @@ Command add_demo(CLI::App& app) {
     }
     stage_s.emplace_back("data", since(t0));
 
-    auto train_job = [&](const std::string& output) {
+    auto train_job = [&](const std::string& output, std::int64_t steps, double lr, std::int64_t warmup) {
       train::TrainJob j;
       j.config = o->config;
       j.output = output;
+      j.steps = steps;
+      j.lr = lr;
+      j.warmup = warmup;
       j.data_dir = o->data_dir;
       j.seq = o->seq;
       j.batch = o->batch;
@@ -182,11 +185,7 @@ Command add_demo(CLI::App& app) {
     if (cached(pre, pre_recipe, o->fresh)) {
       fmt::print("  reusing {} (same recipe; --fresh to redo)\n", pre);
     } else {
-      auto j = train_job(pre);
-      j.steps = o->pretrain_steps;
-      j.lr = o->pretrain_lr;
-      j.warmup = std::min<std::int64_t>(30, o->pretrain_steps / 10);
-      train::run_train(j, log);
+      train::run_train(train_job(pre, o->pretrain_steps, o->pretrain_lr, std::min<std::int64_t>(30, o->pretrain_steps / 10)), log);
       mark_done(pre, pre_recipe);
     }
     stage_s.emplace_back("pretrain", since(t0));
@@ -207,14 +206,11 @@ Command add_demo(CLI::App& app) {
       }
       fmt::print("  {} family: {{{}}}\n", f.name, f.train);
       std::fflush(stdout);
-      auto j = train_job(mf);
+      auto j = train_job(mf, o->qat_steps, o->qat_lr, std::min<std::int64_t>(4, o->qat_steps / 2));
       j.init = pre;
       j.mode = "mf";
       j.formats = f.train;
       j.strategy = "joint";
-      j.steps = o->qat_steps;
-      j.lr = o->qat_lr;
-      j.warmup = std::min<std::int64_t>(4, o->qat_steps / 2);
       train::run_train(j, log);
       mark_done(mf, r);
     }
