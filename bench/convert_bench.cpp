@@ -70,7 +70,7 @@ double seconds_since(std::chrono::steady_clock::time_point t0) {
 // Slice and dequantize->requantize alternate inside one loop, so both see the same machine state
 // (this VM's neighbours move single timings by 25 % and more); the minimum over the iterations of
 // each is reported as GB/s of anchor bytes, and their ratio as the speed-up.
-void bm_pair(benchmark::State& st, std::string src, std::string dst_name, int threads) {
+void bm_pair(benchmark::State& st, const std::string& src, const std::string& dst_name, int threads) {
   set_num_threads(threads);
   const PackedMatrix& a = anchor(src);
   const Format dst = find_format(dst_name);
@@ -113,7 +113,8 @@ int main(int argc, char** argv) {
   }
   for (const auto& [s, d] : pairs) {
     for (int t : threads) {
-      const std::string name = "pair/" + s + "/" + d + "/t" + std::to_string(t);
+      std::string name = "pair/";
+      name.append(s).append("/").append(d).append("/t").append(std::to_string(t));
       benchmark::RegisterBenchmark(name.c_str(), bm_pair, s, d, t)->UseManualTime()->MinTime(2.0)->Unit(benchmark::kMillisecond);
     }
   }

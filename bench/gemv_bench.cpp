@@ -104,7 +104,7 @@ void bm_sgemv(benchmark::State& st, int threads) {
   st.counters["weights_per_s"] = benchmark::Counter(static_cast<double>(st.iterations() * kRows * kCols), benchmark::Counter::kIsRate);
 }
 
-void bm_mx_gemv(benchmark::State& st, mx::Format f, mx::Isa isa, int threads) {
+void bm_mx_gemv(benchmark::State& st, const mx::Format& f, mx::Isa isa, int threads) {
   setup_threads(st, threads);
   const mx::PackedMatrix& q = packed(f);
   std::vector<float> y(kRows);
@@ -117,7 +117,7 @@ void bm_mx_gemv(benchmark::State& st, mx::Format f, mx::Isa isa, int threads) {
   st.counters["bits_per_weight"] = f.bits + 8.0 / f.block_size;
 }
 
-void bm_mx_gemv_q8(benchmark::State& st, mx::Format f, int threads) {
+void bm_mx_gemv_q8(benchmark::State& st, const mx::Format& f, int threads) {
   setup_threads(st, threads);
   const mx::PackedMatrix& q = packed(f);
   std::vector<float> y(kRows);

@@ -55,7 +55,7 @@ void bm_memcpy(benchmark::State& st, int threads) {
   finish(st, threads);
 }
 
-void bm_fake_quant(benchmark::State& st, Format f, Isa isa, int threads) {
+void bm_fake_quant(benchmark::State& st, const Format& f, Isa isa, int threads) {
   set_num_threads(threads);
   const auto& x = input();
   std::vector<float> y(kN);
@@ -67,7 +67,7 @@ void bm_fake_quant(benchmark::State& st, Format f, Isa isa, int threads) {
   finish(st, threads);
 }
 
-void bm_quantize(benchmark::State& st, Format f, Isa isa, int threads) {
+void bm_quantize(benchmark::State& st, const Format& f, Isa isa, int threads) {
   set_num_threads(threads);
   const auto& x = input();
   std::vector<std::uint8_t> el(kRows * f.packed_row_bytes(kCols)), sc(kRows * f.blocks_per_row(kCols));
@@ -79,7 +79,7 @@ void bm_quantize(benchmark::State& st, Format f, Isa isa, int threads) {
   finish(st, threads);
 }
 
-void bm_dequantize(benchmark::State& st, Format f, Isa isa, int threads) {
+void bm_dequantize(benchmark::State& st, const Format& f, Isa isa, int threads) {
   set_num_threads(threads);
   const PackedMatrix q = quantize(f, input().data(), kRows, kCols);
   std::vector<float> y(kN);

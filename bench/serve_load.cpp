@@ -88,6 +88,7 @@ int main(int argc, char** argv) {
       std::map<std::string, int> served;
       std::int64_t gen = 0, errors = 0;
       std::vector<std::thread> th;
+      th.reserve(static_cast<std::size_t>(C));
       const auto t0 = std::chrono::steady_clock::now();
       for (int c = 0; c < C; ++c) {
         th.emplace_back([&, c] {

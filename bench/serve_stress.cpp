@@ -90,7 +90,7 @@ int main(int argc, char** argv) {
       "", "{", "[1,2,3]", "{\"prompt\": 3}", "{\"prompt\": \"a\", \"max_tokens\": 0}", "{\"prompt\": \"a\", \"max_tokens\": 1e9}",
       "{\"prompt\": \"a\", \"format\": \"mxint9\"}", "{\"prompt\": \"a\", \"format\": \"mxfp4\"}", "{\"prompt\": \"a\", \"temperature\": -1}",
       "{\"prompt\": \"a\", \"top_p\": 0}", "{\"prompt\": \"a\", \"bogus\": 1}", "{\"prompt\": \"" + std::string(300, 'x') + "\"}",
-      "\xff\xfe\x00garbage", "{\"prompt\": \"a\", \"seed\": -5}"};
+      std::string("\xff\xfe\x00garbage", 10), "{\"prompt\": \"a\", \"seed\": -5}"};
   std::map<std::string, std::uint64_t> counts;
   std::mutex mu;
   std::vector<std::string> failures;
@@ -106,6 +106,7 @@ int main(int argc, char** argv) {
   auto run_clients = [&](double secs, std::uint64_t seed0) {
     std::atomic<bool> stop{false};
     std::vector<std::thread> ts;
+    ts.reserve(static_cast<std::size_t>(clients));
     for (int t = 0; t < clients; ++t) {
       ts.emplace_back([&, t] {
         std::mt19937_64 rng(seed0 + static_cast<std::uint64_t>(t));
@@ -114,7 +115,7 @@ int main(int argc, char** argv) {
         while (!stop.load()) {
           const auto kind = rng() % 10;
           if (kind < 5) {  // valid
-            const std::string f = formats[rng() % formats.size()];
+            const std::string& f = formats[rng() % formats.size()];
             const json body = {{"prompt", "It is a truth"}, {"max_tokens", 1 + static_cast<int>(rng() % 16)},
                                {"temperature", (rng() % 2) ? 0.0 : 0.8}, {"seed", rng() % 1000}, {"format", f}};
             auto r = cl.Post("/v1/completions", body.dump(), "application/json");
