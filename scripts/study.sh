@@ -52,6 +52,11 @@ rm -f "$OUT/FAILED"
 cp "$BIN" "$OUT/.mfqat.tmp" && mv "$OUT/.mfqat.tmp" "$OUT/.mfqat" && BIN="$OUT/.mfqat"
 [ -e "$DATA/austen/train.txt" ] && [ -e "$DATA/fashion-mnist/t10k-labels-idx1-ubyte.gz" ] || $BIN data prepare --data-dir "$DATA"
 START=$SECONDS
+# the wall time of every invocation (finished or not) goes into the report
+record_wall() {
+  echo "{\"seconds\": $((SECONDS - START)), \"jobs\": $JOBS, \"threads\": $THREADS, \"finished\": $1, \"date\": \"$(date -u +%FT%TZ)\"}" >> "$OUT/wall.jsonl"
+}
+trap 'record_wall false' EXIT
 
 # --- a small job runner: submit OUTPUT CMD... runs CMD unless OUTPUT exists, JOBS at a time;
 # a failed job leaves OUT/FAILED and its log, and the next barrier stops the study.
@@ -174,5 +179,6 @@ done
 barrier
 
 echo "study: all jobs done in $((SECONDS - START)) s (this run)"
-echo "{\"seconds\": $((SECONDS - START)), \"jobs\": $JOBS, \"threads\": $THREADS, \"date\": \"$(date -u +%FT%TZ)\"}" >> "$OUT/wall.jsonl"
+trap - EXIT
+record_wall true
 "$PYTHON" scripts/study_report.py "$OUT" "$DOCS"
