@@ -125,7 +125,8 @@ def task_report(task):
                 row["sf_ref"], row["sf_name"] = best[1], f"best SF ({best[1]})" if best[1] else None
             row["sf"] = mean_std(per_seed(row["sf_ref"], f)) if row["sf_ref"] else (None, None)
             for m in models:
-                row[m] = mean_std(per_seed(m, f))
+                row[m + ".seeds"] = per_seed(m, f)
+                row[m] = mean_std(row[m + ".seeds"])
                 a, ms = per_seed(m, f, "anchor"), per_seed(m, f)
                 row[m + ".anchor"] = mean_std(a)
                 row[m + ".ss"] = [x - y for x, y in zip(a, ms) if x is not None and y is not None]
@@ -214,6 +215,29 @@ def checks(res, md):
             ptq_ss = None if r["ptq_anchor"] is None or r["ptq"] is None else (r["ptq_anchor"] - r["ptq"]) * (1 if spec["lower"] else -1)
             md.append(f"| {r['format'] + ('' if r['trained'] else ' †')} | " + " | ".join(gap_cell(r.get(m + '.gap'), spec) for m in mf) +
                       f" | {gap_cell(ss, spec)} | {gap_cell([ptq_ss] if ptq_ss is not None else [], spec)} |")
+    # One model for every format: each model's worst gap, over the trained formats, to the SF
+    # model trained at that format (per seed, then mean ± std).
+    md.append(f"\nOne model for all formats: each single model's worst gap over the trained formats to the SF model "
+              f"trained at that format (per seed, then mean ± std; positive = worse, {spec['unit']}).\n")
+    for fam, d in res["families"].items():
+        trained = [r for r in d["rows"] if r["trained"]]
+        md.append(f"| {fam.upper()} model | worst gap | at |")
+        md.append("|---|---:|---|")
+        for m in d["models"]:
+            per = []
+            for i in range(len(res["seeds"])):
+                gaps = []
+                for r in trained:
+                    a, b = r[m + ".seeds"][i], r[r["sf_ref"] + ".seeds"][i]
+                    if a is not None and b is not None:
+                        gaps.append(((a - b) if spec["lower"] else (b - a), r["format"]))
+                if gaps:
+                    per.append(max(gaps))
+            if not per:
+                continue
+            worst_at = max(set(f for _, f in per), key=lambda f: sum(1 for _, g in per if g == f))
+            md.append(f"| {m} | {gap_cell([g for g, _ in per], spec)} | {worst_at} |")
+        md.append("")
 
 
 def nz(v):
