@@ -1,11 +1,14 @@
 #!/usr/bin/env bash
 # `mfqat data prepare` on the real Debian package: six novels with their known line counts,
-# Persuasion held out whole, and a second run served from the cache.
+# Persuasion held out whole, and a second run served from the cache. The data dir is given
+# relative to the working directory, as the README's default `data` is.
 set -euo pipefail
-BIN=$1
+BIN=$(realpath "$1")
 T=$(mktemp -d)
 trap 'rm -rf "$T"' EXIT
-out=$("$BIN" data prepare --data-dir "$T" --only austen 2>/dev/null)
+cd "$T"
+out=$("$BIN" data prepare --data-dir rel/data --only austen 2>/dev/null)
+T=$T/rel/data
 echo "$out"
 for want in "emma                16235" "mansfieldpark       15349" "northangerabbey      7856" \
             "persuasion           8328" "prideprejudice      13030" "sensesensibility    12624"; do

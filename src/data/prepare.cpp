@@ -69,7 +69,7 @@ std::string package_root(const std::string& pkg, const std::string& probe, const
     run({"apt-get", "download", pkg}, debs.string(), log_path);
     std::string deb;
     for (const auto& e : fs::directory_iterator(debs)) {
-      if (e.path().filename().string().rfind(pkg + "_", 0) == 0) deb = e.path().string();
+      if (e.path().filename().string().rfind(pkg + "_", 0) == 0) deb = fs::absolute(e.path()).string();  // run() changes directory
     }
     if (deb.empty()) throw std::runtime_error("apt-get download " + pkg + " left no .deb in " + debs.string());
     run({"dpkg-deb", "-x", deb, fs::absolute(root).string()}, debs.string(), log_path);
