@@ -51,7 +51,7 @@ Command add_bench(CLI::App& app) {
   sub->add_option("--prompt", o->prompt, "prefill length in bytes")->check(CLI::PositiveNumber);
   sub->add_option("--tokens", o->tokens, "decode steps")->check(CLI::PositiveNumber);
   sub->add_option("--text", o->text, "also measure perplexity on this text");
-  sub->add_option("--ppl-windows", o->ppl_windows, "--text: windows of max_seq bytes to score (0: all)")->check(CLI::NonNegativeNumber);
+  sub->add_option("--ppl-windows", o->ppl_windows, "--text: windows of max_seq bytes to score, spread over the text (0: all of it)")->check(CLI::NonNegativeNumber);
   sub->add_flag("--json", o->json, "JSON lines, one per format");
   sub->add_flag("--int8-act", o->int8_act, "decode with int8 activations where the format allows (MXINT8, 4-bit): faster, not bit-faithful to training");
   return {sub, [o]() {

@@ -494,9 +494,13 @@ Perplexity perplexity(const Engine& e, std::shared_ptr<const Weights> w, const s
   const std::int64_t len = std::min<std::int64_t>(seq + 1, static_cast<std::int64_t>(text.size()));
   if (len < 2) throw std::invalid_argument("text too short for perplexity");
   const std::int64_t span = static_cast<std::int64_t>(text.size()) - len, V = e.config().vocab;
+  const std::int64_t all = span / (len - 1) + 1;
+  const bool spread = max_windows > 0 && max_windows < all;
+  const std::int64_t n = spread ? max_windows : all;
   double sum = 0;
-  std::int64_t bytes = 0, windows = 0;
-  for (std::int64_t s0 = 0; s0 <= span && (max_windows == 0 || windows < max_windows); s0 += len - 1, ++windows) {
+  std::int64_t bytes = 0;
+  for (std::int64_t i = 0; i < n; ++i) {
+    const std::int64_t s0 = !spread ? i * (len - 1) : n == 1 ? 0 : i * span / (n - 1);
     Session sess(e, w);
     std::vector<int> toks(text.begin() + s0, text.begin() + s0 + len - 1);
     const std::vector<float> lg = sess.feed_all(toks);

@@ -167,8 +167,10 @@ struct Generation {
 Generation generate(const Engine& e, std::shared_ptr<const Weights> w, const std::string& prompt, std::int64_t n,
                     const SamplingOptions& s);
 
-// Mean next-byte cross-entropy (nats) over windows of `seq` + 1 bytes of `text`, non-overlapping
-// (every byte after each window's first scored once), at most max_windows windows (0: all).
+// Mean next-byte cross-entropy (nats) over windows of `seq` + 1 bytes of `text`. max_windows 0
+// (or more windows than the text holds): consecutive windows, every byte after the first scored
+// once; otherwise max_windows windows spread evenly from the start to the end of the text (as
+// the trainer's evaluation does), so that a sample is not just the text's opening pages.
 struct Perplexity {
   double loss = 0;
   std::int64_t bytes = 0;
