@@ -250,7 +250,6 @@ def plots(res):
     if not fams:
         return []
     files = []
-    sign = 1.0
 
     # 1. metric against bits per weight, per method, one panel per family
     fig, axes = plt.subplots(1, len(fams), figsize=(6.2 * len(fams), 4.4), squeeze=False)
