@@ -10,7 +10,7 @@ PACKAGES=(
   libcli11-dev nlohmann-json3-dev libfmt-dev
   python3 python3-matplotlib zlib1g-dev
   clang clang-tidy libclang-rt-14-dev
-  libtorch-dev libopenblas-dev libcpp-httplib-dev
+  libtorch-dev libgloo-dev libopenblas-dev libcpp-httplib-dev
 )
 
 missing=()

@@ -64,6 +64,7 @@ for attempt in $(seq 40); do
   wait "$pid" 2>/dev/null || true
 done
 if [ ! -e "$T/cut.safetensors" ]; then "$BIN" "${tr[@]}" -o "$T/cut.safetensors" --resume >/dev/null; fi
+rm -f "$T"/cut.safetensors*.tmp.*   # a run killed while saving its state leaves its temp file, never a bad state
 cmp "$T/full.safetensors" "$T/cut.safetensors"
 echo "training: killed $kills times at random moments, resumed each time: final checkpoint identical to the uninterrupted run"
 

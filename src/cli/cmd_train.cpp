@@ -1,12 +1,50 @@
 #include <fmt/core.h>
 
+#include <algorithm>
+#include <stdexcept>
+
 #include <nlohmann/json.hpp>
 #include "mfqat/mx/parallel.h"
 
 #include "commands.h"
+#include "launch.h"
 #include "mfqat/train/api.h"
 
 namespace mfqat::cli {
+
+namespace {
+
+// `--nproc N`: this command line again N times, as ranks 0..N-1 of a loopback job, each with
+// its share of the threads (--threads, or all cores, divided by N).
+void launch_local(int nproc, const std::string& master) {
+  const auto& args = process_args();
+  std::size_t i = 1;
+  while (i < args.size() && args[i] != "train") i += args[i] == "--threads" ? 2 : 1;
+  if (i >= args.size()) throw std::runtime_error("--nproc: cannot find the train command in the command line");
+  std::vector<std::string> rest;
+  for (std::size_t k = i + 1; k < args.size(); ++k) {
+    if (args[k] == "--nproc") {
+      ++k;
+    } else if (args[k].rfind("--nproc=", 0) != 0) {
+      rest.push_back(args[k]);
+    }
+  }
+  const std::string addr = master.empty() ? "127.0.0.1:" + std::to_string(free_loopback_port()) : master;
+  const int threads = std::max(1, num_threads() / nproc);
+  std::vector<std::vector<std::string>> per_rank;
+  for (int r = 0; r < nproc; ++r) {
+    std::vector<std::string> a = {"--threads", std::to_string(threads), "train"};
+    a.insert(a.end(), rest.begin(), rest.end());
+    for (const std::string& x : {std::string("--world-size"), std::to_string(nproc), std::string("--rank"), std::to_string(r),
+                                 std::string("--master"), addr}) {
+      a.push_back(x);
+    }
+    per_rank.push_back(std::move(a));
+  }
+  run_ranks(nproc, per_rank);
+}
+
+}  // namespace
 
 Command add_train(CLI::App& app) {
   auto* sub = app.add_subcommand("train", "Train the byte-level LM: fp32 pretraining, single-format or multi-format QAT");
@@ -41,7 +79,21 @@ Command add_train(CLI::App& app) {
   sub->add_flag("--resume", j->resume, "continue from OUTPUT.state (weights, optimizer, step, RNG)");
   sub->add_option("--save-every", j->save_every, "write OUTPUT.state every N steps (atomic; 0: only at the end)");
   sub->add_option("--stop-after", j->stop_after, "testing: stop after N steps as if interrupted (state saved)");
-  return {sub, [j, json]() {
+  auto nproc = std::make_shared<int>(1);
+  sub->add_option("--nproc", *nproc, "data parallel on this machine: start N ranks on loopback (--threads is split among them)")
+      ->check(CLI::Range(1, 256));
+  sub->add_option("--world-size", j->world_size, "data parallel: number of ranks (processes, on any machines)")->check(CLI::Range(1, 256));
+  sub->add_option("--rank", j->rank, "data parallel: this process's rank, 0..world-size-1 (rank 0 writes the outputs)")
+      ->check(CLI::NonNegativeNumber);
+  auto* master = sub->add_option("--master", j->master, "data parallel: ADDR:PORT of rank 0's rendezvous (TCPStore; default 127.0.0.1:29500)");
+  sub->add_option("--dist-timeout", j->dist_timeout, "data parallel: seconds to wait for the rendezvous and for every all-reduce")
+      ->check(CLI::PositiveNumber);
+  return {sub, [j, json, nproc, master]() {
+    if (*nproc > 1) {
+      if (j->world_size != 1 || j->rank != 0) throw std::invalid_argument("--nproc starts its own ranks; drop --world-size and --rank");
+      launch_local(*nproc, master->count() > 0 ? j->master : "");
+      return 0;
+    }
     j->threads = num_threads();  // --threads / MFQAT_NUM_THREADS / all cores
     if (*json) j->progress = false;
     const auto s = train::run_train(*j, [&](const std::string& m) {
@@ -54,7 +106,8 @@ Command add_train(CLI::App& app) {
                                         {"valid_loss", s.valid_loss},
                                         {"valid_accuracy", s.valid_accuracy},
                                         {"tokens_per_s", s.tokens_per_s},
-                                        {"seconds", s.seconds}}
+                                        {"seconds", s.seconds},
+                                        {"comm_seconds", s.comm_seconds}}
                              .dump());
     }
     return 0;

@@ -5,9 +5,11 @@
 #include <vector>
 
 #include "commands.h"
+#include "launch.h"
 #include "mfqat/mx/parallel.h"
 
 int main(int argc, char** argv) {
+  mfqat::cli::set_process_args(argc, argv);
   CLI::App app{"mfqat: multi-format quantization-aware training and elastic MX inference"};
   app.require_subcommand(1);
   int threads = 0;

@@ -8,6 +8,7 @@
 #include <stdexcept>
 
 #include "mfqat/ckpt/file.h"
+#include "mfqat/train/dist.h"
 #include "mfqat/train/trainer.h"
 
 namespace mfqat::train {
@@ -100,7 +101,20 @@ TrainSummary run_train(const TrainJob& job, const std::function<void(const std::
   torch::manual_seed(job.seed);
   const auto m = make_model(cfg);
   if (!job.init.empty()) load_checkpoint(*m, job.init);
-  const TrainSummary r = train(*m, *task, o, log);
+  std::unique_ptr<Comm> comm;
+  if (job.world_size > 1 || job.rank != 0) {
+    DistOptions d;
+    d.world_size = job.world_size;
+    d.rank = job.rank;
+    d.master = job.master;
+    d.timeout_s = job.dist_timeout;
+    comm = Comm::connect(d);
+    o.comm = comm.get();
+  }
+  const bool lead = job.rank == 0;
+  const Log quiet = [](const std::string&) {};
+  const TrainSummary r = train(*m, *task, o, lead ? log : quiet);
+  if (!lead) return r;  // rank 0 writes the checkpoint
   nlohmann::json meta = {{"mode", job.mode},
                          {"formats", job.mode == "sf" ? job.format : job.formats},
                          {"strategy", job.strategy},

@@ -259,22 +259,58 @@ std::pair<torch::Tensor, torch::Tensor> fmnist_split(const std::string& data_dir
 }
 
 double train_step(QuantModelImpl& model, Task& task, const std::vector<std::int64_t>& items,
-                  const std::vector<std::optional<mx::Format>>& run, torch::optim::Optimizer& opt, double clip, Ste ste) {
+                  const std::vector<std::optional<mx::Format>>& run, torch::optim::Optimizer& opt, double clip, Ste ste, Comm* comm,
+                  double share, std::int64_t step) {
   opt.zero_grad();
   double loss_sum = 0;
   for (const auto& f : run) {
     FakeQuantOptions fq;
     fq.ste = ste;
     model.set_format(f, fq);
-    torch::Tensor loss = task.loss(model, items) / static_cast<double>(run.size());
+    torch::Tensor loss = task.loss(model, items) * (share / static_cast<double>(run.size()));
     loss.backward();
     loss_sum += loss.item<double>();
   }
   model.set_format(std::nullopt);
+  if (comm) loss_sum = comm->allreduce_gradients(model.parameters(), loss_sum, step);
   torch::nn::utils::clip_grad_norm_(model.parameters(), clip);
   opt.step();
   return loss_sum;
 }
+
+namespace {
+
+// Every rank must run the same loop from the same weights: rank 0's step, options and seed are
+// broadcast and compared (a rank resumed from another state file, or started with other
+// options, stops with a message), then rank 0's weights overwrite the others'.
+void check_replicas(QuantModelImpl& model, Comm& comm, std::int64_t step, const TrainOptions& o) {
+  std::string fmts = o.mode + "/" + o.strategy;
+  for (const auto& f : o.formats) fmts += "/" + f.name;
+  const std::vector<std::pair<const char*, double>> mine = {
+      {"the resumed step", static_cast<double>(step)},
+      {"--steps", static_cast<double>(o.steps)},
+      {"--batch", static_cast<double>(o.batch)},
+      {"--seed", static_cast<double>(o.seed)},
+      {"--lr", o.lr},
+      {"the mode/strategy/formats", static_cast<double>(std::hash<std::string>{}(fmts) % (1ULL << 52))},
+      {"--train-sequences", static_cast<double>(o.train_sequences)},
+  };
+  torch::Tensor t = torch::empty({static_cast<std::int64_t>(mine.size())}, torch::kFloat64);
+  for (std::size_t i = 0; i < mine.size(); ++i) t[static_cast<std::int64_t>(i)] = mine[i].second;
+  comm.broadcast({t}, "the run's options");
+  for (std::size_t i = 0; i < mine.size(); ++i) {
+    const double r0 = t[static_cast<std::int64_t>(i)].item<double>();
+    if (r0 != mine[i].second) {
+      throw std::runtime_error(fmt::format("rank {}: {} is {} here but {} on rank 0; every rank must run the same job", comm.rank(),
+                                           mine[i].first, mine[i].second, r0));
+    }
+  }
+  std::vector<torch::Tensor> ps;
+  for (const auto& p : model.parameters()) ps.push_back(p);
+  comm.broadcast(ps, "the initial weights");
+}
+
+}  // namespace
 
 TrainResult train(QuantModelImpl& model, Task& task, const TrainOptions& o, const Log& log) {
   if (o.mode != "fp32" && o.mode != "sf" && o.mode != "mf") throw std::invalid_argument("unknown mode '" + o.mode + "' (fp32, sf, mf)");
@@ -297,10 +333,14 @@ TrainResult train(QuantModelImpl& model, Task& task, const TrainOptions& o, cons
     load_state(model, adam, &st, &rng, o.state_path);
     log("resuming at step " + std::to_string(st.step) + " from " + o.state_path);
   }
+  const int world = o.comm ? o.comm->size() : 1, rank = o.comm ? o.comm->rank() : 0;
+  if (o.batch < world) throw std::invalid_argument("--batch " + std::to_string(o.batch) + " is smaller than the world size " + std::to_string(world));
+  if (o.comm) check_replicas(model, *o.comm, st.step, o);
+  const bool lead = rank == 0;  // validates, writes state and metrics, shows progress
   const std::vector<double> fw = o.weights.empty() ? std::vector<double>(o.formats.size(), 1.0) : o.weights;
   std::discrete_distribution<std::size_t> fmt_pick(fw.begin(), fw.end());
   std::ofstream metrics;
-  if (!o.metrics_path.empty()) {
+  if (lead && !o.metrics_path.empty()) {
     metrics.open(o.metrics_path, o.resume ? std::ios::app : std::ios::trunc);
     if (!metrics) throw std::runtime_error(o.metrics_path + ": cannot write metrics");
   }
@@ -331,7 +371,10 @@ TrainResult train(QuantModelImpl& model, Task& task, const TrainOptions& o, cons
     } else {
       run.push_back(o.formats[fmt_pick(rng)]);
     }
-    const double loss_sum = train_step(model, task, starts, run, adam, o.clip, o.ste);
+    std::vector<std::int64_t> mine;  // this rank's share of the global batch
+    for (std::size_t b = static_cast<std::size_t>(rank); b < starts.size(); b += static_cast<std::size_t>(world)) mine.push_back(starts[b]);
+    const double share = static_cast<double>(mine.size()) / static_cast<double>(starts.size());
+    const double loss_sum = train_step(model, task, mine, run, adam, o.clip, o.ste, o.comm, share, step + 1);
     if (!std::isfinite(loss_sum)) {
       // Stop before anything is saved: the last good state (if any) stays as it was.
       const std::string culprit = first_non_finite(model);
@@ -345,14 +388,14 @@ TrainResult train(QuantModelImpl& model, Task& task, const TrainOptions& o, cons
     const double secs = std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
     const double tps = static_cast<double>((step + 1 - first_step) * o.batch * task.units_per_item()) / secs;
     std::optional<Metrics> v;
-    if (task.has_validation() && o.eval_every > 0 && (step + 1) % o.eval_every == 0 && step + 1 < o.steps) v = task.validate(model);
+    if (lead && task.has_validation() && o.eval_every > 0 && (step + 1) % o.eval_every == 0 && step + 1 < o.steps) v = task.validate(model);
     if (metrics.is_open()) {
       nlohmann::json j = {{"step", step + 1}, {"loss", loss_sum}, {"lr", lr}, {"tokens_per_s", tps}, {"seconds", secs}};
       if (v) j["valid_loss"] = v->loss;
       if (v && v->accuracy >= 0) j["valid_accuracy"] = v->accuracy;
       metrics << j.dump() << "\n" << std::flush;
     }
-    if (o.progress && (tty || (step + 1) % std::max<std::int64_t>(1, o.steps / 10) == 0 || step + 1 == o.steps)) {
+    if (lead && o.progress && (tty || (step + 1) % std::max<std::int64_t>(1, o.steps / 10) == 0 || step + 1 == o.steps)) {
       const double eta = secs / static_cast<double>(step + 1 - first_step) * static_cast<double>(o.steps - step - 1);
       const int width = 24, filled = static_cast<int>(width * (step + 1) / o.steps);
       std::fprintf(stderr, "\r[%s%s] %lld/%lld loss %.4f  %.0f %s/s  ETA %.0fs   ", std::string(filled, '#').c_str(),
@@ -364,16 +407,20 @@ TrainResult train(QuantModelImpl& model, Task& task, const TrainOptions& o, cons
     res.seconds = secs;
     st.step = step + 1;
     const bool stopping = o.stop_after > 0 && st.step - first_step >= o.stop_after && st.step < o.steps;
-    if (!o.state_path.empty() && (stopping || st.step == o.steps || (o.save_every > 0 && st.step % o.save_every == 0))) {
+    if (lead && !o.state_path.empty() && (stopping || st.step == o.steps || (o.save_every > 0 && st.step % o.save_every == 0))) {
       save_state(model, adam, st, rng, o.state_path);
-      saved_step = st.step;
+    }
+    if (!o.state_path.empty() && (stopping || st.step == o.steps || (o.save_every > 0 && st.step % o.save_every == 0))) {
+      saved_step = st.step;  // rank 0's state file, named in every rank's messages
     }
     if (stopping) {
       if (o.progress && tty) std::fprintf(stderr, "\n");
       throw std::runtime_error("stopped after step " + std::to_string(st.step) + " (--stop-after); resume with --resume");
     }
   }
-  if (o.progress && tty) std::fprintf(stderr, "\n");
+  if (lead && o.progress && tty) std::fprintf(stderr, "\n");
+  if (o.comm) res.comm_seconds = o.comm->comm_seconds();
+  if (!lead) return res;
   std::string vs;
   if (task.has_validation()) {
     const Metrics v = task.validate(model);
@@ -384,6 +431,11 @@ TrainResult train(QuantModelImpl& model, Task& task, const TrainOptions& o, cons
   }
   log(fmt::format("trained {} steps in {:.1f}s ({:.0f} {}/s): loss {:.4f} -> {:.4f}{}", res.steps, res.seconds, res.tokens_per_s,
                   task.units_per_item() == 1 ? "examples" : "tokens", res.first_loss, res.last_loss, vs));
+  if (o.comm) {
+    log(fmt::format("data parallel over {} ranks: gradient all-reduce {:.2f}s in all ({:.1f} ms per step, {:.1f} % of the time)", world,
+                    res.comm_seconds, 1000 * res.comm_seconds / static_cast<double>(std::max<std::int64_t>(1, res.steps - first_step)),
+                    100 * res.comm_seconds / std::max(1e-9, res.seconds)));
+  }
   return res;
 }
 

@@ -24,10 +24,17 @@ struct TrainJob {
   bool resume = false;            // continue from OUTPUT.state
   std::int64_t save_every = 50;   // training-state checkpoint period (steps)
   std::int64_t stop_after = 0;    // testing: stop after N steps as if interrupted
+  // Data parallel over c10d Gloo (world_size > 1): this process is rank `rank`; rank 0 hosts
+  // the TCPStore rendezvous at `master` (ADDR:PORT) and alone writes the checkpoint, the state
+  // and the metrics. Timeout in seconds for the rendezvous and every collective.
+  int world_size = 1, rank = 0;
+  std::string master = "127.0.0.1:29500";
+  double dist_timeout = 300;
 };
 
 struct TrainSummary {
   double first_loss = 0, last_loss = 0, valid_loss = 0, valid_accuracy = -1, tokens_per_s = 0, seconds = 0;
+  double comm_seconds = 0;  // data parallel: time in the gradient all-reduce
   std::int64_t steps = 0;
 };
 

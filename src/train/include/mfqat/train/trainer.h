@@ -13,6 +13,7 @@
 
 #include "mfqat/model/checkpoint.h"
 #include "mfqat/train/api.h"
+#include "mfqat/train/dist.h"
 #include "mfqat/train/model.h"
 
 namespace mfqat::train {
@@ -37,6 +38,10 @@ struct TrainOptions {
   std::int64_t save_every = 50;
   bool resume = false;        // continue from state_path
   std::int64_t stop_after = 0;  // > 0: stop (as if killed) after this many steps, state saved; for tests
+  // Data parallel (dist.h): null = one process. Every rank runs this loop; rank r trains on
+  // the items b % size == r of each global batch of `batch`; only rank 0 validates, writes the
+  // training state and metrics, and shows progress.
+  Comm* comm = nullptr;
 };
 
 struct Metrics {
@@ -69,9 +74,12 @@ TrainResult train(QuantModelImpl& model, Task& task, const TrainOptions& opt, co
 
 // One optimizer step on `items`: forward/backward once per format in `run` (nullopt = fp32;
 // losses scaled by 1/|run| so the gradients are averaged), gradient-norm clip, optimizer step.
-// Returns the mean loss. The model is left at fp32.
+// Returns the mean loss. The model is left at fp32. With `comm`, `items` are this rank's share
+// of the global batch: its losses are also scaled by `share` (its fraction of the global batch)
+// and gradients and loss are summed over the ranks before the clip; `step` names the step in errors.
 double train_step(QuantModelImpl& model, Task& task, const std::vector<std::int64_t>& items,
-                  const std::vector<std::optional<mx::Format>>& run, torch::optim::Optimizer& opt, double clip, Ste ste = Ste::Plain);
+                  const std::vector<std::optional<mx::Format>>& run, torch::optim::Optimizer& opt, double clip, Ste ste = Ste::Plain,
+                  Comm* comm = nullptr, double share = 1.0, std::int64_t step = 0);
 
 // LM: mean next-byte cross-entropy (nats) over `batches` x `batch` windows of seq + 1 bytes
 // spread evenly over `text` (batches = 0: every non-overlapping window, the whole text).
