@@ -91,6 +91,30 @@ cmp "$T/df.safetensors.state" "$T/df.state.good"
 [ ! -e "$T/df.safetensors" ]
 "$BIN" "${tr[@]}" -o "$T/df.safetensors" --resume >/dev/null
 cmp "$T/df.safetensors" "$T/full.safetensors"
+# 3b. read-only directory: a one-line error naming the file, the file there untouched, nothing
+#     left; training refuses before its first step. Root ignores permissions, so as root the
+#     commands run as nobody (setpriv) from a copy of the binary nobody can reach.
+ro="$T/ro"
+mkdir "$ro"
+cp "$T/good_p.safetensors" "$ro/anchor.safetensors"
+chmod 555 "$ro"
+as=(); RB=$BIN
+if [ "$(id -u)" -eq 0 ]; then
+  chmod 755 "$T"; cp "$BIN" "$T/mfqat_nobody"; RB="$T/mfqat_nobody"
+  as=(setpriv --reuid=65534 --regid=65534 --clear-groups)
+fi
+for cmd in "export $T/q.safetensors --anchor mxint8 -o $ro/anchor.safetensors" \
+           "convert $T/good_q.safetensors --to mxint4 -o $ro/anchor.safetensors" \
+           "train --init $T/p.safetensors -o $ro/anchor.safetensors --steps 1 ${common[*]}"; do
+  # shellcheck disable=SC2086
+  if err=$("${as[@]}" "$RB" --threads 1 $cmd 2>&1 >/dev/null); then echo "wrote into a read-only directory: $cmd"; exit 1; fi
+  [ "$(wc -l <<<"$err")" -eq 1 ] || { echo "not one line: $err"; exit 1; }
+  grep -q "$ro/anchor.safetensors.*cannot create temporary file in $ro: Permission denied" <<<"$err" || { echo "bad message: $err"; exit 1; }
+  echo "read-only: ${cmd%% *}: $err"
+done
+cmp "$ro/anchor.safetensors" "$T/good_p.safetensors"
+[ "$(ls "$ro")" = anchor.safetensors ]
+chmod 755 "$ro"
 # 4. numerical fault: a diverging run (absurd learning rate) stops at the first non-finite loss,
 #    naming the tensor, writes no checkpoint, and its last good state resumes
 div=(--threads 1 train --init "$T/p.safetensors" -o "$T/div.safetensors" --steps 30 --lr 1e4 --clip 1e30 --warmup 0 --save-every 1 "${common[@]}")

@@ -104,6 +104,8 @@ void AtomicWriter::commit() {
   }
 }
 
+void check_writable(const std::string& path) { AtomicWriter probe(path); }
+
 void write_file_atomic(const std::string& path, const void* data, std::size_t n) {
   AtomicWriter w(path);
   w.write(data, n);

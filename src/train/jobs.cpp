@@ -101,6 +101,11 @@ TrainSummary run_train(const TrainJob& job, const std::function<void(const std::
   torch::manual_seed(job.seed);
   const auto m = make_model(cfg);
   if (!job.init.empty()) load_checkpoint(*m, job.init);
+  const bool lead = job.rank == 0;
+  if (lead) {  // fail now, not after the training, when the checkpoint cannot be written
+    ckpt::check_writable(job.output);
+    ckpt::check_writable(o.state_path);
+  }
   std::unique_ptr<Comm> comm;
   if (job.world_size > 1 || job.rank != 0) {
     DistOptions d;
@@ -111,7 +116,6 @@ TrainSummary run_train(const TrainJob& job, const std::function<void(const std::
     comm = Comm::connect(d);
     o.comm = comm.get();
   }
-  const bool lead = job.rank == 0;
   const Log quiet = [](const std::string&) {};
   const TrainSummary r = train(*m, *task, o, lead ? log : quiet);
   if (!lead) return r;  // rank 0 writes the checkpoint

@@ -29,6 +29,10 @@ class AtomicWriter {
   int fd_ = -1;
 };
 
+// Throws (as AtomicWriter would) unless a file can be written at PATH: a temporary file is
+// created beside it and removed. For jobs that write only at the end, to fail at the start.
+void check_writable(const std::string& path);
+
 // Convenience: atomically replace PATH with `bytes`.
 void write_file_atomic(const std::string& path, const void* data, std::size_t n);
 
