@@ -82,7 +82,7 @@ std::vector<std::uint8_t> gzip(const std::vector<std::uint8_t>& in) {
 }
 
 fs::path tmpdir(const std::string& tag) {
-  const fs::path d = fs::temp_directory_path() / ("mfqat_data_" + tag + "_" + std::to_string(::getpid()));
+  fs::path d = fs::temp_directory_path() / ("mfqat_data_" + tag + "_" + std::to_string(::getpid()));
   fs::remove_all(d);
   fs::create_directories(d);
   return d;

@@ -27,6 +27,7 @@ std::vector<float> weights(std::int64_t n, std::uint32_t seed) {
 // Classical bound for any summation order of m terms: |fl(sum) - sum| <= m * u * sum|terms|
 // (u = 2^-24, to first order). Each output sums cols products plus one add per block, and a
 // scale multiply per block, so m = cols + 2 * blocks + 8 covers every path.
+// NOLINTNEXTLINE(bugprone-integer-division): cols / 16 + 1 bounds the block count on purpose
 double tolerance(std::int64_t cols, double abs_sum) { return static_cast<double>(cols + 2 * (cols / 16 + 1) + 8) * std::ldexp(1.0, -24) * abs_sum; }
 
 }  // namespace

@@ -45,6 +45,7 @@ TEST(Server, ConcurrentClientsGetTheirFormatsAndBadRequestsTheirStatus) {
 
   const std::vector<std::string> formats = {"mxint8", "mxint4", "mxint2", "anchor", "mxint6", "fp32", "auto", "mxint3"};
   std::vector<std::future<std::pair<int, json>>> futs;
+  futs.reserve(16);
   for (int i = 0; i < 16; ++i) {
     futs.push_back(std::async(std::launch::async, [&, i] {
       const json req = {{"prompt", "Emma Woodhouse"}, {"max_tokens", 8 + i % 5}, {"format", formats[i % formats.size()]}, {"seed", i}};
@@ -55,7 +56,7 @@ TEST(Server, ConcurrentClientsGetTheirFormatsAndBadRequestsTheirStatus) {
   for (int i = 0; i < 16; ++i) {
     const auto [status, body] = futs[static_cast<std::size_t>(i)].get();
     ASSERT_EQ(status, 200) << body.dump();
-    const std::string want = formats[i % formats.size()];
+    const std::string& want = formats[i % formats.size()];
     if (want == "anchor") {
       EXPECT_EQ(body["format"], "mxint8");
     } else if (want == "auto") {

@@ -76,6 +76,7 @@ void run_ranks(int nproc, const std::vector<std::vector<std::string>>& args) {
     std::vector<std::string> argv_s = {g_args.empty() ? std::string("mfqat") : g_args[0]};  // exec'ed as /proc/self/exe
     argv_s.insert(argv_s.end(), args[static_cast<std::size_t>(r)].begin(), args[static_cast<std::size_t>(r)].end());
     std::vector<char*> argv;
+    argv.reserve(argv_s.size() + 1);
     for (auto& s : argv_s) argv.push_back(s.data());
     argv.push_back(nullptr);
     const pid_t pid = ::fork();

@@ -32,6 +32,7 @@ const char* const kFashionFiles[] = {"train-images-idx3-ubyte.gz", "train-labels
 // and the log's path when it fails.
 void run(const std::vector<std::string>& argv, const std::string& cwd, const std::string& log_path) {
   std::vector<char*> args;
+  args.reserve(argv.size() + 1);
   for (const auto& a : argv) args.push_back(const_cast<char*>(a.c_str()));
   args.push_back(nullptr);
   posix_spawn_file_actions_t fa;

@@ -202,7 +202,7 @@ mx::Format Engine::resolve(const std::string& name) const {
     if (!anchor_) throw std::invalid_argument("format 'anchor': this checkpoint is an fp32 master, not an anchor");
     return *anchor_;
   }
-  const mx::Format f = mx::find_format(name, anchor_ ? anchor_->block_size : mx::kDefaultBlockSize);
+  mx::Format f = mx::find_format(name, anchor_ ? anchor_->block_size : mx::kDefaultBlockSize);
   if (anchor_) {
     const std::string why = convert::slice_refusal(*anchor_, f);
     if (!why.empty()) throw std::invalid_argument("format '" + name + "' cannot be derived from the " + anchor_->name + " anchor: " + why);
@@ -489,7 +489,7 @@ Generation generate(const Engine& e, std::shared_ptr<const Weights> w, const std
   return g;
 }
 
-Perplexity perplexity(const Engine& e, std::shared_ptr<const Weights> w, const std::vector<std::uint8_t>& text, std::int64_t seq,
+Perplexity perplexity(const Engine& e, const std::shared_ptr<const Weights>& w, const std::vector<std::uint8_t>& text, std::int64_t seq,
                       std::int64_t max_windows) {
   const std::int64_t len = std::min<std::int64_t>(seq + 1, static_cast<std::int64_t>(text.size()));
   if (len < 2) throw std::invalid_argument("text too short for perplexity");

@@ -175,7 +175,7 @@ struct Perplexity {
   double loss = 0;
   std::int64_t bytes = 0;
 };
-Perplexity perplexity(const Engine& e, std::shared_ptr<const Weights> w, const std::vector<std::uint8_t>& text, std::int64_t seq,
+Perplexity perplexity(const Engine& e, const std::shared_ptr<const Weights>& w, const std::vector<std::uint8_t>& text, std::int64_t seq,
                       std::int64_t max_windows = 0);
 
 }  // namespace mfqat::runtime
