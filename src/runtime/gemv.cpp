@@ -91,7 +91,15 @@ void rows_scalar(const Decoder& d, const MxView& w, const float* x, std::int64_t
 
 RowsFn scalar_rows() { return rows_scalar; }
 
-Q8Acts quantize_acts(const float* x, std::int64_t cols, int bs, bool nibble_order) {
+int q8_offset(const Decoder& d) { return -*std::min_element(d.nib, d.nib + 16); }
+
+std::int64_t q8_paired_blocks(const Decoder& d, std::int64_t cols, int bs) {
+  if (!d.nibble || !d.aligned32 || bs != 32) return 0;
+  if (q8_offset(d) + *std::max_element(d.nib, d.nib + 16) > 129) return 0;
+  return cols / 32 / 8 * 8;
+}
+
+Q8Acts quantize_acts(const float* x, std::int64_t cols, int bs, bool nibble_order, std::int64_t paired) {
   Q8Acts a;
   const std::int64_t nb = (cols + bs - 1) / bs;
   a.q.assign(static_cast<std::size_t>(nb * bs), 0);
@@ -107,7 +115,8 @@ Q8Acts quantize_acts(const float* x, std::int64_t cols, int bs, bool nibble_orde
     const bool perm = nibble_order && len == 32;
     for (std::int64_t i = 0; i < len; ++i) {
       const float v = std::nearbyint(x[c0 + i] * inv);
-      const std::int64_t pos = perm ? (i % 2 == 0 ? i / 2 : 16 + i / 2) : i;
+      std::int64_t pos = perm ? (i % 2 == 0 ? i / 2 : 16 + i / 2) : i;
+      if (perm && b < paired) pos = (b & 1) * 16 - (b & 1) * 32 + (i % 2 == 0 ? i / 2 : 32 + i / 2);  // relative to c0
       a.q[c0 + pos] = static_cast<std::int8_t>(std::clamp(v, -127.0f, 127.0f));
     }
   }
@@ -212,12 +221,14 @@ void gemv_q8(const MxView& w, const float* x, float* y, mx::Isa isa) {
   if (isa == mx::Isa::Auto) isa = mx::default_isa();
   detail::Q8RowsFn fn = detail::scalar_q8_rows();
   bool nibble_order = false;
+  std::int64_t paired = 0;
   if (isa == mx::Isa::Avx2) {
     if (!mx::isa_supported(mx::Isa::Avx2) || !detail::avx2_q8_rows()) throw std::invalid_argument("gemv_q8: AVX2 is not available here");
     fn = detail::avx2_q8_rows();
     nibble_order = d.nibble && d.aligned32;
+    paired = detail::q8_paired_blocks(d, w.cols, w.format->block_size);
   }
-  const detail::Q8Acts a = detail::quantize_acts(x, w.cols, w.format->block_size, nibble_order);
+  const detail::Q8Acts a = detail::quantize_acts(x, w.cols, w.format->block_size, nibble_order, paired);
   const std::int64_t grain = std::max<std::int64_t>(1, (1 << 16) / std::max<std::int64_t>(1, w.cols));
   parallel_for(w.rows, grain, [&](std::int64_t r0, std::int64_t r1) { fn(d, w, a, y, r0, r1); });
 }

@@ -38,13 +38,21 @@ RowsFn scalar_rows();
 RowsFn avx2_rows();  // nullptr when not compiled in
 
 // int8 activations of one vector: per block (of the weight's block size) int8 values and scale.
-// For the AVX2 4-bit path, blocks of 32 are stored even elements first, then odd ones
-// (`nibble_order`), matching the low/high nibbles of the packed bytes.
+// For the AVX2 4-bit path, whole blocks of 32 are stored in the order of the packed nibbles
+// (`nibble_order`): the first `paired` blocks (a multiple of 8) by pairs, pair (2k, 2k+1) as
+// [evens of 2k | evens of 2k+1 | odds of 2k | odds of 2k+1] (16 each: what the low and high
+// nibbles of 32 packed bytes give), later whole blocks as [evens | odds]; a partial block last,
+// in natural order.
 struct Q8Acts {
   std::vector<std::int8_t> q;
   std::vector<float> scale;
 };
-Q8Acts quantize_acts(const float* x, std::int64_t cols, int block_size, bool nibble_order);
+Q8Acts quantize_acts(const float* x, std::int64_t cols, int block_size, bool nibble_order, std::int64_t paired = 0);
+// The AVX2 4-bit int8 path's fast loop (8 blocks at a time, 256-bit shuffles over block pairs,
+// table values made unsigned by adding q8_offset so that vpmaddubsw needs no sign fix-up) applies
+// when offset + max(table) <= 129 (no int16 saturation). Returns the blocks per row it covers.
+std::int64_t q8_paired_blocks(const Decoder& d, std::int64_t cols, int block_size);
+int q8_offset(const Decoder& d);
 // int8 value of a weight code: nib[] for 4-bit, the code itself for MXINT8; value = int * mul.
 bool q8_ints(const Decoder& d, std::int8_t* table, float* mul);
 using Q8RowsFn = void (*)(const Decoder& d, const MxView& w, const Q8Acts& a, float* y, std::int64_t r0, std::int64_t r1);
