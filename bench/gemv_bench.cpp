@@ -117,14 +117,17 @@ void bm_mx_gemv(benchmark::State& st, const mx::Format& f, mx::Isa isa, int thre
   st.counters["bits_per_weight"] = f.bits + 8.0 / f.block_size;
 }
 
-void bm_mx_gemv_q8(benchmark::State& st, const mx::Format& f, int threads) {
+// vnni: the AVX-512 VNNI variant where the CPU has it (false: the plain AVX2 loop).
+void bm_mx_gemv_q8(benchmark::State& st, const mx::Format& f, int threads, bool vnni) {
   setup_threads(st, threads);
   const mx::PackedMatrix& q = packed(f);
   std::vector<float> y(kRows);
+  runtime::set_q8_vnni(vnni);
   for (auto _ : st) {
     runtime::gemv_q8(runtime::view(q), xvec().data(), y.data());
     benchmark::DoNotOptimize(y.data());
   }
+  runtime::set_q8_vnni(true);
   st.SetBytesProcessed(st.iterations() * static_cast<std::int64_t>(q.elements.size() + q.scales.size()));
   st.counters["weights_per_s"] = benchmark::Counter(static_cast<double>(st.iterations() * kRows * kCols), benchmark::Counter::kIsRate);
   st.counters["bits_per_weight"] = f.bits + 8.0 / f.block_size;
@@ -140,8 +143,12 @@ const bool registered = [] {
       benchmark::RegisterBenchmark(("mx_gemv/" + f.name + "/avx2" + ts).c_str(), bm_mx_gemv, f, mx::Isa::Avx2, t)->UseRealTime()->MinTime(0.5);
     }
     for (const char* n : {"mxint8", "mxint4", "mxfp4_e2m1"}) {
-      benchmark::RegisterBenchmark(("mx_gemv/" + std::string(n) + "/avx2_int8act" + ts).c_str(), bm_mx_gemv_q8, mx::find_format(n), t)
+      benchmark::RegisterBenchmark(("mx_gemv/" + std::string(n) + "/avx2_int8act" + ts).c_str(), bm_mx_gemv_q8, mx::find_format(n), t, false)
           ->UseRealTime()->MinTime(0.5);
+      if (runtime::q8_vnni_active()) {
+        benchmark::RegisterBenchmark(("mx_gemv/" + std::string(n) + "/vnni_int8act" + ts).c_str(), bm_mx_gemv_q8, mx::find_format(n), t, true)
+            ->UseRealTime()->MinTime(0.5);
+      }
     }
     for (const char* n : {"mxint8", "mxfp4_e2m1"}) {
       const mx::Format f = mx::find_format(n);

@@ -136,13 +136,19 @@ TEST(Gemv, Fp32BaselinesAgreeWithTheDoubleProduct) {
 TEST(GemvQ8, WithinTheActivationRoundingBoundAndAvx2AgreesWithTheReference) {
   std::vector<mx::Isa> isas = {mx::Isa::Scalar};
   if (mx::isa_supported(mx::Isa::Avx2)) isas.push_back(mx::Isa::Avx2);
+  // the AVX2 path twice where the CPU has AVX-512 VNNI: its vpdpbusd variant, then the plain loop
+  const bool vnni = runtime::q8_vnni_active();
+  for (const bool allow_vnni : {true, false}) {
+  if (!allow_vnni && !vnni) break;
+  runtime::set_q8_vnni(allow_vnni);
   for (int bs : {32, 16}) {
     for (const mx::Format& f : all_test_formats(bs)) {
       if (!runtime::q8_supported(f)) {
         EXPECT_TRUE(f.bits != 4 && f.name != "mxint8") << f.name;  // every 4-bit format has an int8 table
         continue;
       }
-      for (auto [rows, cols] : {std::pair<std::int64_t, std::int64_t>{5, 33}, {9, 257}, {1, 1}, {3, 64}, {2, 1000}}) {
+      // 8-block groups (the fast loops), leftover whole blocks and a partial block, in mixes
+      for (auto [rows, cols] : {std::pair<std::int64_t, std::int64_t>{5, 33}, {9, 257}, {1, 1}, {3, 64}, {2, 1000}, {3, 1056}, {2, 512}}) {
         const auto w = weights(rows * cols, 8), x = weights(cols, 9);
         const mx::PackedMatrix q = mx::quantize(f, w.data(), rows, cols);
         const std::vector<float> wd = mx::dequantize(q);
@@ -175,6 +181,8 @@ TEST(GemvQ8, WithinTheActivationRoundingBoundAndAvx2AgreesWithTheReference) {
       }
     }
   }
+  }
+  runtime::set_q8_vnni(true);
   const mx::Format e4m3 = mx::find_format("mxfp8_e4m3");
   EXPECT_FALSE(runtime::q8_supported(e4m3));
   std::vector<float> w(64, 0.5f), x(32, 1.0f), y(2);

@@ -167,6 +167,8 @@ Q8RowsFn scalar_q8_rows() { return q8_rows_scalar; }
 
 #if !MFQAT_HAVE_AVX2
 Q8RowsFn avx2_q8_rows() { return nullptr; }
+bool q8_vnni_active() { return false; }
+void set_q8_vnni(bool) {}
 RowsFn avx2_rows() { return nullptr; }
 DecodeRowFn avx2_decode_row() { return nullptr; }
 #endif
@@ -233,6 +235,8 @@ void gemv_q8(const MxView& w, const float* x, float* y, mx::Isa isa) {
   parallel_for(w.rows, grain, [&](std::int64_t r0, std::int64_t r1) { fn(d, w, a, y, r0, r1); });
 }
 void gemm(const MxView& w, const float* x, std::int64_t n, float* y, mx::Isa isa) { run(w, x, n, y, isa); }
+bool q8_vnni_active() { return detail::q8_vnni_active(); }
+void set_q8_vnni(bool allowed) { detail::set_q8_vnni(allowed); }
 
 void gemv_f32(const float* w, std::int64_t rows, std::int64_t cols, const float* x, float* y) {
   cblas_sgemv(CblasRowMajor, CblasNoTrans, static_cast<int>(rows), static_cast<int>(cols), 1.0f, w, static_cast<int>(cols), x, 1, 0.0f,

@@ -57,7 +57,9 @@ int q8_offset(const Decoder& d);
 bool q8_ints(const Decoder& d, std::int8_t* table, float* mul);
 using Q8RowsFn = void (*)(const Decoder& d, const MxView& w, const Q8Acts& a, float* y, std::int64_t r0, std::int64_t r1);
 Q8RowsFn scalar_q8_rows();
-Q8RowsFn avx2_q8_rows();  // nullptr when not compiled in
+Q8RowsFn avx2_q8_rows();  // nullptr when not compiled in; the VNNI variant where it runs and is allowed
+bool q8_vnni_active();
+void set_q8_vnni(bool allowed);
 
 // Decodes row r of w (all cols) into out[cols], reference path: lut[code] * scale.
 void decode_row_scalar(const Decoder& d, const MxView& w, std::int64_t r, float* out);
