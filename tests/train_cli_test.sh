@@ -28,6 +28,11 @@ if "$BIN" train "${rs[@]}" -o "$T/cut.safetensors" --stop-after 5 >/dev/null 2>&
 [ ! -e "$T/cut.safetensors" ] && [ -e "$T/cut.safetensors.state" ]
 "$BIN" train "${rs[@]}" -o "$T/cut.safetensors" --resume >/dev/null
 cmp "$T/full.safetensors" "$T/cut.safetensors"
+# killed after the last state save but before the checkpoint: resuming runs no step and writes
+# the same checkpoint (its metadata once said 0 steps: found by the fault-injection test)
+rm "$T/cut.safetensors"
+"$BIN" train "${rs[@]}" -o "$T/cut.safetensors" --resume >/dev/null
+cmp "$T/full.safetensors" "$T/cut.safetensors"
 # export + eval: the anchor at its own format scores exactly what the master scores under
 # fake-quant; a lower format derived inside eval scores exactly what `mfqat convert`'s file does.
 "$BIN" export "$T/p.safetensors" --anchor mxint8 -o "$T/a8.safetensors" >/dev/null

@@ -349,6 +349,7 @@ TrainResult train(QuantModelImpl& model, Task& task, const TrainOptions& o, cons
   const auto t0 = std::chrono::steady_clock::now();
   model.train();
   const std::int64_t first_step = st.step;
+  res.steps = st.step;  // a state saved at the last step resumes with no step left to run
   std::int64_t saved_step = o.resume ? st.step : 0;  // the step of the state file on disk (0: none)
   for (std::int64_t step = first_step; step < o.steps; ++step) {
     std::vector<std::int64_t> starts;
