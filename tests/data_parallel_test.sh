@@ -55,11 +55,17 @@ one_line() {  # one_line PATTERN OUTPUT: one line (glog noise would break it), m
 long=(--init "$T/p.safetensors" --steps 1000000 --batch 8 --data-dir "$T/data" --seq 32)
 # a rank killed mid-run: the other reports the lost peer and exits, no hang, nothing written
 port=$(python3 -c "import socket; s=socket.socket(); s.bind(('127.0.0.1', 0)); print(s.getsockname()[1])")
-"$BIN" --threads 1 train "${long[@]}" -o "$T/k.safetensors" --save-every 0 --world-size 2 --rank 0 --master "127.0.0.1:$port" 2>"$T/k0.err" >/dev/null &
+started() {  # started FILE: wait (up to 120 s: slow under ASan) until rank 0 logged its first steps
+  for _ in $(seq 1200); do [ -s "$1" ] && return 0; sleep 0.1; done
+  echo "training did not start within 120 s"; exit 1
+}
+# (killed only once training runs: a rank that dies before the rendezvous leaves the others
+# waiting for it until --dist-timeout, which the next section tests)
+"$BIN" --threads 1 train "${long[@]}" -o "$T/k.safetensors" --save-every 0 --metrics "$T/k.jsonl" --world-size 2 --rank 0 --master "127.0.0.1:$port" 2>"$T/k0.err" >/dev/null &
 r0=$!
 "$BIN" --threads 1 train "${long[@]}" -o "$T/k.safetensors" --save-every 0 --world-size 2 --rank 1 --master "127.0.0.1:$port" 2>/dev/null >/dev/null &
 r1=$!
-sleep 3
+started "$T/k.jsonl"
 kill -9 "$r1"
 for _ in $(seq 300); do kill -0 "$r0" 2>/dev/null || break; sleep 0.1; done
 if kill -0 "$r0" 2>/dev/null; then echo "rank 0 still running 30 s after rank 1 was killed"; exit 1; fi
@@ -68,9 +74,9 @@ one_line "rank 0 of 2: the gradient all-reduce at step [0-9]* failed" "$(cat "$T
 echo "killed rank 1: $(cat "$T/k0.err")"
 [ ! -e "$T/k.safetensors" ]
 # the launcher: a rank killed ends the job with a message and no rank left behind
-"$BIN" --threads 2 train "${long[@]}" -o "$T/l.safetensors" --nproc 2 2>"$T/l.err" >/dev/null &
+"$BIN" --threads 2 train "${long[@]}" -o "$T/l.safetensors" --metrics "$T/l.jsonl" --nproc 2 2>"$T/l.err" >/dev/null &
 launcher=$!
-sleep 3
+started "$T/l.jsonl"
 victim=$(pgrep -P "$launcher" | tail -1)
 kill -9 "$victim"
 for _ in $(seq 300); do kill -0 "$launcher" 2>/dev/null || break; sleep 0.1; done
