@@ -52,9 +52,10 @@ echo -n "1 rank -> resumed on 2: "; python3 "$HERE/st_maxdiff.py" "$T/full.safet
 one_line() {  # one_line PATTERN OUTPUT: one line (glog noise would break it), matching
   [ "$(wc -l <<<"$2")" -eq 1 ] && grep -q -- "$1" <<<"$2" || { echo "wanted one line matching '$1', got: $2"; exit 1; }
 }
+free_port() { python3 -c "import socket; s=socket.socket(); s.bind(('127.0.0.1', 0)); print(s.getsockname()[1])"; }
 long=(--init "$T/p.safetensors" --steps 1000000 --batch 8 --data-dir "$T/data" --seq 32)
 # a rank killed mid-run: the other reports the lost peer and exits, no hang, nothing written
-port=$(python3 -c "import socket; s=socket.socket(); s.bind(('127.0.0.1', 0)); print(s.getsockname()[1])")
+port=$(free_port)
 started() {  # started FILE: wait (up to 120 s: slow under ASan) until rank 0 logged its first steps
   for _ in $(seq 1200); do [ -s "$1" ] && return 0; sleep 0.1; done
   echo "training did not start within 120 s"; exit 1
@@ -87,7 +88,7 @@ if pgrep -f "$T/l.safetensors" >/dev/null; then echo "ranks left running"; exit 
 echo "launcher: $(tail -1 "$T/l.err")"
 
 # a peer that never comes: the rendezvous times out with one line, nothing written
-port=$(python3 -c "import socket; s=socket.socket(); s.bind(('127.0.0.1', 0)); print(s.getsockname()[1])")
+port=$(free_port)
 if err=$("$BIN" --threads 1 train "${long[@]}" -o "$T/t.safetensors" --world-size 2 --rank 1 --master "127.0.0.1:$port" --dist-timeout 2 2>&1 >/dev/null); then
   echo "rank 1 alone did not fail"; exit 1; fi
 one_line "rank 1 of 2: rendezvous at 127.0.0.1:$port failed (timeout 2 s)" "$err"
@@ -97,7 +98,7 @@ one_line "rank 0 of 2: rendezvous at 127.0.0.1:$port failed (timeout 2 s)" "$err
 echo "no peer: $err"
 [ ! -e "$T/t.safetensors" ] && [ ! -e "$T/t.safetensors.state" ]
 # ranks started with other options stop before training
-port=$(python3 -c "import socket; s=socket.socket(); s.bind(('127.0.0.1', 0)); print(s.getsockname()[1])")
+port=$(free_port)
 "$BIN" --threads 1 train "${long[@]}" -o "$T/o.safetensors" --world-size 2 --rank 0 --master "127.0.0.1:$port" --seed 9 >/dev/null 2>&1 &
 r0=$!
 if err=$("$BIN" --threads 1 train "${long[@]}" -o "$T/o.safetensors" --world-size 2 --rank 1 --master "127.0.0.1:$port" --seed 10 2>&1 >/dev/null); then

@@ -116,7 +116,8 @@ Q8Acts quantize_acts(const float* x, std::int64_t cols, int bs, bool nibble_orde
     for (std::int64_t i = 0; i < len; ++i) {
       const float v = std::nearbyint(x[c0 + i] * inv);
       std::int64_t pos = perm ? (i % 2 == 0 ? i / 2 : 16 + i / 2) : i;
-      if (perm && b < paired) pos = (b & 1) * 16 - (b & 1) * 32 + (i % 2 == 0 ? i / 2 : 32 + i / 2);  // relative to c0
+      // relative to c0: an odd block's pair starts 32 bytes before it, its halves 16 bytes in
+      if (perm && b < paired) pos = (b & 1 ? -16 : 0) + (i % 2 == 0 ? i / 2 : 32 + i / 2);
       a.q[c0 + pos] = static_cast<std::int8_t>(std::clamp(v, -127.0f, 127.0f));
     }
   }

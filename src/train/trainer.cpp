@@ -408,10 +408,8 @@ TrainResult train(QuantModelImpl& model, Task& task, const TrainOptions& o, cons
     res.seconds = secs;
     st.step = step + 1;
     const bool stopping = o.stop_after > 0 && st.step - first_step >= o.stop_after && st.step < o.steps;
-    if (lead && !o.state_path.empty() && (stopping || st.step == o.steps || (o.save_every > 0 && st.step % o.save_every == 0))) {
-      save_state(model, adam, st, rng, o.state_path);
-    }
     if (!o.state_path.empty() && (stopping || st.step == o.steps || (o.save_every > 0 && st.step % o.save_every == 0))) {
+      if (lead) save_state(model, adam, st, rng, o.state_path);
       saved_step = st.step;  // rank 0's state file, named in every rank's messages
     }
     if (stopping) {
