@@ -104,30 +104,32 @@ void bm_sgemv(benchmark::State& st, int threads) {
   st.counters["weights_per_s"] = benchmark::Counter(static_cast<double>(st.iterations() * kRows * kCols), benchmark::Counter::kIsRate);
 }
 
-void bm_mx_gemv(benchmark::State& st, const mx::Format& f, mx::Isa isa, int threads) {
+// w512: the 512-bit loops where the CPU has AVX-512 (false: the 256-bit AVX2 loops).
+void bm_mx_gemv(benchmark::State& st, const mx::Format& f, mx::Isa isa, int threads, bool w512) {
   setup_threads(st, threads);
   const mx::PackedMatrix& q = packed(f);
   std::vector<float> y(kRows);
+  runtime::set_avx512(w512);
   for (auto _ : st) {
     runtime::gemv(runtime::view(q), xvec().data(), y.data(), isa);
     benchmark::DoNotOptimize(y.data());
   }
+  runtime::set_avx512(true);
   st.SetBytesProcessed(st.iterations() * static_cast<std::int64_t>(q.elements.size() + q.scales.size()));
   st.counters["weights_per_s"] = benchmark::Counter(static_cast<double>(st.iterations() * kRows * kCols), benchmark::Counter::kIsRate);
   st.counters["bits_per_weight"] = f.bits + 8.0 / f.block_size;
 }
 
-// vnni: the AVX-512 VNNI variant where the CPU has it (false: the plain AVX2 loop).
-void bm_mx_gemv_q8(benchmark::State& st, const mx::Format& f, int threads, bool vnni) {
+void bm_mx_gemv_q8(benchmark::State& st, const mx::Format& f, int threads, bool w512) {
   setup_threads(st, threads);
   const mx::PackedMatrix& q = packed(f);
   std::vector<float> y(kRows);
-  runtime::set_q8_vnni(vnni);
+  runtime::set_avx512(w512);
   for (auto _ : st) {
     runtime::gemv_q8(runtime::view(q), xvec().data(), y.data());
     benchmark::DoNotOptimize(y.data());
   }
-  runtime::set_q8_vnni(true);
+  runtime::set_avx512(true);
   st.SetBytesProcessed(st.iterations() * static_cast<std::int64_t>(q.elements.size() + q.scales.size()));
   st.counters["weights_per_s"] = benchmark::Counter(static_cast<double>(st.iterations() * kRows * kCols), benchmark::Counter::kIsRate);
   st.counters["bits_per_weight"] = f.bits + 8.0 / f.block_size;
@@ -139,20 +141,24 @@ const bool registered = [] {
     benchmark::RegisterBenchmark(("read/64MiB" + ts).c_str(), bm_read, std::int64_t{68} << 20, t)->UseRealTime()->MinTime(0.5);
     benchmark::RegisterBenchmark(("read/128MiB" + ts).c_str(), bm_read, std::int64_t{136} << 20, t)->UseRealTime()->MinTime(0.5);
     benchmark::RegisterBenchmark(("sgemv_f32" + ts).c_str(), bm_sgemv, t)->UseRealTime()->MinTime(0.5);
+    const bool has512 = runtime::avx512_active();
     for (const auto& f : mx::registry()) {
-      benchmark::RegisterBenchmark(("mx_gemv/" + f.name + "/avx2" + ts).c_str(), bm_mx_gemv, f, mx::Isa::Avx2, t)->UseRealTime()->MinTime(0.5);
+      benchmark::RegisterBenchmark(("mx_gemv/" + f.name + "/avx2" + ts).c_str(), bm_mx_gemv, f, mx::Isa::Avx2, t, false)->UseRealTime()->MinTime(0.5);
+      if (has512 && (f.bits == 4 || f.bits == 8)) {  // the formats with a 512-bit loop
+        benchmark::RegisterBenchmark(("mx_gemv/" + f.name + "/avx512" + ts).c_str(), bm_mx_gemv, f, mx::Isa::Avx2, t, true)->UseRealTime()->MinTime(0.5);
+      }
     }
     for (const char* n : {"mxint8", "mxint4", "mxfp4_e2m1"}) {
       benchmark::RegisterBenchmark(("mx_gemv/" + std::string(n) + "/avx2_int8act" + ts).c_str(), bm_mx_gemv_q8, mx::find_format(n), t, false)
           ->UseRealTime()->MinTime(0.5);
-      if (runtime::q8_vnni_active()) {
-        benchmark::RegisterBenchmark(("mx_gemv/" + std::string(n) + "/vnni_int8act" + ts).c_str(), bm_mx_gemv_q8, mx::find_format(n), t, true)
+      if (has512) {
+        benchmark::RegisterBenchmark(("mx_gemv/" + std::string(n) + "/avx512_int8act" + ts).c_str(), bm_mx_gemv_q8, mx::find_format(n), t, true)
             ->UseRealTime()->MinTime(0.5);
       }
     }
     for (const char* n : {"mxint8", "mxfp4_e2m1"}) {
       const mx::Format f = mx::find_format(n);
-      benchmark::RegisterBenchmark(("mx_gemv/" + f.name + "/scalar" + ts).c_str(), bm_mx_gemv, f, mx::Isa::Scalar, t)->UseRealTime()->MinTime(0.5);
+      benchmark::RegisterBenchmark(("mx_gemv/" + f.name + "/scalar" + ts).c_str(), bm_mx_gemv, f, mx::Isa::Scalar, t, false)->UseRealTime()->MinTime(0.5);
     }
   }
   return true;

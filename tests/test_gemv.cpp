@@ -30,6 +30,20 @@ std::vector<float> weights(std::int64_t n, std::uint32_t seed) {
 // NOLINTNEXTLINE(bugprone-integer-division): cols / 16 + 1 bounds the block count on purpose
 double tolerance(std::int64_t cols, double abs_sum) { return static_cast<double>(cols + 2 * (cols / 16 + 1) + 8) * std::ldexp(1.0, -24) * abs_sum; }
 
+// Runs body once per SIMD width this CPU has: the 512-bit loops where AVX-512 is here (the
+// default there), then the 256-bit ones.
+template <class F>
+void each_width(F&& body) {
+  const bool has512 = runtime::avx512_active();
+  body();
+  if (has512) {
+    runtime::set_avx512(false);
+    body();
+    runtime::set_avx512(true);
+  }
+}
+const char* width() { return runtime::avx512_active() ? "512-bit" : "256-bit"; }
+
 }  // namespace
 
 TEST(Gemv, RowDecodeEqualsTheMxCoreForEveryFormat) {
@@ -64,9 +78,10 @@ TEST(Gemv, RowDecodeEqualsTheMxCoreForEveryFormat) {
 TEST(Gemv, EveryPathWithinTheSummationBoundOfTheExactProduct) {
   std::vector<mx::Isa> isas = {mx::Isa::Scalar};
   if (mx::isa_supported(mx::Isa::Avx2)) isas.push_back(mx::Isa::Avx2);
+  each_width([&] {
   for (int bs : {32, 16}) {
     for (const mx::Format& f : all_test_formats(bs)) {
-      for (auto [rows, cols] : {std::pair<std::int64_t, std::int64_t>{5, 33}, {9, 257}, {1, 1}, {3, 64}, {2, 1000}}) {
+      for (auto [rows, cols] : {std::pair<std::int64_t, std::int64_t>{5, 33}, {9, 257}, {1, 1}, {3, 64}, {2, 1000}, {2, 1056}}) {
         for (std::int64_t n : {1, 2, 5}) {
           const auto w = weights(rows * cols, 2);
           const auto x = weights(n * cols, 3);
@@ -87,13 +102,46 @@ TEST(Gemv, EveryPathWithinTheSummationBoundOfTheExactProduct) {
                   abs_sum += std::fabs(static_cast<double>(wd[r * cols + c]) * x[j * cols + c]);
                 }
                 ASSERT_LE(std::fabs(y[j * rows + r] - exact), tolerance(cols, abs_sum))
-                    << f.name << " bs " << bs << " " << mx::isa_name(isa) << " rows " << rows << " cols " << cols << " n " << n;
+                    << f.name << " bs " << bs << " " << mx::isa_name(isa) << " " << width() << " rows " << rows << " cols " << cols << " n " << n;
               }
             }
           }
         }
       }
     }
+  }
+  });
+}
+
+TEST(Gemv, Fp8HalfConversionCoversTheFp8FormatsAndFallsBackWhenTheScaledInputWouldOverflow) {
+  for (const mx::Format& f : all_test_formats(32)) {
+    const auto d = runtime::detail::Decoder::make(f);
+    // every 8-bit FP format with at least 2 mantissa bits (at most 5 exponent bits) has a half
+    EXPECT_EQ(d.half8, f.bits == 8 && f.family != mx::Family::Int && f.mbits >= 2) << f.name;
+  }
+  EXPECT_TRUE(runtime::detail::Decoder::make(mx::find_format("mxfp8_e4m3")).half8);
+  EXPECT_TRUE(runtime::detail::Decoder::make(mx::find_format("mxfp8_e5m2")).half8);
+  // E4M3's half reads 2^-8 of the value, so the 512-bit loop multiplies x by 2^8: an x near
+  // the fp32 limit would overflow there, and the 256-bit loop must take it.
+  const mx::Format f = mx::find_format("mxfp8_e4m3");
+  const std::int64_t rows = 3, cols = 96;
+  const auto w = weights(rows * cols, 11);
+  auto x = weights(cols, 12);
+  x[40] = 2e36f;  // x 2^8 overflows; its weight is small beside its block's outlier (w[37])
+  const mx::PackedMatrix q = mx::quantize(f, w.data(), rows, cols);
+  const std::vector<float> wd = mx::dequantize(q);
+  std::vector<float> xp;
+  EXPECT_FALSE(runtime::detail::prepare_x512(runtime::detail::Decoder::make(f), x.data(), cols, xp));
+  std::vector<float> y(rows);
+  runtime::gemv(runtime::view(q), x.data(), y.data());
+  for (std::int64_t r = 0; r < rows; ++r) {
+    double exact = 0, abs_sum = 0;
+    for (std::int64_t c = 0; c < cols; ++c) {
+      exact += static_cast<double>(wd[r * cols + c]) * x[c];
+      abs_sum += std::fabs(static_cast<double>(wd[r * cols + c]) * x[c]);
+    }
+    ASSERT_TRUE(std::isfinite(y[r]));
+    ASSERT_LE(std::fabs(y[r] - exact), tolerance(cols, abs_sum));
   }
 }
 
@@ -136,11 +184,7 @@ TEST(Gemv, Fp32BaselinesAgreeWithTheDoubleProduct) {
 TEST(GemvQ8, WithinTheActivationRoundingBoundAndAvx2AgreesWithTheReference) {
   std::vector<mx::Isa> isas = {mx::Isa::Scalar};
   if (mx::isa_supported(mx::Isa::Avx2)) isas.push_back(mx::Isa::Avx2);
-  // the AVX2 path twice where the CPU has AVX-512 VNNI: its vpdpbusd variant, then the plain loop
-  const bool vnni = runtime::q8_vnni_active();
-  for (const bool allow_vnni : {true, false}) {
-  if (!allow_vnni && !vnni) break;
-  runtime::set_q8_vnni(allow_vnni);
+  each_width([&] {
   for (int bs : {32, 16}) {
     for (const mx::Format& f : all_test_formats(bs)) {
       if (!runtime::q8_supported(f)) {
@@ -148,7 +192,8 @@ TEST(GemvQ8, WithinTheActivationRoundingBoundAndAvx2AgreesWithTheReference) {
         continue;
       }
       // 8-block groups (the fast loops), leftover whole blocks and a partial block, in mixes
-      for (auto [rows, cols] : {std::pair<std::int64_t, std::int64_t>{5, 33}, {9, 257}, {1, 1}, {3, 64}, {2, 1000}, {3, 1056}, {2, 512}}) {
+      // 512-bit: groups of 16 and of 4 blocks, single blocks and a partial one, in mixes
+      for (auto [rows, cols] : {std::pair<std::int64_t, std::int64_t>{5, 33}, {9, 257}, {1, 1}, {3, 64}, {2, 1000}, {3, 1056}, {2, 512}, {2, 5472}}) {
         const auto w = weights(rows * cols, 8), x = weights(cols, 9);
         const mx::PackedMatrix q = mx::quantize(f, w.data(), rows, cols);
         const std::vector<float> wd = mx::dequantize(q);
@@ -173,7 +218,7 @@ TEST(GemvQ8, WithinTheActivationRoundingBoundAndAvx2AgreesWithTheReference) {
               act_err += wabs * amax / 127.0 * 0.5;
             }
             const double tol = act_err * 1.001 + 2 * tolerance(cols, abs_sum + act_err);
-            ASSERT_LE(std::fabs(y[r] - exact), tol) << f.name << " bs " << bs << " " << mx::isa_name(isa) << " cols " << cols;
+            ASSERT_LE(std::fabs(y[r] - exact), tol) << f.name << " bs " << bs << " " << mx::isa_name(isa) << " " << width() << " cols " << cols;
             // the paths differ only in fp32 summation order
             ASSERT_LE(std::fabs(y[r] - ref[r]), 2 * tolerance(cols, abs_sum + act_err)) << f.name << " " << mx::isa_name(isa);
           }
@@ -181,8 +226,7 @@ TEST(GemvQ8, WithinTheActivationRoundingBoundAndAvx2AgreesWithTheReference) {
       }
     }
   }
-  }
-  runtime::set_q8_vnni(true);
+  });
   const mx::Format e4m3 = mx::find_format("mxfp8_e4m3");
   EXPECT_FALSE(runtime::q8_supported(e4m3));
   std::vector<float> w(64, 0.5f), x(32, 1.0f), y(2);

@@ -2,6 +2,7 @@
 
 #include <algorithm>
 #include <atomic>
+#include <chrono>
 #include <condition_variable>
 #include <cstdlib>
 #include <exception>
@@ -45,6 +46,9 @@ class Pool {
     }
     cv_.notify_all();
     work(job, parts);
+    // The other parts are usually a few microseconds from done: spin briefly before sleeping
+    // (a futex wake-up costs tens of microseconds on a VM, as much as a whole decode GEMV part).
+    spin_until([&] { return done_.load(std::memory_order_acquire) == parts && active_.load(std::memory_order_acquire) == 0; });
     std::unique_lock<std::mutex> lk(mu_);
     // Wait for every part and for every worker to have left work(): none may hold this job later.
     done_cv_.wait(lk, [&] { return done_ == parts_ && active_ == 0; });
@@ -55,6 +59,7 @@ class Pool {
     {
       std::lock_guard<std::mutex> lk(mu_);
       stop_ = true;
+      stop_flag_ = true;
     }
     cv_.notify_all();
     for (auto& t : workers_) t.join();
@@ -68,6 +73,8 @@ class Pool {
         for (;;) {
           const std::function<void(int)>* job;
           int parts;
+          // Back-to-back jobs (decode: one GEMV after another) find the worker awake.
+          spin_until([&] { return generation_.load(std::memory_order_acquire) != seen || stop_flag_.load(std::memory_order_relaxed); });
           {
             std::unique_lock<std::mutex> lk(mu_);
             cv_.wait(lk, [&] { return stop_ || (generation_ != seen && job_ != nullptr); });
@@ -80,6 +87,18 @@ class Pool {
           work(*job, parts);
         }
       });
+    }
+  }
+  // Polls `ready` for up to kSpin (then the caller blocks on its condition variable).
+  template <class Ready>
+  static void spin_until(Ready ready) {
+    constexpr auto kSpin = std::chrono::microseconds(200);
+    const auto start = std::chrono::steady_clock::now();
+    for (int i = 0; !ready(); ++i) {
+#if defined(__x86_64__) || defined(__i386__)
+      __builtin_ia32_pause();
+#endif
+      if ((i & 63) == 63 && std::chrono::steady_clock::now() - start > kSpin) return;
     }
   }
   // Claims parts until none is left, then leaves (active_ was raised by the caller).
@@ -111,10 +130,11 @@ class Pool {
   const std::function<void(int)>* job_ = nullptr;
   int parts_ = 0;
   int next_ = 0;
-  int done_ = 0;
-  int active_ = 0;
-  std::uint64_t generation_ = 0;
+  std::atomic<int> done_{0};  // written under mu_, polled without it
+  std::atomic<int> active_{0};  // written under mu_, polled without it
+  std::atomic<std::uint64_t> generation_{0};  // written under mu_, polled without it
   bool stop_ = false;
+  std::atomic<bool> stop_flag_{false};
   std::exception_ptr error_;
 };
 

@@ -29,6 +29,18 @@ Decoder Decoder::make(const mx::Format& f) {
     for (int j = 0; j < 4; ++j) d.gather_idx[4 * i + j] = static_cast<std::int8_t>(std::min(i * f.bits / 8 + j, 7));
     d.gather_shift[i] = i * f.bits % 8;
   }
+  if (f.bits == 8 && !d.is_int && f.mbits >= 2) {
+    // The half whose exponent field is the code's: sign to bit 15, magnitude << (10 - M).
+    d.half8 = true;
+    const float k = std::ldexp(1.0f, 15 - f.bias);
+    for (int c = 0; c < 256 && d.half8; ++c) {
+      if (!std::isfinite(d.p.lut[c])) continue;  // NaN/Inf codes never reach a kernel
+      const int mag = c & 0x7F, e = mag >> f.mbits, m = mag & ((1 << f.mbits) - 1);
+      const float h = e == 0 ? std::ldexp(static_cast<float>(m), -14 - f.mbits)
+                             : e == 31 ? NAN : std::ldexp(1.0f + std::ldexp(static_cast<float>(m), -f.mbits), e - 15);
+      d.half8 = (c & 0x80 ? -h : h) * k == d.p.lut[c];
+    }
+  }
   if (f.bits == 4) {
     // Smallest power-of-two multiplier that makes every code an integer in int8 range.
     for (int k = 0; k <= 6 && !d.nibble; ++k) {
@@ -99,11 +111,13 @@ std::int64_t q8_paired_blocks(const Decoder& d, std::int64_t cols, int bs) {
   return cols / 32 / 8 * 8;
 }
 
-Q8Acts quantize_acts(const float* x, std::int64_t cols, int bs, bool nibble_order, std::int64_t paired) {
+Q8Acts quantize_acts(const float* x, std::int64_t cols, int bs, bool nibble_order, std::int64_t grouped, int group) {
   Q8Acts a;
   const std::int64_t nb = (cols + bs - 1) / bs;
   a.q.assign(static_cast<std::size_t>(nb * bs), 0);
   a.scale.assign(static_cast<std::size_t>(nb), 0.0f);
+  a.sum.assign(static_cast<std::size_t>(nb), 0);
+  a.grouped = grouped;
   for (std::int64_t b = 0; b < nb; ++b) {
     const std::int64_t c0 = b * bs, len = std::min<std::int64_t>(bs, cols - c0);
     float amax = 0;
@@ -113,15 +127,53 @@ Q8Acts quantize_acts(const float* x, std::int64_t cols, int bs, bool nibble_orde
     if (s == 0 || !std::isfinite(s)) continue;
     const float inv = 1.0f / s;
     const bool perm = nibble_order && len == 32;
+    // A grouped block: its group starts (b % group) blocks before it; evens of the group's
+    // blocks first (16 each), then their odds.
+    const std::int64_t k = b % group, gbase = -k * 32;
+    std::int32_t sum = 0;
     for (std::int64_t i = 0; i < len; ++i) {
-      const float v = std::nearbyint(x[c0 + i] * inv);
+      // round to nearest even by the 1.5 * 2^23 trick (|x * inv| <= 127 here): what
+      // std::nearbyint gives in the default rounding mode, without a libm call per element
+      const float v = (x[c0 + i] * inv + 12582912.0f) - 12582912.0f;
       std::int64_t pos = perm ? (i % 2 == 0 ? i / 2 : 16 + i / 2) : i;
-      // relative to c0: an odd block's pair starts 32 bytes before it, its halves 16 bytes in
-      if (perm && b < paired) pos = (b & 1 ? -16 : 0) + (i % 2 == 0 ? i / 2 : 32 + i / 2);
-      a.q[c0 + pos] = static_cast<std::int8_t>(std::clamp(v, -127.0f, 127.0f));
+      if (perm && b < grouped) pos = gbase + k * 16 + (i % 2 == 0 ? i / 2 : group * 16 + i / 2);
+      const auto q = static_cast<std::int8_t>(std::clamp(v, -127.0f, 127.0f));
+      a.q[c0 + pos] = q;
+      sum += q;
     }
+    a.sum[b] = sum;
   }
   return a;
+}
+
+X512 x512_layout(const Decoder& d) {
+  if (!d.aligned32) return X512::None;
+  if (d.bits == 4) return X512::Nibble;
+  if (d.bits == 8 && d.is_int) return X512::Int8;
+  if (d.half8) return X512::Fp8;
+  return X512::None;
+}
+
+bool prepare_x512(const Decoder& d, const float* x, std::int64_t cols, std::vector<float>& xp) {
+  const std::int64_t full = cols / 32;
+  xp.resize(static_cast<std::size_t>(full * 32));
+  switch (x512_layout(d)) {
+    case X512::Nibble:
+      for (std::int64_t i = 0; i < full * 32; ++i) xp[static_cast<std::size_t>((i & ~std::int64_t{31}) + (i % 2) * 16 + (i % 32) / 2)] = x[i];
+      return true;
+    case X512::Fp8: {
+      const float k = std::ldexp(1.0f, 15 - d.bias);
+      for (std::int64_t i = 0; i < full * 32; ++i) {
+        const float v = x[i] * k;
+        if (std::isinf(v) && std::isfinite(x[i])) return false;
+        xp[static_cast<std::size_t>(i)] = v;
+      }
+      return true;
+    }
+    case X512::Int8: std::copy_n(x, full * 32, xp.begin()); return true;
+    case X512::None: return false;
+  }
+  return false;
 }
 
 bool q8_ints(const Decoder& d, std::int8_t* table, float* mul) {
@@ -168,8 +220,10 @@ Q8RowsFn scalar_q8_rows() { return q8_rows_scalar; }
 
 #if !MFQAT_HAVE_AVX2
 Q8RowsFn avx2_q8_rows() { return nullptr; }
-bool q8_vnni_active() { return false; }
-void set_q8_vnni(bool) {}
+bool avx512_active() { return false; }
+void set_avx512(bool) {}
+Gemv512Fn avx512_gemv_rows() { return nullptr; }
+Q8RowsFn avx512_q8_rows() { return nullptr; }
 RowsFn avx2_rows() { return nullptr; }
 DecodeRowFn avx2_decode_row() { return nullptr; }
 #endif
@@ -204,6 +258,14 @@ void run(const MxView& w, const float* x, std::int64_t n, float* y, mx::Isa isa)
   }
   // Rows per task: enough work (~64K weights) to amortise the hand-off.
   const std::int64_t grain = std::max<std::int64_t>(1, (1 << 16) / std::max<std::int64_t>(1, w.cols * n));
+  if (isa == mx::Isa::Avx2 && n == 1 && detail::avx512_active() && detail::x512_layout(d) != detail::X512::None) {
+    std::vector<float> xp;
+    if (detail::prepare_x512(d, x, w.cols, xp)) {
+      const detail::Gemv512Fn f512 = detail::avx512_gemv_rows();
+      parallel_for(w.rows, grain, [&](std::int64_t r0, std::int64_t r1) { f512(d, w, xp.data(), x, y, r0, r1); });
+      return;
+    }
+  }
   parallel_for(w.rows, grain, [&](std::int64_t r0, std::int64_t r1) { fn(d, w, x, n, y, r0, r1); });
 }
 
@@ -225,19 +287,25 @@ void gemv_q8(const MxView& w, const float* x, float* y, mx::Isa isa) {
   detail::Q8RowsFn fn = detail::scalar_q8_rows();
   bool nibble_order = false;
   std::int64_t paired = 0;
+  int group = 2;
   if (isa == mx::Isa::Avx2) {
     if (!mx::isa_supported(mx::Isa::Avx2) || !detail::avx2_q8_rows()) throw std::invalid_argument("gemv_q8: AVX2 is not available here");
     fn = detail::avx2_q8_rows();
     nibble_order = d.nibble && d.aligned32;
     paired = detail::q8_paired_blocks(d, w.cols, w.format->block_size);
+    if (detail::avx512_active() && d.aligned32) {  // groups of 4 blocks, any 4-bit table
+      fn = detail::avx512_q8_rows();
+      group = 4;
+      paired = w.cols / 32 / 4 * 4;
+    }
   }
-  const detail::Q8Acts a = detail::quantize_acts(x, w.cols, w.format->block_size, nibble_order, paired);
+  const detail::Q8Acts a = detail::quantize_acts(x, w.cols, w.format->block_size, nibble_order, paired, group);
   const std::int64_t grain = std::max<std::int64_t>(1, (1 << 16) / std::max<std::int64_t>(1, w.cols));
   parallel_for(w.rows, grain, [&](std::int64_t r0, std::int64_t r1) { fn(d, w, a, y, r0, r1); });
 }
 void gemm(const MxView& w, const float* x, std::int64_t n, float* y, mx::Isa isa) { run(w, x, n, y, isa); }
-bool q8_vnni_active() { return detail::q8_vnni_active(); }
-void set_q8_vnni(bool allowed) { detail::set_q8_vnni(allowed); }
+bool avx512_active() { return detail::avx512_active(); }
+void set_avx512(bool allowed) { detail::set_avx512(allowed); }
 
 void gemv_f32(const float* w, std::int64_t rows, std::int64_t cols, const float* x, float* y) {
   cblas_sgemv(CblasRowMajor, CblasNoTrans, static_cast<int>(rows), static_cast<int>(cols), 1.0f, w, static_cast<int>(cols), x, 1, 0.0f,

@@ -27,6 +27,10 @@ struct Decoder {
   alignas(32) std::int32_t gather_shift[8] = {};
   // FP: 2^(1 - bias), the subnormal correction of the arithmetic decode.
   float sub_off = 0;
+  // 8-bit FP whose every finite code, moved into an IEEE half with the same exponent field
+  // (sign to bit 15, magnitude << (10 - mbits)), reads as 2^-(15 - bias) times its value
+  // (E <= 5: E4M3, E5M2, ...): the AVX-512 path converts codes with vcvtph2ps.
+  bool half8 = false;
   // FP arithmetic decode valid for every code (no NaN/Inf codes can occur: see finite_codes()).
   static Decoder make(const mx::Format& f);
 };
@@ -43,11 +47,15 @@ RowsFn avx2_rows();  // nullptr when not compiled in
 // [evens of 2k | evens of 2k+1 | odds of 2k | odds of 2k+1] (16 each: what the low and high
 // nibbles of 32 packed bytes give), later whole blocks as [evens | odds]; a partial block last,
 // in natural order.
+// The AVX-512 path stores groups of 4 blocks the same way ([evens of 4 blocks | odds of 4
+// blocks], `group` = 4).
 struct Q8Acts {
   std::vector<std::int8_t> q;
   std::vector<float> scale;
+  std::vector<std::int32_t> sum;  // per block: the sum of its int8 values
+  std::int64_t grouped = 0;       // blocks stored in groups of `group`
 };
-Q8Acts quantize_acts(const float* x, std::int64_t cols, int block_size, bool nibble_order, std::int64_t paired = 0);
+Q8Acts quantize_acts(const float* x, std::int64_t cols, int block_size, bool nibble_order, std::int64_t grouped = 0, int group = 2);
 // The AVX2 4-bit int8 path's fast loop (8 blocks at a time, 256-bit shuffles over block pairs,
 // table values made unsigned by adding q8_offset so that vpmaddubsw needs no sign fix-up) applies
 // when offset + max(table) <= 129 (no int16 saturation). Returns the blocks per row it covers.
@@ -57,9 +65,28 @@ int q8_offset(const Decoder& d);
 bool q8_ints(const Decoder& d, std::int8_t* table, float* mul);
 using Q8RowsFn = void (*)(const Decoder& d, const MxView& w, const Q8Acts& a, float* y, std::int64_t r0, std::int64_t r1);
 Q8RowsFn scalar_q8_rows();
-Q8RowsFn avx2_q8_rows();  // nullptr when not compiled in; the VNNI variant where it runs and is allowed
-bool q8_vnni_active();
-void set_q8_vnni(bool allowed);
+Q8RowsFn avx2_q8_rows();  // nullptr when not compiled in
+
+// How far ahead (bytes of packed weights) the GEMV loops prefetch.
+constexpr std::int64_t kPrefetchBytes = 4096;
+
+// AVX-512 (F, BW, VL, DQ, VNNI) paths: run where the CPU has them and set_avx512 allows.
+bool avx512_active();
+void set_avx512(bool allowed);
+// fp32 activations, one vector: which formats have a 512-bit loop and how it wants x.
+enum class X512 : std::uint8_t {
+  None,    // no 512-bit loop (the AVX2 one runs)
+  Nibble,  // 4-bit: per whole block of 32, [16 evens | 16 odds]
+  Int8,    // MXINT8: x as it is
+  Fp8,     // 8-bit FP with half8: x * 2^(15 - bias)
+};
+X512 x512_layout(const Decoder& d);
+// The activations in that layout (xp, whole blocks; the kernel reads x itself for a partial
+// last block). False when x * 2^(15 - bias) would overflow (then the AVX2 loop runs).
+bool prepare_x512(const Decoder& d, const float* x, std::int64_t cols, std::vector<float>& xp);
+using Gemv512Fn = void (*)(const Decoder& d, const MxView& w, const float* xp, const float* x, float* y, std::int64_t r0, std::int64_t r1);
+Gemv512Fn avx512_gemv_rows();  // nullptr when not compiled in
+Q8RowsFn avx512_q8_rows();     // nullptr when not compiled in
 
 // Decodes row r of w (all cols) into out[cols], reference path: lut[code] * scale.
 void decode_row_scalar(const Decoder& d, const MxView& w, std::int64_t r, float* out);

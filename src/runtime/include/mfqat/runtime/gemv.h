@@ -40,11 +40,13 @@ void gemm(const MxView& w, const float* x, std::int64_t n, float* y, mx::Isa isa
 // 1e-4 agreement with the trainer holds for the fp32 path only.
 bool q8_supported(const mx::Format& f);
 void gemv_q8(const MxView& w, const float* x, float* y, mx::Isa isa = mx::Isa::Auto);
-// On CPUs with AVX-512 VNNI (+VL) the AVX2 int8 path uses its 256-bit vpdpbusd (u8 x s8 dot
-// products accumulated in int32), chosen at run time. set_q8_vnni(false) keeps the plain AVX2
-// loop (tests check both; benchmarks measure both); q8_vnni_active() says which one runs.
-bool q8_vnni_active();
-void set_q8_vnni(bool allowed);
+
+// On CPUs with AVX-512 (F, BW, VL, DQ, VNNI) the AVX2 paths of gemv (4-bit, 8-bit INT and FP8
+// formats) and gemv_q8 run 512-bit loops instead, chosen at run time (same accuracy contracts).
+// set_avx512(false) keeps the 256-bit loops (tests check both; benchmarks measure both;
+// MFQAT_AVX512=0 in the environment sets it at start); avx512_active() says which one runs.
+bool avx512_active();
+void set_avx512(bool allowed);
 
 // fp32 baselines: OpenBLAS cblas_sgemv / cblas_sgemm with W [rows, cols] row-major.
 void gemv_f32(const float* w, std::int64_t rows, std::int64_t cols, const float* x, float* y);

@@ -1,0 +1,294 @@
+// AVX-512 paths of the fused MX GEMV (F + BW + VL + DQ + VNNI, 512-bit vectors; compiled with
+// per-function target attributes and chosen at run time, like the AVX2 file). Decode is
+// compute-bound with 256-bit vectors on the machines we measured (docs/perf.md), so these
+// loops do the same work with half the instructions and fewer of them per weight:
+//
+// fp32 activations, one vector (decode):
+//   4-bit formats: 16 bytes of codes -> 16 dwords (vpmovzxbd); the low nibble of each dword
+//     indexes a 16-entry fp32 table with vpermps (which reads only the index's low 4 bits), the
+//     high nibble after one shift: the even and the odd elements of the block, multiplied by the
+//     activations stored per block as [16 evens | 16 odds] (prepared once per call).
+//   MXINT8: vpmovsxbd + vcvtdq2ps.
+//   FP8 (E <= 5 exponent bits): each code is moved into an IEEE half with the same exponent
+//     field (sign to bit 15, the 7 magnitude bits to bits 10-M+...) and converted by vcvtph2ps,
+//     exact for normal and subnormal codes; the value is 2^(15 - bias) times the true one, a
+//     factor folded into the prepared activations (exact: a power of two).
+//   Per block: two products into one partial sum, times the block scale into the row sum.
+// int8 activations (opt-in): vpdpbusd (u8 x s8 -> int32):
+//   4-bit: 64 bytes = 4 blocks per load; the nibbles go through a 512-bit vpshufb into an
+//     unsigned table (value + offset); the activations of 4 blocks are stored as
+//     [evens b0..b3 | odds b0..b3]; -offset * sum(x) per block is added in int32 (exact).
+//   MXINT8: w + 128 (xor 0x80) is the unsigned operand, -128 * sum(x) the correction.
+//   16 blocks are reduced together (a 4 x 4 transpose-add) so that one correction add, one
+//   convert and one FMA with 16 block scales serve them all.
+// GCC 12's AVX-512 headers build some results from _mm512_undefined_*() and then warn that
+// their own '__Y' may be used uninitialized (a known false positive, GCC bug 105593).
+#pragma GCC diagnostic ignored "-Wmaybe-uninitialized"
+#include <immintrin.h>
+
+#include <algorithm>
+#include <atomic>
+#include <cmath>
+#include <cstdlib>
+#include <cstring>
+#include <string>
+#include <vector>
+
+#include "gemv_internal.h"
+#include "mfqat/mx/codec.h"
+
+#define MFQAT_AVX512 __attribute__((target("avx512f,avx512bw,avx512vl,avx512dq,avx512vnni,avx2,fma,f16c")))
+
+namespace mfqat::runtime::detail {
+
+namespace {
+
+struct Scales {
+  float v[256];
+  Scales() {
+    for (int s = 0; s < 256; ++s) v[s] = mx::e8m0_to_float(static_cast<std::uint8_t>(s));
+  }
+};
+const Scales kScales;
+
+// NOLINTBEGIN(performance-no-int-to-ptr)
+// A prefetch hint kPrefetchBytes ahead in the weight stream; the address may lie past the
+// matrix (a harmless hint), so it is formed in integers, not by pointer arithmetic.
+inline void prefetch_ahead(const std::uint8_t* p) {
+  _mm_prefetch(reinterpret_cast<const char*>(reinterpret_cast<std::uintptr_t>(p) + static_cast<std::uintptr_t>(kPrefetchBytes)),
+               _MM_HINT_T0);
+}
+// NOLINTEND(performance-no-int-to-ptr)
+
+// E8M0 bytes of 16 blocks -> their scales as fp32 (e = 0: 2^-127, a subnormal; e = 255: NaN),
+// equal to kScales.v[e].
+MFQAT_AVX512 inline __m512 e8m0x16(const std::uint8_t* s) {
+  const __m512i e = _mm512_cvtepu8_epi32(_mm_loadu_si128(reinterpret_cast<const __m128i*>(s)));
+  __m512i bits = _mm512_slli_epi32(e, 23);
+  bits = _mm512_mask_mov_epi32(bits, _mm512_cmpeq_epi32_mask(e, _mm512_setzero_si512()), _mm512_set1_epi32(0x00400000));
+  bits = _mm512_mask_mov_epi32(bits, _mm512_cmpeq_epi32_mask(e, _mm512_set1_epi32(255)), _mm512_set1_epi32(0x7FC00000));
+  return _mm512_castsi512_ps(bits);
+}
+
+// ---- fp32 activations ----
+
+// Block b's 32 weights (without scale) times its 32 prepared activations: the partial sums.
+struct Fp32Block {
+  X512 kind;
+  __m512 lut;
+  __m512i sign_sel, m7f;
+  __m128i mag_shift;
+  MFQAT_AVX512 __m512 operator()(const std::uint8_t* row, const float* xp, std::int64_t b) const {
+    const float* xb = xp + b * 32;
+    __m512 v0, v1;
+    if (kind == X512::Nibble) {
+      const __m512i idx = _mm512_cvtepu8_epi32(_mm_loadu_si128(reinterpret_cast<const __m128i*>(row + b * 16)));
+      v0 = _mm512_permutexvar_ps(idx, lut);                         // evens: low nibbles
+      v1 = _mm512_permutexvar_ps(_mm512_srli_epi32(idx, 4), lut);  // odds: high nibbles
+    } else if (kind == X512::Int8) {
+      v0 = _mm512_cvtepi32_ps(_mm512_cvtepi8_epi32(_mm_loadu_si128(reinterpret_cast<const __m128i*>(row + b * 32))));
+      v1 = _mm512_cvtepi32_ps(_mm512_cvtepi8_epi32(_mm_loadu_si128(reinterpret_cast<const __m128i*>(row + b * 32 + 16))));
+    } else {  // FP8 -> IEEE half: sign to bit 15, magnitude << (10 - M)
+      const __m512i c = _mm512_cvtepu8_epi16(_mm256_loadu_si256(reinterpret_cast<const __m256i*>(row + b * 32)));
+      const __m512i h = _mm512_ternarylogic_epi32(sign_sel, _mm512_slli_epi16(c, 8), _mm512_sll_epi16(_mm512_and_si512(c, m7f), mag_shift), 0xCA);
+      v0 = _mm512_cvtph_ps(_mm512_castsi512_si256(h));
+      v1 = _mm512_cvtph_ps(_mm512_extracti64x4_epi64(h, 1));
+    }
+    return _mm512_fmadd_ps(v1, _mm512_loadu_ps(xb + 16), _mm512_mul_ps(v0, _mm512_loadu_ps(xb)));
+  }
+};
+
+MFQAT_AVX512 void gemv_rows_512(const Decoder& d, const MxView& w, const float* xp, const float* x, float* y, std::int64_t r0,
+                                std::int64_t r1) {
+  const mx::Format& f = *w.format;
+  const std::int64_t nb = f.blocks_per_row(w.cols), full = w.cols / 32, cols = w.cols;
+  const std::int64_t rb = static_cast<std::int64_t>(f.packed_row_bytes(cols));
+  const X512 kind = x512_layout(d);
+  const Fp32Block block{kind, _mm512_loadu_ps(d.p.lut), _mm512_set1_epi16(static_cast<short>(0x8000)), _mm512_set1_epi16(0x7F),
+                        _mm_cvtsi32_si128(10 - d.mbits)};
+  const float m = kind == X512::Int8 ? d.int_mul : 1.0f;
+  const std::int64_t bpb = kind == X512::Nibble ? 16 : 32;  // bytes per block
+  for (std::int64_t r = r0; r < r1; ++r) {
+    const std::uint8_t* row = w.elements + r * rb;
+    const std::uint8_t* sc = w.scales + r * nb;
+    // four blocks per step into four accumulators (the FMA latency, not its throughput, would
+    // bound one or two)
+    __m512 acc[4] = {_mm512_setzero_ps(), _mm512_setzero_ps(), _mm512_setzero_ps(), _mm512_setzero_ps()};
+    std::int64_t b = 0;
+    for (; b + 4 <= full; b += 4) {
+      for (std::int64_t o = 0; o < 4 * bpb; o += 64) prefetch_ahead(row + b * bpb + o);
+      for (int k = 0; k < 4; ++k) acc[k] = _mm512_fmadd_ps(block(row, xp, b + k), _mm512_set1_ps(kScales.v[sc[b + k]] * m), acc[k]);
+    }
+    for (; b < full; ++b) acc[b & 3] = _mm512_fmadd_ps(block(row, xp, b), _mm512_set1_ps(kScales.v[sc[b]] * m), acc[b & 3]);
+    float sum = _mm512_reduce_add_ps(_mm512_add_ps(_mm512_add_ps(acc[0], acc[1]), _mm512_add_ps(acc[2], acc[3])));
+    if (full < nb) {  // partial last block: the reference, natural x
+      std::uint8_t codes[32];
+      const std::int64_t len = cols - full * 32;
+      mx::detail::unpack_codes_at(row, full * 32 * f.bits, len, f.bits, codes);
+      float dot = 0;
+      for (std::int64_t i = 0; i < len; ++i) dot += d.p.lut[codes[i]] * x[full * 32 + i];
+      sum += kScales.v[sc[full]] * dot;
+    }
+    y[r] = sum;
+  }
+}
+
+// ---- int8 activations ----
+
+// The 16 int32 sums of 16 blocks from four vectors that hold 4 blocks each (block 4k + j's four
+// partial sums in 128-bit lane j of p[k]): position 4j + k holds block 4k + j (a 4 x 4 transpose).
+MFQAT_AVX512 inline __m512i transpose_sum(const __m512i p[4]) {
+  const __m512i a = _mm512_add_epi32(_mm512_unpacklo_epi32(p[0], p[1]), _mm512_unpackhi_epi32(p[0], p[1]));
+  const __m512i b = _mm512_add_epi32(_mm512_unpacklo_epi32(p[2], p[3]), _mm512_unpackhi_epi32(p[2], p[3]));
+  return _mm512_add_epi32(_mm512_unpacklo_epi64(a, b), _mm512_unpackhi_epi64(a, b));
+}
+
+// Position of block i (0..15 within its group of 16) after transpose_sum: self-inverse.
+constexpr int transposed(int i) { return 4 * (i % 4) + i / 4; }
+
+MFQAT_AVX512 inline std::int32_t hsum_epi32(__m256i v) { return _mm512_reduce_add_epi32(_mm512_zextsi256_si512(v)); }
+
+MFQAT_AVX512 void q8_rows_512(const Decoder& d, const MxView& w, const Q8Acts& a, float* y, std::int64_t r0, std::int64_t r1) {
+  if (!d.aligned32) return scalar_q8_rows()(d, w, a, y, r0, r1);
+  const mx::Format& f = *w.format;
+  const std::int64_t nb = f.blocks_per_row(w.cols), full = w.cols / 32, cols = w.cols;
+  const std::int64_t rb = static_cast<std::int64_t>(f.packed_row_bytes(cols));
+  std::int8_t table[256];
+  float mul = 1;
+  q8_ints(d, table, &mul);
+  const bool nib = d.nibble;
+  const int off = nib ? q8_offset(d) : 128;
+  // a.grouped blocks in groups of 4 (4-bit: [evens b0..b3 | odds b0..b3]; MXINT8: natural);
+  // the groups of 16 among them take the main loop.
+  const std::int64_t quads = a.grouped, chunks = quads / 16 * 16;
+  // Per call: activation scale * mul and the offset correction, in the order transpose_sum
+  // leaves the blocks of a group of 16 (natural order after it).
+  thread_local std::vector<float> xs;
+  thread_local std::vector<std::int32_t> corr;
+  xs.resize(static_cast<std::size_t>(full));
+  corr.resize(static_cast<std::size_t>(full));
+  for (std::int64_t b = 0; b < full; ++b) {
+    const std::int64_t pos = b < chunks ? (b & ~std::int64_t{15}) + transposed(static_cast<int>(b & 15)) : b;
+    xs[static_cast<std::size_t>(pos)] = a.scale[static_cast<std::size_t>(b)] * mul;
+    corr[static_cast<std::size_t>(pos)] = -off * a.sum[static_cast<std::size_t>(b)];
+  }
+  alignas(64) std::int8_t tblu[64];
+  for (int i = 0; i < 64; ++i) tblu[i] = static_cast<std::int8_t>(d.nib[i % 16] + off);
+  const __m512i tbl_u = _mm512_load_si512(tblu);
+  const __m512i m4 = _mm512_set1_epi8(0x0F), flip = _mm512_set1_epi8(static_cast<char>(0x80));
+  alignas(64) std::int32_t tidx_v[16];
+  for (int q = 0; q < 16; ++q) tidx_v[q] = transposed(q);
+  const __m512i tidx = _mm512_load_si512(tidx_v);
+  const std::int8_t* xq = a.q.data();
+  for (std::int64_t r = r0; r < r1; ++r) {
+    const std::uint8_t* row = w.elements + r * rb;
+    const std::uint8_t* sc = w.scales + r * nb;
+    __m512 acc0 = _mm512_setzero_ps(), acc1 = _mm512_setzero_ps();
+    for (std::int64_t g = 0; g < chunks; g += 16) {
+      __m512i p[4];
+      if (nib) {
+        const std::uint8_t* src = row + g * 16;
+        for (int k = 0; k < 4; ++k) {
+          prefetch_ahead(src + 64 * k);
+          const __m512i bytes = _mm512_loadu_si512(src + 64 * k);
+          const __m512i wl = _mm512_shuffle_epi8(tbl_u, _mm512_and_si512(bytes, m4));
+          const __m512i wh = _mm512_shuffle_epi8(tbl_u, _mm512_and_si512(_mm512_srli_epi16(bytes, 4), m4));
+          const std::int8_t* xg = xq + (g + 4 * k) * 32;
+          p[k] = _mm512_dpbusd_epi32(_mm512_dpbusd_epi32(_mm512_setzero_si512(), wl, _mm512_loadu_si512(xg)), wh,
+                                     _mm512_loadu_si512(xg + 64));
+        }
+      } else {
+        const std::uint8_t* src = row + g * 32;
+        const std::int8_t* xg = xq + g * 32;
+        for (int k = 0; k < 4; ++k) {
+          prefetch_ahead(src + 128 * k);
+          prefetch_ahead(src + 128 * k + 64);
+          const __m512i u0 = _mm512_xor_si512(_mm512_loadu_si512(src + 128 * k), flip);
+          const __m512i u1 = _mm512_xor_si512(_mm512_loadu_si512(src + 128 * k + 64), flip);
+          const __m512i q0 = _mm512_dpbusd_epi32(_mm512_setzero_si512(), u0, _mm512_loadu_si512(xg + 128 * k));
+          const __m512i q1 = _mm512_dpbusd_epi32(_mm512_setzero_si512(), u1, _mm512_loadu_si512(xg + 128 * k + 64));
+          // blocks 4k..4k+3 one per 128-bit lane: (q0 lanes 0+1, 2+3, q1 lanes 0+1, 2+3)
+          p[k] = _mm512_add_epi32(_mm512_shuffle_i32x4(q0, q1, _MM_SHUFFLE(2, 0, 2, 0)), _mm512_shuffle_i32x4(q0, q1, _MM_SHUFFLE(3, 1, 3, 1)));
+        }
+      }
+      const __m512i s = _mm512_add_epi32(transpose_sum(p), _mm512_loadu_si512(corr.data() + g));
+      const __m512 S = _mm512_mul_ps(_mm512_permutexvar_ps(tidx, e8m0x16(sc + g)), _mm512_loadu_ps(xs.data() + g));
+      if (g & 16) {
+        acc1 = _mm512_fmadd_ps(_mm512_cvtepi32_ps(s), S, acc1);
+      } else {
+        acc0 = _mm512_fmadd_ps(_mm512_cvtepi32_ps(s), S, acc0);
+      }
+    }
+    float sum = _mm512_reduce_add_ps(_mm512_add_ps(acc0, acc1));
+    // groups of 4 after the groups of 16: one vector, its four lane sums
+    for (std::int64_t g = chunks; g < quads; g += 4) {
+      __m512i p;
+      if (nib) {
+        const __m512i bytes = _mm512_loadu_si512(row + g * 16);
+        const __m512i wl = _mm512_shuffle_epi8(tbl_u, _mm512_and_si512(bytes, m4));
+        const __m512i wh = _mm512_shuffle_epi8(tbl_u, _mm512_and_si512(_mm512_srli_epi16(bytes, 4), m4));
+        p = _mm512_dpbusd_epi32(_mm512_dpbusd_epi32(_mm512_setzero_si512(), wl, _mm512_loadu_si512(xq + g * 32)), wh,
+                                _mm512_loadu_si512(xq + g * 32 + 64));
+      } else {
+        const __m512i u0 = _mm512_xor_si512(_mm512_loadu_si512(row + g * 32), flip);
+        const __m512i u1 = _mm512_xor_si512(_mm512_loadu_si512(row + g * 32 + 64), flip);
+        const __m512i q0 = _mm512_dpbusd_epi32(_mm512_setzero_si512(), u0, _mm512_loadu_si512(xq + g * 32));
+        const __m512i q1 = _mm512_dpbusd_epi32(_mm512_setzero_si512(), u1, _mm512_loadu_si512(xq + g * 32 + 64));
+        p = _mm512_add_epi32(_mm512_shuffle_i32x4(q0, q1, _MM_SHUFFLE(2, 0, 2, 0)), _mm512_shuffle_i32x4(q0, q1, _MM_SHUFFLE(3, 1, 3, 1)));
+      }
+      alignas(64) std::int32_t lanes[16];
+      _mm512_store_si512(lanes, p);
+      for (int j = 0; j < 4; ++j) {
+        const std::int64_t b = g + j;
+        const std::int32_t dot = lanes[4 * j] + lanes[4 * j + 1] + lanes[4 * j + 2] + lanes[4 * j + 3] + corr[static_cast<std::size_t>(b)];
+        sum += static_cast<float>(dot) * (kScales.v[sc[b]] * xs[static_cast<std::size_t>(b)]);
+      }
+    }
+    // whole blocks after the groups of 4 (4-bit: [evens | odds]), 256-bit
+    for (std::int64_t b = quads; b < full; ++b) {
+      __m256i u;
+      if (nib) {
+        const __m128i bytes = _mm_loadu_si128(reinterpret_cast<const __m128i*>(row + b * 16));
+        const __m128i lo = _mm_and_si128(bytes, _mm512_castsi512_si128(m4));
+        const __m128i hi = _mm_and_si128(_mm_srli_epi16(bytes, 4), _mm512_castsi512_si128(m4));
+        u = _mm256_shuffle_epi8(_mm512_castsi512_si256(tbl_u), _mm256_set_m128i(hi, lo));
+      } else {
+        u = _mm256_xor_si256(_mm256_loadu_si256(reinterpret_cast<const __m256i*>(row + b * 32)), _mm512_castsi512_si256(flip));
+      }
+      const __m256i pb = _mm256_dpbusd_epi32(_mm256_setzero_si256(), u, _mm256_loadu_si256(reinterpret_cast<const __m256i*>(xq + b * 32)));
+      const std::int32_t dot = hsum_epi32(pb) + corr[static_cast<std::size_t>(b)];
+      sum += static_cast<float>(dot) * (kScales.v[sc[b]] * xs[static_cast<std::size_t>(b)]);
+    }
+    if (full < nb) {  // partial last block (natural order)
+      std::uint8_t codes[32];
+      const std::int64_t len = cols - full * 32;
+      mx::detail::unpack_codes_at(row, full * 32 * f.bits, len, f.bits, codes);
+      std::int32_t dot = 0;
+      for (std::int64_t i = 0; i < len; ++i) dot += table[codes[i]] * xq[full * 32 + i];
+      sum += static_cast<float>(dot) * (kScales.v[sc[full]] * mul * a.scale[static_cast<std::size_t>(full)]);
+    }
+    y[r] = sum;
+  }
+}
+
+// -1: not decided yet (constant-initialised, so callers during static initialisation see it);
+// then MFQAT_AVX512=0 in the environment turns the 512-bit loops off (for comparisons).
+std::atomic<int> g_allowed{-1};
+
+}  // namespace
+
+bool avx512_active() {
+  static const bool cpu = __builtin_cpu_supports("avx512f") && __builtin_cpu_supports("avx512bw") && __builtin_cpu_supports("avx512vl") &&
+                          __builtin_cpu_supports("avx512dq") && __builtin_cpu_supports("avx512vnni");
+  if (g_allowed.load() < 0) {
+    const char* e = std::getenv("MFQAT_AVX512");
+    int expected = -1;
+    g_allowed.compare_exchange_strong(expected, e == nullptr || std::string(e) != "0" ? 1 : 0);
+  }
+  return cpu && g_allowed.load() == 1;
+}
+void set_avx512(bool allowed) { g_allowed = allowed ? 1 : 0; }
+Gemv512Fn avx512_gemv_rows() { return gemv_rows_512; }
+Q8RowsFn avx512_q8_rows() { return q8_rows_512; }
+
+}  // namespace mfqat::runtime::detail
