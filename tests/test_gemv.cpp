@@ -146,18 +146,31 @@ TEST(Gemv, Fp8HalfConversionCoversTheFp8FormatsAndFallsBackWhenTheScaledInputWou
 }
 
 TEST(Gemv, ThreadCountDoesNotChangeTheResult) {
-  const mx::Format f = mx::find_format("mxfp4");
+  // 301 rows of 512: three parts of 128 rows, so the pool's threads take some (each row is
+  // computed the same way whoever takes it: equal bits)
   const std::int64_t rows = 301, cols = 512;
   const auto w = weights(rows * cols, 4), x = weights(cols * 3, 5);
-  const mx::PackedMatrix q = mx::quantize(f, w.data(), rows, cols);
-  std::vector<float> a(rows * 3), b(rows * 3);
   const int t = num_threads();
-  set_num_threads(1);
-  runtime::gemm(runtime::view(q), x.data(), 3, a.data());
-  set_num_threads(4);
-  runtime::gemm(runtime::view(q), x.data(), 3, b.data());
+  each_width([&] {
+    for (const char* name : {"mxfp4", "mxint8", "mxfp8_e4m3", "mxint4", "mxfp6_e2m3"}) {
+      const mx::Format f = mx::find_format(name);
+      const mx::PackedMatrix q = mx::quantize(f, w.data(), rows, cols);
+      std::vector<float> a(rows * 3), b(rows * 3), a1(rows), b1(rows), aq(rows), bq(rows);
+      const bool q8 = runtime::q8_supported(f);
+      set_num_threads(1);
+      runtime::gemm(runtime::view(q), x.data(), 3, a.data());
+      runtime::gemv(runtime::view(q), x.data(), a1.data());
+      if (q8) runtime::gemv_q8(runtime::view(q), x.data(), aq.data());
+      set_num_threads(4);
+      runtime::gemm(runtime::view(q), x.data(), 3, b.data());
+      runtime::gemv(runtime::view(q), x.data(), b1.data());
+      if (q8) runtime::gemv_q8(runtime::view(q), x.data(), bq.data());
+      EXPECT_EQ(a, b) << name << " " << width();
+      EXPECT_EQ(a1, b1) << name << " " << width();
+      EXPECT_EQ(aq, bq) << name << " " << width();
+    }
+  });
   set_num_threads(t);
-  EXPECT_EQ(a, b);
 }
 
 TEST(Gemv, Fp32BaselinesAgreeWithTheDoubleProduct) {

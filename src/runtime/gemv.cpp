@@ -126,20 +126,29 @@ Q8Acts quantize_acts(const float* x, std::int64_t cols, int bs, bool nibble_orde
     a.scale[b] = s;
     if (s == 0 || !std::isfinite(s)) continue;
     const float inv = 1.0f / s;
-    const bool perm = nibble_order && len == 32;
-    // A grouped block: its group starts (b % group) blocks before it; evens of the group's
-    // blocks first (16 each), then their odds.
-    const std::int64_t k = b % group, gbase = -k * 32;
+    // Natural order first (a loop the compiler vectorizes), then into the layout.
+    std::int8_t qb[mx::kMaxBlockSize];
     std::int32_t sum = 0;
     for (std::int64_t i = 0; i < len; ++i) {
       // round to nearest even by the 1.5 * 2^23 trick (|x * inv| <= 127 here): what
       // std::nearbyint gives in the default rounding mode, without a libm call per element
       const float v = (x[c0 + i] * inv + 12582912.0f) - 12582912.0f;
-      std::int64_t pos = perm ? (i % 2 == 0 ? i / 2 : 16 + i / 2) : i;
-      if (perm && b < grouped) pos = gbase + k * 16 + (i % 2 == 0 ? i / 2 : group * 16 + i / 2);
-      const auto q = static_cast<std::int8_t>(std::clamp(v, -127.0f, 127.0f));
-      a.q[c0 + pos] = q;
-      sum += q;
+      qb[i] = static_cast<std::int8_t>(std::clamp(v, -127.0f, 127.0f));
+      sum += qb[i];
+    }
+    std::int8_t* dst = a.q.data() + c0;
+    if (!(nibble_order && len == 32)) {
+      std::copy_n(qb, len, dst);
+    } else {
+      // [evens | odds]; a grouped block: its group starts (b % group) blocks before it, with the
+      // evens of the group's blocks first (16 each), then their odds
+      const std::int64_t k = b % group;
+      std::int8_t* ev = b < grouped ? dst - k * 32 + k * 16 : dst;
+      std::int8_t* od = b < grouped ? dst - k * 32 + group * 16 + k * 16 : dst + 16;
+      for (int t = 0; t < 16; ++t) {
+        ev[t] = qb[2 * t];
+        od[t] = qb[2 * t + 1];
+      }
     }
     a.sum[b] = sum;
   }
@@ -159,15 +168,21 @@ bool prepare_x512(const Decoder& d, const float* x, std::int64_t cols, std::vect
   xp.resize(static_cast<std::size_t>(full * 32));
   switch (x512_layout(d)) {
     case X512::Nibble:
-      for (std::int64_t i = 0; i < full * 32; ++i) xp[static_cast<std::size_t>((i & ~std::int64_t{31}) + (i % 2) * 16 + (i % 32) / 2)] = x[i];
+      for (std::int64_t b = 0; b < full; ++b) {
+        float* o = xp.data() + b * 32;
+        const float* in = x + b * 32;
+        for (int i = 0; i < 16; ++i) {
+          o[i] = in[2 * i];
+          o[16 + i] = in[2 * i + 1];
+        }
+      }
       return true;
     case X512::Fp8: {
       const float k = std::ldexp(1.0f, 15 - d.bias);
-      for (std::int64_t i = 0; i < full * 32; ++i) {
-        const float v = x[i] * k;
-        if (std::isinf(v) && std::isfinite(x[i])) return false;
-        xp[static_cast<std::size_t>(i)] = v;
-      }
+      float amax = 0;  // of the finite inputs: is one of them too large to scale?
+      for (std::int64_t i = 0; i < full * 32; ++i) amax = std::max(amax, std::isfinite(x[i]) ? std::fabs(x[i]) : 0.0f);
+      if (std::isinf(amax * k)) return false;
+      for (std::int64_t i = 0; i < full * 32; ++i) xp[static_cast<std::size_t>(i)] = x[i] * k;
       return true;
     }
     case X512::Int8: std::copy_n(x, full * 32, xp.begin()); return true;
@@ -259,10 +274,12 @@ void run(const MxView& w, const float* x, std::int64_t n, float* y, mx::Isa isa)
   // Rows per task: enough work (~64K weights) to amortise the hand-off.
   const std::int64_t grain = std::max<std::int64_t>(1, (1 << 16) / std::max<std::int64_t>(1, w.cols * n));
   if (isa == mx::Isa::Avx2 && n == 1 && detail::avx512_active() && detail::x512_layout(d) != detail::X512::None) {
-    std::vector<float> xp;
+    thread_local std::vector<float> xp;  // the calling thread's buffer
     if (detail::prepare_x512(d, x, w.cols, xp)) {
       const detail::Gemv512Fn f512 = detail::avx512_gemv_rows();
-      parallel_for(w.rows, grain, [&](std::int64_t r0, std::int64_t r1) { f512(d, w, xp.data(), x, y, r0, r1); });
+      // by pointer: inside the lambda `xp` would name each pool thread's own (empty) buffer
+      const float* xpp = xp.data();
+      parallel_for(w.rows, grain, [&](std::int64_t r0, std::int64_t r1) { f512(d, w, xpp, x, y, r0, r1); });
       return;
     }
   }
