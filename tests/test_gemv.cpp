@@ -130,7 +130,7 @@ TEST(Gemv, Fp8HalfConversionCoversTheFp8FormatsAndFallsBackWhenTheScaledInputWou
   x[40] = 2e36f;  // x 2^8 overflows; its weight is small beside its block's outlier (w[37])
   const mx::PackedMatrix q = mx::quantize(f, w.data(), rows, cols);
   const std::vector<float> wd = mx::dequantize(q);
-  std::vector<float> xp;
+  runtime::detail::AlignedVec<float> xp;
   EXPECT_FALSE(runtime::detail::prepare_x512(runtime::detail::Decoder::make(f), x.data(), cols, xp));
   std::vector<float> y(rows);
   runtime::gemv(runtime::view(q), x.data(), y.data());

@@ -163,7 +163,7 @@ X512 x512_layout(const Decoder& d) {
   return X512::None;
 }
 
-bool prepare_x512(const Decoder& d, const float* x, std::int64_t cols, std::vector<float>& xp) {
+bool prepare_x512(const Decoder& d, const float* x, std::int64_t cols, AlignedVec<float>& xp) {
   const std::int64_t full = cols / 32;
   xp.resize(static_cast<std::size_t>(full * 32));
   switch (x512_layout(d)) {
@@ -274,7 +274,7 @@ void run(const MxView& w, const float* x, std::int64_t n, float* y, mx::Isa isa)
   // Rows per task: enough work (~64K weights) to amortise the hand-off.
   const std::int64_t grain = std::max<std::int64_t>(1, (1 << 16) / std::max<std::int64_t>(1, w.cols * n));
   if (isa == mx::Isa::Avx2 && n == 1 && detail::avx512_active() && detail::x512_layout(d) != detail::X512::None) {
-    thread_local std::vector<float> xp;  // the calling thread's buffer
+    thread_local detail::AlignedVec<float> xp;  // the calling thread's buffer
     if (detail::prepare_x512(d, x, w.cols, xp)) {
       const detail::Gemv512Fn f512 = detail::avx512_gemv_rows();
       // by pointer: inside the lambda `xp` would name each pool thread's own (empty) buffer

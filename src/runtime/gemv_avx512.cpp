@@ -163,8 +163,8 @@ MFQAT_AVX512 void q8_rows_512(const Decoder& d, const MxView& w, const Q8Acts& a
   const std::int64_t quads = a.grouped, chunks = quads / 16 * 16;
   // Per call: activation scale * mul and the offset correction, in the order transpose_sum
   // leaves the blocks of a group of 16 (natural order after it).
-  thread_local std::vector<float> xs;
-  thread_local std::vector<std::int32_t> corr;
+  thread_local AlignedVec<float> xs;
+  thread_local AlignedVec<std::int32_t> corr;
   xs.resize(static_cast<std::size_t>(full));
   corr.resize(static_cast<std::size_t>(full));
   for (std::int64_t b = 0; b < full; ++b) {

@@ -1,12 +1,31 @@
 // Internal: per-format decoder parameters and the kernel table of the fused MX products.
 #pragma once
 
+#include <cstddef>
 #include <cstdint>
+#include <new>
+#include <vector>
 
 #include "kernels.h"  // mx internal: KernelParams (decode table), unpack_codes_at
 #include "mfqat/runtime/gemv.h"
 
 namespace mfqat::runtime::detail {
+
+// Cache-line-aligned storage for the activation buffers the SIMD loops read with 64-byte loads
+// (a misaligned buffer splits every such load across two lines).
+template <class T>
+struct Aligned64 {
+  using value_type = T;
+  Aligned64() = default;
+  template <class U>
+  explicit Aligned64(const Aligned64<U>& /*other*/) {}
+  T* allocate(std::size_t n) { return static_cast<T*>(::operator new(n * sizeof(T), std::align_val_t{64})); }
+  void deallocate(T* p, std::size_t /*n*/) { ::operator delete(p, std::align_val_t{64}); }
+  template <class U>
+  bool operator==(const Aligned64<U>& /*other*/) const { return true; }
+};
+template <class T>
+using AlignedVec = std::vector<T, Aligned64<T>>;
 
 // How a block of codes becomes fp32 values (before the block scale).
 struct Decoder {
@@ -50,7 +69,7 @@ RowsFn avx2_rows();  // nullptr when not compiled in
 // The AVX-512 path stores groups of 4 blocks the same way ([evens of 4 blocks | odds of 4
 // blocks], `group` = 4).
 struct Q8Acts {
-  std::vector<std::int8_t> q;
+  AlignedVec<std::int8_t> q;
   std::vector<float> scale;
   std::vector<std::int32_t> sum;  // per block: the sum of its int8 values
   std::int64_t grouped = 0;       // blocks stored in groups of `group`
@@ -83,7 +102,7 @@ enum class X512 : std::uint8_t {
 X512 x512_layout(const Decoder& d);
 // The activations in that layout (xp, whole blocks; the kernel reads x itself for a partial
 // last block). False when x * 2^(15 - bias) would overflow (then the AVX2 loop runs).
-bool prepare_x512(const Decoder& d, const float* x, std::int64_t cols, std::vector<float>& xp);
+bool prepare_x512(const Decoder& d, const float* x, std::int64_t cols, AlignedVec<float>& xp);
 using Gemv512Fn = void (*)(const Decoder& d, const MxView& w, const float* xp, const float* x, float* y, std::int64_t r0, std::int64_t r1);
 Gemv512Fn avx512_gemv_rows();  // nullptr when not compiled in
 Q8RowsFn avx512_q8_rows();     // nullptr when not compiled in
