@@ -8,6 +8,7 @@
 #include <cstdlib>
 #include <filesystem>
 #include <fstream>
+#include <nlohmann/json.hpp>
 #include <sstream>
 
 #include "mfqat/ckpt/file.h"
@@ -239,4 +240,30 @@ TEST_F(Cli, CheckpointBadInputs) {
   EXPECT_EQ(r.rc, 0);
   EXPECT_NE(r.err.find("warning"), std::string::npos);
   EXPECT_TRUE(fs::exists(out));
+}
+
+TEST_F(Cli, BenchMeasuresEveryFormatOnTheAnchorThatDerivesItInInterleavedRounds) {
+  // two anchors built from the same random weights; each format on the first that derives it
+  const Result r = run("bench --synthetic default --anchor mxint8,mxfp8_e4m3 --formats mxint4,mxfp4,fp32 --prompt 4 --tokens 3 --rounds 2 --json");
+  ASSERT_EQ(r.rc, 0) << r.err;
+  std::istringstream lines(r.out);
+  std::string line;
+  std::vector<std::string> seen;
+  while (std::getline(lines, line)) {
+    const auto j = nlohmann::json::parse(line);
+    seen.push_back(j["format"].get<std::string>() + "@" + j["anchor"].get<std::string>());
+    EXPECT_EQ(j["rounds"], 2);
+    ASSERT_EQ(j["decode_runs"].size(), 2U);
+    // the reported figure is the median of the rounds (of two: their mean)
+    const double a = j["decode_runs"][0], b = j["decode_runs"][1];
+    EXPECT_DOUBLE_EQ(j["decode_tokens_per_s"].get<double>(), 0.5 * (a + b));
+    EXPECT_GT(a, 0);
+  }
+  EXPECT_EQ(seen, (std::vector<std::string>{"mxint4@mxint8", "mxfp4_e2m1@mxfp8_e4m3", "fp32@mxint8"}));
+  // a format no anchor derives: one line naming it
+  const Result bad = run("bench --synthetic default --anchor mxint8 --formats mxfp4 --tokens 2 --prompt 2");
+  EXPECT_NE(bad.rc, 0);
+  EXPECT_NE(bad.err.find("mxfp4_e2m1"), std::string::npos) << bad.err;
+  EXPECT_EQ(std::count(bad.err.begin(), bad.err.end(), '\n'), 1) << bad.err;
+  EXPECT_NE(run("bench --synthetic default --anchor mxint9 --tokens 2 --prompt 2").rc, 0);
 }

@@ -239,6 +239,7 @@ bool avx512_active() { return false; }
 void set_avx512(bool) {}
 Gemv512Fn avx512_gemv_rows() { return nullptr; }
 Q8RowsFn avx512_q8_rows() { return nullptr; }
+RowsFn avx512_gemm_rows() { return nullptr; }
 RowsFn avx2_rows() { return nullptr; }
 DecodeRowFn avx2_decode_row() { return nullptr; }
 #endif
@@ -283,6 +284,7 @@ void run(const MxView& w, const float* x, std::int64_t n, float* y, mx::Isa isa)
       return;
     }
   }
+  if (isa == mx::Isa::Avx2 && n > 1 && detail::avx512_active()) fn = detail::avx512_gemm_rows();
   parallel_for(w.rows, grain, [&](std::int64_t r0, std::int64_t r1) { fn(d, w, x, n, y, r0, r1); });
 }
 

@@ -106,6 +106,7 @@ bool prepare_x512(const Decoder& d, const float* x, std::int64_t cols, AlignedVe
 using Gemv512Fn = void (*)(const Decoder& d, const MxView& w, const float* xp, const float* x, float* y, std::int64_t r0, std::int64_t r1);
 Gemv512Fn avx512_gemv_rows();  // nullptr when not compiled in
 Q8RowsFn avx512_q8_rows();     // nullptr when not compiled in
+RowsFn avx512_gemm_rows();     // n > 1, every format (rows decoded by the AVX2 decoder); nullptr when not compiled in
 
 // Decodes row r of w (all cols) into out[cols], reference path: lut[code] * scale.
 void decode_row_scalar(const Decoder& d, const MxView& w, std::int64_t r, float* out);
