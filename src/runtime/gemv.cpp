@@ -15,6 +15,11 @@ namespace mfqat::runtime {
 
 namespace detail {
 
+ScaleTable::ScaleTable() {
+  for (int s = 0; s < 256; ++s) v[s] = mx::e8m0_to_float(static_cast<std::uint8_t>(s));
+}
+const ScaleTable kScales;
+
 Decoder Decoder::make(const mx::Format& f) {
   Decoder d;
   d.p = mx::detail::make_params(f);
@@ -57,6 +62,25 @@ Decoder Decoder::make(const mx::Format& f) {
     }
   }
   return d;
+}
+
+float partial_block(const Decoder& d, const mx::Format& f, const std::uint8_t* row, std::uint8_t scale, const float* x, std::int64_t cols) {
+  const std::int64_t full = cols / 32, len = cols - full * 32;
+  std::uint8_t codes[32];
+  mx::detail::unpack_codes_at(row, full * 32 * f.bits, len, f.bits, codes);
+  float dot = 0;
+  for (std::int64_t i = 0; i < len; ++i) dot += d.p.lut[codes[i]] * x[full * 32 + i];
+  return kScales.v[scale] * dot;
+}
+
+float partial_block_q8(const mx::Format& f, const std::int8_t* table, float mul, const std::uint8_t* row, std::uint8_t scale,
+                       const Q8Acts& a, std::int64_t cols) {
+  const std::int64_t full = cols / 32, len = cols - full * 32;
+  std::uint8_t codes[32];
+  mx::detail::unpack_codes_at(row, full * 32 * f.bits, len, f.bits, codes);
+  std::int32_t dot = 0;
+  for (std::int64_t i = 0; i < len; ++i) dot += table[codes[i]] * a.q[static_cast<std::size_t>(full * 32 + i)];
+  return static_cast<float>(dot) * (kScales.v[scale] * mul * a.scale[static_cast<std::size_t>(full)]);
 }
 
 void decode_row_scalar(const Decoder& d, const MxView& w, std::int64_t r, float* out) {

@@ -20,14 +20,6 @@ namespace mfqat::runtime::detail {
 
 namespace {
 
-struct Scales {
-  float v[256];
-  Scales() {
-    for (int s = 0; s < 256; ++s) v[s] = mx::e8m0_to_float(static_cast<std::uint8_t>(s));
-  }
-};
-const Scales kScales;
-
 MFQAT_AVX2 inline __m256 decode8_fp(const Decoder& d, __m256i c) {
   const int B = d.bits, M = d.mbits;
   const __m256i sign = _mm256_slli_epi32(_mm256_srli_epi32(c, B - 1), 31);
@@ -158,14 +150,7 @@ MFQAT_AVX2 void rows_avx2(const Decoder& d, const MxView& w, const float* x, std
         acc0 = _mm256_fmadd_ps(p, _mm256_set1_ps(kScales.v[sc[b]] * m), acc0);
       }
       float sum = hsum(_mm256_add_ps(acc0, acc1));
-      if (full < nb) {
-        std::uint8_t codes[32];
-        const std::int64_t len = cols - full * 32;
-        mx::detail::unpack_codes_at(row, full * 32 * f.bits, len, f.bits, codes);
-        float dot = 0;
-        for (std::int64_t i = 0; i < len; ++i) dot += d.p.lut[codes[i]] * x[full * 32 + i];
-        sum += kScales.v[sc[full]] * dot;
-      }
+      if (full < nb) sum += partial_block(d, f, row, sc[full], x, cols);  // the reference, natural x
       y[r] = sum;
     }
     return;
@@ -360,14 +345,7 @@ MFQAT_AVX2 void q8_rows_avx2(const Decoder& d, const MxView& w, const Q8Acts& a,
       }
     }
     float sum = hsum(_mm256_add_ps(acc0, acc1));
-    if (full < nb) {  // partial last block (natural order)
-      std::uint8_t codes[32];
-      const std::int64_t len = cols - full * 32;
-      mx::detail::unpack_codes_at(row, full * 32 * f.bits, len, f.bits, codes);
-      std::int32_t dot = 0;
-      for (std::int64_t i = 0; i < len; ++i) dot += table[codes[i]] * a.q[static_cast<std::size_t>(full * 32 + i)];
-      sum += static_cast<float>(dot) * (kScales.v[sc[full]] * mul * a.scale[static_cast<std::size_t>(full)]);
-    }
+    if (full < nb) sum += partial_block_q8(f, table, mul, row, sc[full], a, cols);  // natural order
     y[r] = sum;
   }
 }

@@ -43,14 +43,6 @@ namespace mfqat::runtime::detail {
 
 namespace {
 
-struct Scales {
-  float v[256];
-  Scales() {
-    for (int s = 0; s < 256; ++s) v[s] = mx::e8m0_to_float(static_cast<std::uint8_t>(s));
-  }
-};
-const Scales kScales;
-
 // NOLINTBEGIN(performance-no-int-to-ptr)
 // A prefetch hint kPrefetchBytes ahead in the weight stream; the address may lie past the
 // matrix (a harmless hint), so it is formed in integers, not by pointer arithmetic.
@@ -121,14 +113,7 @@ MFQAT_AVX512 void gemv_rows_512(const Decoder& d, const MxView& w, const float* 
     }
     for (; b < full; ++b) acc[b & 3] = _mm512_fmadd_ps(block(row, xp, b), _mm512_set1_ps(kScales.v[sc[b]] * m), acc[b & 3]);
     float sum = _mm512_reduce_add_ps(_mm512_add_ps(_mm512_add_ps(acc[0], acc[1]), _mm512_add_ps(acc[2], acc[3])));
-    if (full < nb) {  // partial last block: the reference, natural x
-      std::uint8_t codes[32];
-      const std::int64_t len = cols - full * 32;
-      mx::detail::unpack_codes_at(row, full * 32 * f.bits, len, f.bits, codes);
-      float dot = 0;
-      for (std::int64_t i = 0; i < len; ++i) dot += d.p.lut[codes[i]] * x[full * 32 + i];
-      sum += kScales.v[sc[full]] * dot;
-    }
+    if (full < nb) sum += partial_block(d, f, row, sc[full], x, cols);  // the reference, natural x
     y[r] = sum;
   }
 }
@@ -301,14 +286,7 @@ MFQAT_AVX512 void q8_rows_512(const Decoder& d, const MxView& w, const Q8Acts& a
       const std::int32_t dot = hsum_epi32(pb) + corr[static_cast<std::size_t>(b)];
       sum += static_cast<float>(dot) * (kScales.v[sc[b]] * xs[static_cast<std::size_t>(b)]);
     }
-    if (full < nb) {  // partial last block (natural order)
-      std::uint8_t codes[32];
-      const std::int64_t len = cols - full * 32;
-      mx::detail::unpack_codes_at(row, full * 32 * f.bits, len, f.bits, codes);
-      std::int32_t dot = 0;
-      for (std::int64_t i = 0; i < len; ++i) dot += table[codes[i]] * xq[full * 32 + i];
-      sum += static_cast<float>(dot) * (kScales.v[sc[full]] * mul * a.scale[static_cast<std::size_t>(full)]);
-    }
+    if (full < nb) sum += partial_block_q8(f, table, mul, row, sc[full], a, cols);  // natural order
     y[r] = sum;
   }
 }

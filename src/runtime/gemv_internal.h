@@ -27,6 +27,13 @@ struct Aligned64 {
 template <class T>
 using AlignedVec = std::vector<T, Aligned64<T>>;
 
+// Every E8M0 code's scale as fp32 (0: 2^-127, a subnormal; 255: NaN), for the SIMD loops.
+struct ScaleTable {
+  float v[256];
+  ScaleTable();
+};
+extern const ScaleTable kScales;
+
 // How a block of codes becomes fp32 values (before the block scale).
 struct Decoder {
   mx::detail::KernelParams p;  // lut[code] is the reference decode of every code
@@ -107,6 +114,13 @@ using Gemv512Fn = void (*)(const Decoder& d, const MxView& w, const float* xp, c
 Gemv512Fn avx512_gemv_rows();  // nullptr when not compiled in
 Q8RowsFn avx512_q8_rows();     // nullptr when not compiled in
 RowsFn avx512_gemm_rows();     // n > 1, every format (rows decoded by the AVX2 decoder); nullptr when not compiled in
+
+// The partial last block of a row (its cols % 32 elements after the whole blocks of 32), as the
+// reference computes it, for the SIMD loops: scale * dot(decoded codes, x) with x in natural
+// order; with int8 activations float(int dot) * (scale * mul * activation scale).
+float partial_block(const Decoder& d, const mx::Format& f, const std::uint8_t* row, std::uint8_t scale, const float* x, std::int64_t cols);
+float partial_block_q8(const mx::Format& f, const std::int8_t* table, float mul, const std::uint8_t* row, std::uint8_t scale,
+                       const Q8Acts& a, std::int64_t cols);
 
 // Decodes row r of w (all cols) into out[cols], reference path: lut[code] * scale.
 void decode_row_scalar(const Decoder& d, const MxView& w, std::int64_t r, float* out);
