@@ -187,8 +187,9 @@ X512 x512_layout(const Decoder& d) {
   return X512::None;
 }
 
-bool prepare_x512(const Decoder& d, const float* x, std::int64_t cols, AlignedVec<float>& xp) {
+const float* prepare_x512(const Decoder& d, const float* x, std::int64_t cols, AlignedVec<float>& xp) {
   const std::int64_t full = cols / 32;
+  if (x512_layout(d) == X512::Int8) return x;  // read as it is
   xp.resize(static_cast<std::size_t>(full * 32));
   switch (x512_layout(d)) {
     case X512::Nibble:
@@ -200,19 +201,19 @@ bool prepare_x512(const Decoder& d, const float* x, std::int64_t cols, AlignedVe
           o[16 + i] = in[2 * i + 1];
         }
       }
-      return true;
+      return xp.data();
     case X512::Fp8: {
       const float k = std::ldexp(1.0f, 15 - d.bias);
       float amax = 0;  // of the finite inputs: is one of them too large to scale?
       for (std::int64_t i = 0; i < full * 32; ++i) amax = std::max(amax, std::isfinite(x[i]) ? std::fabs(x[i]) : 0.0f);
-      if (std::isinf(amax * k)) return false;
+      if (std::isinf(amax * k)) return nullptr;
       for (std::int64_t i = 0; i < full * 32; ++i) xp[static_cast<std::size_t>(i)] = x[i] * k;
-      return true;
+      return xp.data();
     }
-    case X512::Int8: std::copy_n(x, full * 32, xp.begin()); return true;
-    case X512::None: return false;
+    case X512::Int8:
+    case X512::None: break;
   }
-  return false;
+  return nullptr;
 }
 
 bool q8_ints(const Decoder& d, std::int8_t* table, float* mul) {
@@ -300,10 +301,9 @@ void run(const MxView& w, const float* x, std::int64_t n, float* y, mx::Isa isa)
   const std::int64_t grain = std::max<std::int64_t>(1, (1 << 16) / std::max<std::int64_t>(1, w.cols * n));
   if (isa == mx::Isa::Avx2 && n == 1 && detail::avx512_active() && detail::x512_layout(d) != detail::X512::None) {
     thread_local detail::AlignedVec<float> xp;  // the calling thread's buffer
-    if (detail::prepare_x512(d, x, w.cols, xp)) {
+    // by pointer: inside the lambda `xp` would name each pool thread's own (empty) buffer
+    if (const float* xpp = detail::prepare_x512(d, x, w.cols, xp)) {
       const detail::Gemv512Fn f512 = detail::avx512_gemv_rows();
-      // by pointer: inside the lambda `xp` would name each pool thread's own (empty) buffer
-      const float* xpp = xp.data();
       parallel_for(w.rows, grain, [&](std::int64_t r0, std::int64_t r1) { f512(d, w, xpp, x, y, r0, r1); });
       return;
     }
@@ -329,20 +329,21 @@ void gemv_q8(const MxView& w, const float* x, float* y, mx::Isa isa) {
   if (isa == mx::Isa::Auto) isa = mx::default_isa();
   detail::Q8RowsFn fn = detail::scalar_q8_rows();
   bool nibble_order = false;
-  std::int64_t paired = 0;
+  std::int64_t grouped = 0;  // blocks stored in groups of `group` (see quantize_acts)
   int group = 2;
   if (isa == mx::Isa::Avx2) {
     if (!mx::isa_supported(mx::Isa::Avx2) || !detail::avx2_q8_rows()) throw std::invalid_argument("gemv_q8: AVX2 is not available here");
-    fn = detail::avx2_q8_rows();
     nibble_order = d.nibble && d.aligned32;
-    paired = detail::q8_paired_blocks(d, w.cols, w.format->block_size);
     if (detail::avx512_active() && d.aligned32) {  // groups of 4 blocks, any 4-bit table
       fn = detail::avx512_q8_rows();
       group = 4;
-      paired = w.cols / 32 / 4 * 4;
+      grouped = w.cols / 32 / 4 * 4;
+    } else {  // pairs, where the table cannot saturate vpmaddubsw
+      fn = detail::avx2_q8_rows();
+      grouped = detail::q8_paired_blocks(d, w.cols, w.format->block_size);
     }
   }
-  const detail::Q8Acts a = detail::quantize_acts(x, w.cols, w.format->block_size, nibble_order, paired, group);
+  const detail::Q8Acts a = detail::quantize_acts(x, w.cols, w.format->block_size, nibble_order, grouped, group);
   const std::int64_t grain = std::max<std::int64_t>(1, (1 << 16) / std::max<std::int64_t>(1, w.cols));
   parallel_for(w.rows, grain, [&](std::int64_t r0, std::int64_t r1) { fn(d, w, a, y, r0, r1); });
 }

@@ -107,9 +107,10 @@ enum class X512 : std::uint8_t {
   Fp8,     // 8-bit FP with half8: x * 2^(15 - bias)
 };
 X512 x512_layout(const Decoder& d);
-// The activations in that layout (xp, whole blocks; the kernel reads x itself for a partial
-// last block). False when x * 2^(15 - bias) would overflow (then the AVX2 loop runs).
-bool prepare_x512(const Decoder& d, const float* x, std::int64_t cols, AlignedVec<float>& xp);
+// The activations in that layout (whole blocks; the kernel reads x itself for a partial last
+// block): x itself for Int8, else written into xp. nullptr when x * 2^(15 - bias) would overflow
+// (then the AVX2 loop runs) or the format has no 512-bit loop.
+const float* prepare_x512(const Decoder& d, const float* x, std::int64_t cols, AlignedVec<float>& xp);
 using Gemv512Fn = void (*)(const Decoder& d, const MxView& w, const float* xp, const float* x, float* y, std::int64_t r0, std::int64_t r1);
 Gemv512Fn avx512_gemv_rows();  // nullptr when not compiled in
 Q8RowsFn avx512_q8_rows();     // nullptr when not compiled in
