@@ -16,8 +16,6 @@
 #include "mfqat/mx/parallel.h"
 #include "mfqat/runtime/gemv.h"
 
-extern "C" void openblas_set_num_threads(int);
-
 using namespace mfqat;
 
 namespace {
@@ -62,7 +60,6 @@ int all_threads() { return static_cast<int>(std::max(1u, std::thread::hardware_c
 
 void setup_threads(benchmark::State& st, int threads) {
   set_num_threads(threads);
-  openblas_set_num_threads(threads);
   st.counters["threads"] = threads;
 }
 
@@ -104,17 +101,20 @@ void bm_sgemv(benchmark::State& st, int threads) {
   st.counters["weights_per_s"] = benchmark::Counter(static_cast<double>(st.iterations() * kRows * kCols), benchmark::Counter::kIsRate);
 }
 
-// w512: the 512-bit loops where the CPU has AVX-512 (false: the 256-bit AVX2 loops).
-void bm_mx_gemv(benchmark::State& st, const mx::Format& f, mx::Isa isa, int threads, bool w512) {
+// w512: the 512-bit loops where the CPU has AVX-512 (false: the 256-bit AVX2 loops); fixed: their
+// block fixed-point activations where the format has them (false: the fp32 loops).
+void bm_mx_gemv(benchmark::State& st, const mx::Format& f, mx::Isa isa, int threads, bool w512, bool fixed) {
   setup_threads(st, threads);
   const mx::PackedMatrix& q = packed(f);
   std::vector<float> y(kRows);
   runtime::set_avx512(w512);
+  runtime::set_fixed_point_acts(fixed);
   for (auto _ : st) {
     runtime::gemv(runtime::view(q), xvec().data(), y.data(), isa);
     benchmark::DoNotOptimize(y.data());
   }
   runtime::set_avx512(true);
+  runtime::set_fixed_point_acts(true);
   st.SetBytesProcessed(st.iterations() * static_cast<std::int64_t>(q.elements.size() + q.scales.size()));
   st.counters["weights_per_s"] = benchmark::Counter(static_cast<double>(st.iterations() * kRows * kCols), benchmark::Counter::kIsRate);
   st.counters["bits_per_weight"] = f.bits + 8.0 / f.block_size;
@@ -143,9 +143,16 @@ const bool registered = [] {
     benchmark::RegisterBenchmark(("sgemv_f32" + ts).c_str(), bm_sgemv, t)->UseRealTime()->MinTime(0.5);
     const bool has512 = runtime::avx512_active();
     for (const auto& f : mx::registry()) {
-      benchmark::RegisterBenchmark(("mx_gemv/" + f.name + "/avx2" + ts).c_str(), bm_mx_gemv, f, mx::Isa::Avx2, t, false)->UseRealTime()->MinTime(0.5);
+      benchmark::RegisterBenchmark(("mx_gemv/" + f.name + "/avx2" + ts).c_str(), bm_mx_gemv, f, mx::Isa::Avx2, t, false, false)
+          ->UseRealTime()->MinTime(0.5);
       if (has512 && (f.bits == 4 || f.bits == 8)) {  // the formats with a 512-bit loop
-        benchmark::RegisterBenchmark(("mx_gemv/" + f.name + "/avx512" + ts).c_str(), bm_mx_gemv, f, mx::Isa::Avx2, t, true)->UseRealTime()->MinTime(0.5);
+        // "avx512": what gemv runs by default (block fixed point for MXINT8 and the 4-bit formats)
+        benchmark::RegisterBenchmark(("mx_gemv/" + f.name + "/avx512" + ts).c_str(), bm_mx_gemv, f, mx::Isa::Avx2, t, true, true)
+            ->UseRealTime()->MinTime(0.5);
+        if (f.bits == 4 || f.name == "mxint8") {
+          benchmark::RegisterBenchmark(("mx_gemv/" + f.name + "/avx512_fp32" + ts).c_str(), bm_mx_gemv, f, mx::Isa::Avx2, t, true, false)
+              ->UseRealTime()->MinTime(0.5);
+        }
       }
     }
     for (const char* n : {"mxint8", "mxint4", "mxfp4_e2m1"}) {
@@ -158,7 +165,7 @@ const bool registered = [] {
     }
     for (const char* n : {"mxint8", "mxfp4_e2m1"}) {
       const mx::Format f = mx::find_format(n);
-      benchmark::RegisterBenchmark(("mx_gemv/" + f.name + "/scalar" + ts).c_str(), bm_mx_gemv, f, mx::Isa::Scalar, t, false)->UseRealTime()->MinTime(0.5);
+      benchmark::RegisterBenchmark(("mx_gemv/" + f.name + "/scalar" + ts).c_str(), bm_mx_gemv, f, mx::Isa::Scalar, t, false, false)->UseRealTime()->MinTime(0.5);
     }
   }
   return true;

@@ -30,19 +30,47 @@ std::vector<float> weights(std::int64_t n, std::uint32_t seed) {
 // NOLINTNEXTLINE(bugprone-integer-division): cols / 16 + 1 bounds the block count on purpose
 double tolerance(std::int64_t cols, double abs_sum) { return static_cast<double>(cols + 2 * (cols / 16 + 1) + 8) * std::ldexp(1.0, -24) * abs_sum; }
 
-// Runs body once per SIMD width this CPU has: the 512-bit loops where AVX-512 is here (the
-// default there), then the 256-bit ones.
+// Runs body once per kernel family this CPU has: where AVX-512 is here, the 512-bit loops with
+// block fixed-point activations (the default there), then with fp32 activations; then the
+// 256-bit loops.
 template <class F>
 void each_width(F&& body) {
   const bool has512 = runtime::avx512_active();
   body();
   if (has512) {
+    runtime::set_fixed_point_acts(false);
+    body();
+    runtime::set_fixed_point_acts(true);
     runtime::set_avx512(false);
     body();
     runtime::set_avx512(true);
   }
 }
-const char* width() { return runtime::avx512_active() ? "512-bit" : "256-bit"; }
+const char* width() {
+  if (!runtime::avx512_active()) return "256-bit";
+  return runtime::fixed_point_acts() ? "512-bit fixed-point" : "512-bit fp32";
+}
+
+// The extra error of the block fixed-point path where gemv takes it (else 0): each x in a whole
+// block of 32 moves by at most 2^(e - K - 1), e = ilogb of the block's largest |x|.
+double fixed_point_error(const mx::Format& f, mx::Isa isa, std::int64_t n, const float* wd_row, const float* x, std::int64_t cols) {
+  const auto d = runtime::detail::Decoder::make(f);
+  if (isa != mx::Isa::Avx2 || n != 1 || !runtime::avx512_active() || !runtime::fixed_point_acts() || !runtime::detail::fx_supported(d)) {
+    return 0;
+  }
+  const int k = runtime::detail::fx_shift(d);
+  double err = 0;
+  for (std::int64_t b0 = 0; b0 + 32 <= cols; b0 += 32) {
+    float amax = 0;
+    double wabs = 0;
+    for (std::int64_t c = b0; c < b0 + 32; ++c) {
+      amax = std::max(amax, std::fabs(x[c]));
+      wabs += std::fabs(wd_row[c]);
+    }
+    if (amax > 0) err += wabs * std::ldexp(1.0, std::ilogb(amax) - k - 1);
+  }
+  return err;
+}
 
 }  // namespace
 
@@ -81,7 +109,8 @@ TEST(Gemv, EveryPathWithinTheSummationBoundOfTheExactProduct) {
   each_width([&] {
   for (int bs : {32, 16}) {
     for (const mx::Format& f : all_test_formats(bs)) {
-      for (auto [rows, cols] : {std::pair<std::int64_t, std::int64_t>{5, 33}, {9, 257}, {1, 1}, {3, 64}, {2, 1000}, {2, 1056}}) {
+      // 8229 columns: the fixed-point loop's column panels (128 blocks) twice and a part
+      for (auto [rows, cols] : {std::pair<std::int64_t, std::int64_t>{5, 33}, {9, 257}, {1, 1}, {3, 64}, {2, 1000}, {2, 1056}, {3, 8229}}) {
         for (std::int64_t n : {1, 2, 5}) {
           const auto w = weights(rows * cols, 2);
           const auto x = weights(n * cols, 3);
@@ -101,7 +130,8 @@ TEST(Gemv, EveryPathWithinTheSummationBoundOfTheExactProduct) {
                   exact += static_cast<double>(wd[r * cols + c]) * x[j * cols + c];
                   abs_sum += std::fabs(static_cast<double>(wd[r * cols + c]) * x[j * cols + c]);
                 }
-                ASSERT_LE(std::fabs(y[j * rows + r] - exact), tolerance(cols, abs_sum))
+                const double fx = fixed_point_error(f, isa, n, wd.data() + r * cols, x.data(), cols);
+                ASSERT_LE(std::fabs(y[j * rows + r] - exact), fx * 1.001 + tolerance(cols, abs_sum + fx))
                     << f.name << " bs " << bs << " " << mx::isa_name(isa) << " " << width() << " rows " << rows << " cols " << cols << " n " << n;
               }
             }
@@ -111,6 +141,105 @@ TEST(Gemv, EveryPathWithinTheSummationBoundOfTheExactProduct) {
     }
   }
   });
+}
+
+TEST(GemvFixedPoint, DigitsRebuildTheRoundedActivationsExactlyForEvery4BitFormat) {
+  if (!runtime::avx512_active() || !runtime::detail::avx512_fx_prepare()) GTEST_SKIP() << "no AVX-512 here";
+  // blocks of every kind: zero, tiny (subnormal), huge, wide range inside a block, ties
+  const std::int64_t cols = 32 * 19 + 5;
+  std::vector<float> x = weights(cols, 21);
+  for (int i = 32; i < 64; ++i) x[i] = 0;
+  for (int i = 64; i < 96; ++i) x[i] = static_cast<float>(i - 80) * 1e-41f;
+  for (int i = 96; i < 128; ++i) x[i] = static_cast<float>(i - 100) * 3e36f;
+  x[130] = 1e30f;  // one huge value beside small ones
+  x[160] = 1.0f;   // X of 0.5 * 2^-21 ... rounds to even
+  x[161] = std::ldexp(1.0f, -22);
+  x[162] = std::ldexp(3.0f, -22);
+  x[192] = std::nextafter(2.0f, 0.0f);  // rounds up to |X| = 2^(K+1)
+  x[193] = -std::nextafter(2.0f, 0.0f);
+  EXPECT_FALSE(runtime::detail::fx_supported(runtime::detail::Decoder::make(mx::find_format("mxint8"))));
+  EXPECT_FALSE(runtime::detail::fx_supported(runtime::detail::Decoder::make(mx::find_format("mxfp4_e2m1").with_block_size(16))));
+  for (const mx::Format& f : all_test_formats(32)) {
+    if (f.bits != 4) continue;
+    const char* name = f.name.c_str();
+    const auto d = runtime::detail::Decoder::make(f);
+    ASSERT_TRUE(runtime::detail::fx_supported(d)) << name;
+    const int k = runtime::detail::fx_shift(d);
+    int m = 0;
+    for (const std::int8_t v : d.nib) m = std::max(m, std::abs(static_cast<int>(v)));
+    EXPECT_LE(std::int64_t{32} * m << (k + 1), std::int64_t{INT32_MAX}) << name;  // the block dot fits
+    EXPECT_TRUE(k == 21 || (std::int64_t{32} * m << (k + 2)) > std::int64_t{INT32_MAX}) << name;  // and K is the largest that does
+    if (f.name == "mxfp4_e2m1" || f.name == "mxint4") {
+      EXPECT_EQ(k, 21) << name;
+    }
+    runtime::detail::FxActs a;
+    ASSERT_TRUE(runtime::detail::avx512_fx_prepare()(d, x.data(), cols, a));
+    const std::int64_t full = cols / 32;
+    for (std::int64_t b = 0; b < 32; ++b) {  // 19 whole blocks and the zero padding to 32
+      float amax = 0;
+      for (std::int64_t i = 0; b < full && i < 32; ++i) amax = std::max(amax, std::fabs(x[b * 32 + i]));
+      const int e = amax > 0 ? std::ilogb(amax) : 0;
+      const std::int64_t pos = (b & ~15) + 4 * (b % 4) + (b & 15) / 4;
+      EXPECT_EQ(a.scale[pos], amax > 0 ? std::ldexp(d.nib_mul, e - k) : 0.0f) << name << " block " << b;
+      std::int64_t sum = 0;
+      for (int i = 0; i < 32; ++i) {
+        // where element i's digits are (FxActs' layout)
+        std::int64_t at[3];
+        for (int j = 0; j < 3; ++j) at[j] = b / 4 * 384 + 128 * j + (i % 2) * 64 + b % 4 * 16 + i / 2;
+        const std::int64_t got = a.digits[at[2]] + 256 * a.digits[at[1]] + 65536 * a.digits[at[0]];
+        const double want = b < full && amax > 0 ? std::nearbyint(std::ldexp(static_cast<double>(x[b * 32 + i]), k - e)) : 0;
+        ASSERT_EQ(static_cast<double>(got), want) << name << " block " << b << " element " << i;
+        ASSERT_LE(std::abs(got), std::int64_t{1} << (k + 1));
+        sum += got;
+      }
+      EXPECT_EQ(a.corr[pos], static_cast<std::int32_t>(static_cast<std::uint32_t>(-runtime::detail::q8_offset(d) * sum))) << name;
+    }
+  }
+  x[7] = NAN;
+  runtime::detail::FxActs a;
+  EXPECT_FALSE(runtime::detail::avx512_fx_prepare()(runtime::detail::Decoder::make(mx::find_format("mxint4")), x.data(), cols, a));
+}
+
+TEST(GemvFixedPoint, ExtremeCodesAndActivationsStayInInt32AndNonFiniteInputsPropagate) {
+  // every weight at the largest magnitude of its format and every activation rounding up to
+  // |X| = 2^(K+1): the largest block dots the integer loops can meet
+  for (const char* name : {"mxfp4_e2m1", "mxint4"}) {
+    const mx::Format f = mx::find_format(name);
+    const std::int64_t rows = 4, cols = 32 * 21;
+    mx::PackedMatrix q = mx::quantize(f, weights(rows * cols, 3).data(), rows, cols);
+    const int bytes_per_row = static_cast<int>(f.packed_row_bytes(cols));
+    for (std::int64_t r = 0; r < rows; ++r) {
+      // row 0: largest positive codes (+6, +7/4), row 1: most negative (-6, -8/4), rows 2-3: alternating
+      const std::uint8_t pos = 0x77;
+      const std::uint8_t neg = f.family == mx::Family::Int ? 0x88 : 0xFF;
+      for (int c = 0; c < bytes_per_row; ++c) q.elements[r * bytes_per_row + c] = r == 0 ? pos : r == 1 ? neg : (c + r) % 2 ? pos : neg;
+    }
+    for (auto& s : q.scales) s = 127;
+    const std::vector<float> wd = mx::dequantize(q);
+    std::vector<float> x(static_cast<std::size_t>(cols), -std::nextafter(2.0f, 0.0f));
+    for (std::int64_t c = 64; c < 128; ++c) x[c] = std::nextafter(2.0f, 0.0f);
+    each_width([&] {
+      std::vector<float> y(rows);
+      runtime::gemv(runtime::view(q), x.data(), y.data());
+      for (std::int64_t r = 0; r < rows; ++r) {
+        double exact = 0, abs_sum = 0;
+        for (std::int64_t c = 0; c < cols; ++c) {
+          exact += static_cast<double>(wd[r * cols + c]) * x[c];
+          abs_sum += std::fabs(static_cast<double>(wd[r * cols + c]) * x[c]);
+        }
+        const double fx = fixed_point_error(f, mx::Isa::Avx2, 1, wd.data() + r * cols, x.data(), cols);
+        ASSERT_LE(std::fabs(y[r] - exact), fx * 1.001 + tolerance(cols, abs_sum + fx)) << name << " row " << r << " " << width();
+      }
+      // a NaN or an infinity in x reaches y as the fp32 loops give it
+      auto xn = x;
+      xn[100] = NAN;
+      runtime::gemv(runtime::view(q), xn.data(), y.data());
+      for (float v : y) EXPECT_TRUE(std::isnan(v)) << name << " " << width();
+      xn[100] = INFINITY;
+      runtime::gemv(runtime::view(q), xn.data(), y.data());
+      EXPECT_EQ(y[0], wd[100] > 0 ? INFINITY : -INFINITY) << name << " " << width();
+    });
+  }
 }
 
 TEST(Gemv, Fp8HalfConversionCoversTheFp8FormatsAndFallsBackWhenTheScaledInputWouldOverflow) {

@@ -358,8 +358,9 @@ void Engine::evict(const std::string& name) {
 
 Session::Session(const Engine& e, std::shared_ptr<const Weights> w) : e_(e), w_(std::move(w)) {
   const auto& c = e_.config();
-  k_.resize(static_cast<std::size_t>(c.n_layers * c.max_seq * c.dim));
-  v_.resize(k_.size());
+  const auto n = static_cast<std::size_t>(c.n_layers * c.max_seq * c.dim);
+  k_ = std::make_unique_for_overwrite<float[]>(n);  // uninitialised on purpose (see the header)
+  v_ = std::make_unique_for_overwrite<float[]>(n);
 }
 
 std::vector<float> Session::feed(const std::vector<int>& tokens) {
@@ -410,8 +411,8 @@ void Session::forward(const std::vector<int>& tokens, bool all_logits, std::vect
           }
         }
       }
-      std::copy_n(k.data() + t * D, D, k_.data() + (l * c.max_seq + pos) * D);
-      std::copy_n(v.data() + t * D, D, v_.data() + (l * c.max_seq + pos) * D);
+      std::copy_n(k.data() + t * D, D, k_.get() + (l * c.max_seq + pos) * D);
+      std::copy_n(v.data() + t * D, D, v_.get() + (l * c.max_seq + pos) * D);
     }
     // causal attention against the cache, the heads shared among the threads (each head by
     // one thread in a fixed order: the result does not depend on the thread count)
@@ -423,7 +424,7 @@ void Session::forward(const std::vector<int>& tokens, bool all_logits, std::vect
           const float* qh = q.data() + t * D + hh * hd;
           float mx_ = -INFINITY;
           for (std::int64_t s = 0; s < n; ++s) {
-            att[s] = dot(qh, k_.data() + (l * c.max_seq + s) * D + hh * hd, hd) * inv_sqrt;
+            att[s] = dot(qh, k_.get() + (l * c.max_seq + s) * D + hh * hd, hd) * inv_sqrt;
             mx_ = std::max(mx_, att[s]);
           }
           float sum = 0;
@@ -433,7 +434,7 @@ void Session::forward(const std::vector<int>& tokens, bool all_logits, std::vect
           }
           float* oh = o.data() + t * D + hh * hd;
           std::fill_n(oh, hd, 0.0f);
-          for (std::int64_t s = 0; s < n; ++s) axpy(att[s] / sum, v_.data() + (l * c.max_seq + s) * D + hh * hd, oh, hd);
+          for (std::int64_t s = 0; s < n; ++s) axpy(att[s] / sum, v_.get() + (l * c.max_seq + s) * D + hh * hd, oh, hd);
         }
       }
     });

@@ -1,7 +1,9 @@
 #include <cblas.h>
 
 #include <algorithm>
+#include <climits>
 #include <cmath>
+#include <cstdlib>
 #include <memory>
 #include <mutex>
 #include <stdexcept>
@@ -216,6 +218,16 @@ const float* prepare_x512(const Decoder& d, const float* x, std::int64_t cols, A
   return nullptr;
 }
 
+bool fx_supported(const Decoder& d) { return d.aligned32 && d.bits == 4 && d.nibble; }
+
+int fx_shift(const Decoder& d) {
+  int m = 0;  // the block's dot: 32 * max|nib| * 2^(K+1) < 2^31
+  for (const std::int8_t v : d.nib) m = std::max(m, std::abs(static_cast<int>(v)));
+  int k = 21;  // at most 21: |X| <= 2^22 keeps the top digit in int8
+  while (k > 0 && (std::int64_t{32} * m << (k + 1)) > std::int64_t{INT32_MAX}) --k;
+  return k;
+}
+
 bool q8_ints(const Decoder& d, std::int8_t* table, float* mul) {
   if (d.nibble) {
     std::copy_n(d.nib, 16, table);
@@ -265,6 +277,10 @@ void set_avx512(bool) {}
 Gemv512Fn avx512_gemv_rows() { return nullptr; }
 Q8RowsFn avx512_q8_rows() { return nullptr; }
 RowsFn avx512_gemm_rows() { return nullptr; }
+FxPrepareFn avx512_fx_prepare() { return nullptr; }
+FxRowsFn avx512_fx_rows() { return nullptr; }
+bool fixed_point_acts() { return false; }
+void set_fixed_point_acts(bool) {}
 RowsFn avx2_rows() { return nullptr; }
 DecodeRowFn avx2_decode_row() { return nullptr; }
 #endif
@@ -299,6 +315,15 @@ void run(const MxView& w, const float* x, std::int64_t n, float* y, mx::Isa isa)
   }
   // Rows per task: enough work (~64K weights) to amortise the hand-off.
   const std::int64_t grain = std::max<std::int64_t>(1, (1 << 16) / std::max<std::int64_t>(1, w.cols * n));
+  if (isa == mx::Isa::Avx2 && n == 1 && detail::avx512_active() && detail::fixed_point_acts() && detail::fx_supported(d)) {
+    thread_local detail::FxActs fx;  // the calling thread's; passed by pointer (see below)
+    if (detail::avx512_fx_prepare()(d, x, w.cols, fx)) {
+      const detail::FxActs* a = &fx;
+      const detail::FxRowsFn rows = detail::avx512_fx_rows();
+      parallel_for(w.rows, grain, [&](std::int64_t r0, std::int64_t r1) { rows(d, w, *a, x, y, r0, r1); });
+      return;
+    }
+  }
   if (isa == mx::Isa::Avx2 && n == 1 && detail::avx512_active() && detail::x512_layout(d) != detail::X512::None) {
     thread_local detail::AlignedVec<float> xp;  // the calling thread's buffer
     // by pointer: inside the lambda `xp` would name each pool thread's own (empty) buffer
@@ -350,16 +375,37 @@ void gemv_q8(const MxView& w, const float* x, float* y, mx::Isa isa) {
 void gemm(const MxView& w, const float* x, std::int64_t n, float* y, mx::Isa isa) { run(w, x, n, y, isa); }
 bool avx512_active() { return detail::avx512_active(); }
 void set_avx512(bool allowed) { detail::set_avx512(allowed); }
+bool fixed_point_acts() { return detail::fixed_point_acts(); }
+void set_fixed_point_acts(bool allowed) { detail::set_fixed_point_acts(allowed); }
+
+// OpenBLAS runs single-threaded inside each part of the mfqat pool. Its own worker threads spin
+// (sched_yield) for a long while after every multi-threaded call; on a machine with as many
+// threads as cores they then take a core from the next MX GEMV's pool thread (decode, where the
+// fp32 head runs once per token: MX decode 25-45 % slower). The caller's OpenBLAS thread count
+// (libtorch's matmuls may use it) is restored after the call.
+namespace {
+template <class F>
+void openblas_on_pool(std::int64_t rows, std::int64_t grain, F&& part) {
+  const int prev = openblas_get_num_threads();
+  if (prev != 1) openblas_set_num_threads(1);
+  parallel_for(rows, grain, part);
+  if (prev != 1) openblas_set_num_threads(prev);
+}
+}  // namespace
 
 void gemv_f32(const float* w, std::int64_t rows, std::int64_t cols, const float* x, float* y) {
-  cblas_sgemv(CblasRowMajor, CblasNoTrans, static_cast<int>(rows), static_cast<int>(cols), 1.0f, w, static_cast<int>(cols), x, 1, 0.0f,
-              y, 1);
+  openblas_on_pool(rows, std::max<std::int64_t>(1, (1 << 16) / std::max<std::int64_t>(1, cols)), [&](std::int64_t r0, std::int64_t r1) {
+    cblas_sgemv(CblasRowMajor, CblasNoTrans, static_cast<int>(r1 - r0), static_cast<int>(cols), 1.0f, w + r0 * cols, static_cast<int>(cols),
+                x, 1, 0.0f, y + r0, 1);
+  });
 }
 
 void gemm_f32(const float* w, std::int64_t rows, std::int64_t cols, const float* x, std::int64_t n, float* y) {
-  // Y [n, rows] = X [n, cols] * W^T
-  cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, static_cast<int>(n), static_cast<int>(rows), static_cast<int>(cols), 1.0f, x,
-              static_cast<int>(cols), w, static_cast<int>(cols), 0.0f, y, static_cast<int>(rows));
+  // Y [n, rows] = X [n, cols] * W^T, the columns of Y (rows of W) split over the pool
+  openblas_on_pool(rows, std::max<std::int64_t>(1, (1 << 16) / std::max<std::int64_t>(1, cols * n)), [&](std::int64_t r0, std::int64_t r1) {
+    cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, static_cast<int>(n), static_cast<int>(r1 - r0), static_cast<int>(cols), 1.0f, x,
+                static_cast<int>(cols), w + r0 * cols, static_cast<int>(cols), 0.0f, y + r0, static_cast<int>(rows));
+  });
 }
 
 }  // namespace mfqat::runtime

@@ -31,6 +31,7 @@
 #include <cmath>
 #include <cstdlib>
 #include <cstring>
+#include <limits>
 #include <string>
 #include <vector>
 
@@ -46,16 +47,15 @@ namespace {
 // NOLINTBEGIN(performance-no-int-to-ptr)
 // A prefetch hint kPrefetchBytes ahead in the weight stream; the address may lie past the
 // matrix (a harmless hint), so it is formed in integers, not by pointer arithmetic.
-inline void prefetch_ahead(const std::uint8_t* p) {
-  _mm_prefetch(reinterpret_cast<const char*>(reinterpret_cast<std::uintptr_t>(p) + static_cast<std::uintptr_t>(kPrefetchBytes)),
-               _MM_HINT_T0);
+inline void prefetch_at(const std::uint8_t* p, std::int64_t ahead) {
+  _mm_prefetch(reinterpret_cast<const char*>(reinterpret_cast<std::uintptr_t>(p) + static_cast<std::uintptr_t>(ahead)), _MM_HINT_T0);
 }
-// NOLINTEND(performance-no-int-to-ptr)
+inline void prefetch_ahead(const std::uint8_t* p) { prefetch_at(p, kPrefetchBytes); }
 
 // E8M0 bytes of 16 blocks -> their scales as fp32 (e = 0: 2^-127, a subnormal; e = 255: NaN),
 // equal to kScales.v[e].
-MFQAT_AVX512 inline __m512 e8m0x16(const std::uint8_t* s) {
-  const __m512i e = _mm512_cvtepu8_epi32(_mm_loadu_si128(reinterpret_cast<const __m128i*>(s)));
+MFQAT_AVX512 inline __m512 e8m0x16(__m128i bytes) {
+  const __m512i e = _mm512_cvtepu8_epi32(bytes);
   __m512i bits = _mm512_slli_epi32(e, 23);
   bits = _mm512_mask_mov_epi32(bits, _mm512_cmpeq_epi32_mask(e, _mm512_setzero_si512()), _mm512_set1_epi32(0x00400000));
   bits = _mm512_mask_mov_epi32(bits, _mm512_cmpeq_epi32_mask(e, _mm512_set1_epi32(255)), _mm512_set1_epi32(0x7FC00000));
@@ -239,7 +239,7 @@ MFQAT_AVX512 void q8_rows_512(const Decoder& d, const MxView& w, const Q8Acts& a
         }
       }
       const __m512i s = _mm512_add_epi32(transpose_sum(p), _mm512_loadu_si512(corr.data() + g));
-      const __m512 S = _mm512_mul_ps(_mm512_permutexvar_ps(tidx, e8m0x16(sc + g)), _mm512_loadu_ps(xs.data() + g));
+      const __m512 S = _mm512_mul_ps(_mm512_permutexvar_ps(tidx, e8m0x16(_mm_loadu_si128(reinterpret_cast<const __m128i*>(sc + g)))), _mm512_loadu_ps(xs.data() + g));
       if (g & 16) {
         acc1 = _mm512_fmadd_ps(_mm512_cvtepi32_ps(s), S, acc1);
       } else {
@@ -291,9 +291,147 @@ MFQAT_AVX512 void q8_rows_512(const Decoder& d, const MxView& w, const Q8Acts& a
   }
 }
 
+// ---- fp32 activations in block fixed point (see FxActs) ----
+
+// The first n (<= 0: none, >= 64: all) of 64 bytes.
+inline __mmask64 first_bytes(std::int64_t n) {
+  return n <= 0 ? 0 : n >= 64 ? ~__mmask64{0} : (__mmask64{1} << n) - 1;
+}
+
+// x rounded to fixed point per block and split into digits (layout: FxActs).
+MFQAT_AVX512 bool fx_prepare_512(const Decoder& d, const float* x, std::int64_t cols, FxActs& a) {
+  const std::int64_t full = cols / 32, padded = (full + 15) / 16 * 16;
+  const int k = fx_shift(d);
+  const auto off = static_cast<std::uint32_t>(q8_offset(d));
+  a.shift = k;
+  a.digits.resize(static_cast<std::size_t>(padded * 96));
+  a.scale.resize(static_cast<std::size_t>(padded));
+  a.corr.resize(static_cast<std::size_t>(padded));
+  alignas(64) std::int32_t ev_v[16], od_v[16];
+  for (int i = 0; i < 16; ++i) {
+    ev_v[i] = 2 * i;
+    od_v[i] = 2 * i + 1;
+  }
+  const __m512i ev = _mm512_load_si512(ev_v), od = _mm512_load_si512(od_v);
+  const __m512 sign = _mm512_set1_ps(-0.0f), big = _mm512_set1_ps(std::numeric_limits<float>::max());
+  for (std::int64_t b = 0; b < padded; ++b) {
+    const std::int64_t pos = (b & ~std::int64_t{15}) + transposed(static_cast<int>(b & 15));
+    __m512i q[2] = {_mm512_setzero_si512(), _mm512_setzero_si512()};  // X of the evens, the odds
+    float s = 0;
+    if (b < full) {
+      const __m512 lo = _mm512_loadu_ps(x + b * 32), hi = _mm512_loadu_ps(x + b * 32 + 16);
+      const __m512 alo = _mm512_andnot_ps(sign, lo), ahi = _mm512_andnot_ps(sign, hi);
+      // Inf or NaN (vmaxps would drop a NaN, so ask each lane: not <= max, unordered included)
+      if (_mm512_cmp_ps_mask(alo, big, _CMP_NLE_UQ) | _mm512_cmp_ps_mask(ahi, big, _CMP_NLE_UQ)) return false;
+      const float amax = _mm512_reduce_max_ps(_mm512_max_ps(alo, ahi));
+      if (amax > 0) {
+        const int e = std::ilogb(amax);
+        // x * 2^(K - e) in two exact power-of-two steps (K - e can leave fp32's exponent range)
+        const int s1 = (k - e) / 2;
+        const __m512 f1 = _mm512_set1_ps(std::ldexp(1.0f, s1)), f2 = _mm512_set1_ps(std::ldexp(1.0f, k - e - s1));
+        q[0] = _mm512_cvtps_epi32(_mm512_mul_ps(_mm512_mul_ps(_mm512_permutex2var_ps(lo, ev, hi), f1), f2));  // nearest even
+        q[1] = _mm512_cvtps_epi32(_mm512_mul_ps(_mm512_mul_ps(_mm512_permutex2var_ps(lo, od, hi), f1), f2));
+        s = std::ldexp(d.nib_mul, e - k);
+      }
+    }
+    a.scale[static_cast<std::size_t>(pos)] = s;
+    // balanced base-256 digits: d0 = X's low byte sign-extended, then (X - d0) / 256, ...
+    std::int8_t* base = a.digits.data() + b / 4 * 384 + b % 4 * 16;
+    for (int h = 0; h < 2; ++h) {
+      const __m512i d0 = _mm512_srai_epi32(_mm512_slli_epi32(q[h], 24), 24);
+      const __m512i r1 = _mm512_srai_epi32(_mm512_sub_epi32(q[h], d0), 8);
+      const __m512i d1 = _mm512_srai_epi32(_mm512_slli_epi32(r1, 24), 24);
+      const __m512i d2 = _mm512_srai_epi32(_mm512_sub_epi32(r1, d1), 8);
+      _mm_storeu_si128(reinterpret_cast<__m128i*>(base + 64 * h), _mm512_cvtepi32_epi8(d2));
+      _mm_storeu_si128(reinterpret_cast<__m128i*>(base + 128 + 64 * h), _mm512_cvtepi32_epi8(d1));
+      _mm_storeu_si128(reinterpret_cast<__m128i*>(base + 256 + 64 * h), _mm512_cvtepi32_epi8(d0));
+    }
+    const auto sum = static_cast<std::uint32_t>(_mm512_reduce_add_epi32(_mm512_add_epi32(q[0], q[1])));  // |sum| <= 2^27
+    a.corr[static_cast<std::size_t>(pos)] = static_cast<std::int32_t>(0u - off * sum);                  // mod 2^32
+  }
+  return true;
+}
+
+// 16 blocks of 4-bit codes (256 bytes at src; Masked: only the first `valid` bytes exist) times
+// their digits: the 16 exact int32 dots of the unsigned table values, transposed.
+template <bool Masked>
+MFQAT_AVX512 inline __m512i fx_nibble16(const std::uint8_t* src, const std::int8_t* xg, std::int64_t valid, __m512i tbl_u, __m512i m4,
+                                        std::int64_t ahead) {
+  __m512i p[4];
+  for (int k = 0; k < 4; ++k) {
+    __m512i bytes;
+    if constexpr (Masked) {
+      bytes = _mm512_maskz_loadu_epi8(first_bytes(valid - 64 * k), src + 64 * k);  // missing codes meet zero digits
+    } else {
+      prefetch_at(src + 64 * k, ahead);
+      bytes = _mm512_loadu_si512(src + 64 * k);
+    }
+    const __m512i wl = _mm512_shuffle_epi8(tbl_u, _mm512_and_si512(bytes, m4));
+    const __m512i wh = _mm512_shuffle_epi8(tbl_u, _mm512_and_si512(_mm512_srli_epi16(bytes, 4), m4));
+    const std::int8_t* xk = xg + 384 * k;
+    __m512i t = _mm512_dpbusd_epi32(_mm512_dpbusd_epi32(_mm512_setzero_si512(), wl, _mm512_load_si512(xk)), wh, _mm512_load_si512(xk + 64));
+    t = _mm512_dpbusd_epi32(_mm512_dpbusd_epi32(_mm512_slli_epi32(t, 8), wl, _mm512_load_si512(xk + 128)), wh, _mm512_load_si512(xk + 192));
+    p[k] = _mm512_dpbusd_epi32(_mm512_dpbusd_epi32(_mm512_slli_epi32(t, 8), wl, _mm512_load_si512(xk + 256)), wh,
+                               _mm512_load_si512(xk + 320));
+  }
+  return transpose_sum(p);
+}
+
+MFQAT_AVX512 void fx_rows_512(const Decoder& d, const MxView& w, const FxActs& a, const float* x, float* y, std::int64_t r0,
+                              std::int64_t r1) {
+  const mx::Format& f = *w.format;
+  const std::int64_t nb = f.blocks_per_row(w.cols), full = w.cols / 32, cols = w.cols;
+  const std::int64_t rb = static_cast<std::int64_t>(f.packed_row_bytes(cols));
+  alignas(64) std::int8_t tblu[64];
+  for (int i = 0; i < 64; ++i) tblu[i] = static_cast<std::int8_t>(d.nib[i % 16] + q8_offset(d));
+  const __m512i tbl_u = _mm512_load_si512(tblu), m4 = _mm512_set1_epi8(0x0F);
+  alignas(64) std::int32_t tidx_v[16];
+  for (int q = 0; q < 16; ++q) tidx_v[q] = transposed(q);
+  const __m512i tidx = _mm512_load_si512(tidx_v);
+  // Rows wider than 8192 columns go in column panels of 4096 (12 KiB of digits, which stay in
+  // L1 while the rows stream past; a 16K-wide row's 48 KiB would be re-read from L2 for every
+  // row: 4-bit GEMV 1.5x faster with panels at 16K): each panel over all the rows, the row sums
+  // added panel by panel (a fixed order, independent of the thread count). The weights are then
+  // read in 2 KiB runs a row apart, so the prefetch goes two rows ahead. Narrower rows stay
+  // whole (no page-sized runs for the hardware prefetcher to restart on; the fp32 loops measured
+  // slower with panels).
+  const std::int64_t panel = full > 256 ? 128 : std::max<std::int64_t>(full, 1);
+  const std::int64_t panels = (std::max<std::int64_t>(full, 1) + panel - 1) / panel;
+  const std::int64_t ahead = panels > 1 ? 2 * rb : kPrefetchBytes;
+  for (std::int64_t pi = 0; pi < panels; ++pi) {
+    const std::int64_t p0 = pi * panel, p1 = std::min(full, p0 + panel);
+    for (std::int64_t r = r0; r < r1; ++r) {
+      const std::uint8_t* row = w.elements + r * rb;
+      const std::uint8_t* sc = w.scales + r * nb;
+      __m512 acc0 = _mm512_setzero_ps(), acc1 = _mm512_setzero_ps();
+      for (std::int64_t g = p0; g < p1; g += 16) {
+        const std::int64_t n = std::min<std::int64_t>(16, full - g);
+        const std::int8_t* xg = a.digits.data() + g * 96;
+        const __m512i s = n == 16 ? fx_nibble16<false>(row + g * 16, xg, 256, tbl_u, m4, ahead)
+                                  : fx_nibble16<true>(row + g * 16, xg, n * 16, tbl_u, m4, ahead);
+        const __m512 dot = _mm512_cvtepi32_ps(_mm512_add_epi32(s, _mm512_load_si512(a.corr.data() + g)));
+        const __m128i e = n == 16 ? _mm_loadu_si128(reinterpret_cast<const __m128i*>(sc + g))
+                                  : _mm_maskz_loadu_epi8(static_cast<__mmask16>((1u << n) - 1), sc + g);
+        const __m512 v = _mm512_mul_ps(dot, _mm512_load_ps(a.scale.data() + g));  // the block dots with x^
+        if (g & 16) {
+          acc1 = _mm512_fmadd_ps(v, _mm512_permutexvar_ps(tidx, e8m0x16(e)), acc1);
+        } else {
+          acc0 = _mm512_fmadd_ps(v, _mm512_permutexvar_ps(tidx, e8m0x16(e)), acc0);
+        }
+      }
+      float sum = _mm512_reduce_add_ps(_mm512_add_ps(acc0, acc1));
+      if (pi > 0) sum = y[r] + sum;
+      if (pi == panels - 1 && full < nb) sum += partial_block(d, f, row, sc[full], x, cols);  // the reference, natural x
+      y[r] = sum;
+    }
+  }
+}
+
 // -1: not decided yet (constant-initialised, so callers during static initialisation see it);
 // then MFQAT_AVX512=0 in the environment turns the 512-bit loops off (for comparisons).
 std::atomic<int> g_allowed{-1};
+// The same for the fixed-point activations (MFQAT_FIXED_ACTS=0 keeps the fp32 loops).
+std::atomic<int> g_fixed{-1};
 
 }  // namespace
 
@@ -308,6 +446,17 @@ bool avx512_active() {
   return cpu && g_allowed.load() == 1;
 }
 void set_avx512(bool allowed) { g_allowed = allowed ? 1 : 0; }
+bool fixed_point_acts() {
+  if (g_fixed.load() < 0) {
+    const char* e = std::getenv("MFQAT_FIXED_ACTS");
+    int expected = -1;
+    g_fixed.compare_exchange_strong(expected, e == nullptr || std::string(e) != "0" ? 1 : 0);
+  }
+  return g_fixed.load() == 1;
+}
+void set_fixed_point_acts(bool allowed) { g_fixed = allowed ? 1 : 0; }
+FxPrepareFn avx512_fx_prepare() { return fx_prepare_512; }
+FxRowsFn avx512_fx_rows() { return fx_rows_512; }
 Gemv512Fn avx512_gemv_rows() { return gemv_rows_512; }
 RowsFn avx512_gemm_rows() { return gemm_rows_512; }
 Q8RowsFn avx512_q8_rows() { return q8_rows_512; }

@@ -116,6 +116,36 @@ Gemv512Fn avx512_gemv_rows();  // nullptr when not compiled in
 Q8RowsFn avx512_q8_rows();     // nullptr when not compiled in
 RowsFn avx512_gemm_rows();     // n > 1, every format (rows decoded by the AVX2 decoder); nullptr when not compiled in
 
+// fp32 activations in block fixed point, for the AVX-512 integer loop of the 4-bit formats
+// (those with an int8 table: value = nib[code] * nib_mul). Per whole block of 32 with
+// e = ilogb(max |x|) (x all finite): X = round(x * 2^(K - e)) (|X| <= 2^(K+1)), split into
+// signed base-256 digits X = d0 + 256 d1 + 65536 d2 (each in int8) for vpdpbusd against the
+// unsigned table values, combined by Horner (t = (dot(w, d2) << 8 + dot(w, d1)) << 8 + dot(w, d0))
+// in int32 modulo 2^32; the block's true dot sum(nib * X) fits int32 (K = fx_shift chooses), so
+// the result is exact. Times 2^(e - K) * nib_mul it is the block's dot with x rounded to
+// |x^ - x| <= 2^(e - K - 1) <= 2^-(K+1) * max|x| of its block.
+struct FxActs {
+  int shift = 0;  // K
+  // 96 bytes per block, blocks padded with zero blocks to a multiple of 16; per 4 blocks
+  // [d2 evens | d2 odds | d1 evens | d1 odds | d0 evens | d0 odds] (64 bytes each, 16 per block:
+  // what the low / high nibbles of the 4 blocks' 64 code bytes meet).
+  AlignedVec<std::int8_t> digits;
+  // Per block 2^(e - K) * nib_mul (0 for an all-zero block), in transposed order in each group of 16.
+  AlignedVec<float> scale;
+  // Per block (transposed) -offset * sum(X): the unsigned table's correction, modulo 2^32.
+  AlignedVec<std::int32_t> corr;
+};
+// K: 21 where |nib| <= 12 (MXFP4, MXINT4); less for tables with larger integers.
+int fx_shift(const Decoder& d);
+bool fx_supported(const Decoder& d);  // 4-bit with an int8 table, whole blocks of 32
+// Fills a; false when x has a non-finite value (the fp32 loops then run, propagating it).
+using FxPrepareFn = bool (*)(const Decoder& d, const float* x, std::int64_t cols, FxActs& a);
+using FxRowsFn = void (*)(const Decoder& d, const MxView& w, const FxActs& a, const float* x, float* y, std::int64_t r0, std::int64_t r1);
+FxPrepareFn avx512_fx_prepare();  // nullptr when not compiled in
+FxRowsFn avx512_fx_rows();        // nullptr when not compiled in
+bool fixed_point_acts();
+void set_fixed_point_acts(bool allowed);
+
 // The partial last block of a row (its cols % 32 elements after the whole blocks of 32), as the
 // reference computes it, for the SIMD loops: scale * dot(decoded codes, x) with x in natural
 // order; with int8 activations float(int dot) * (scale * mul * activation scale).

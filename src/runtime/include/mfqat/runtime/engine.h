@@ -137,7 +137,9 @@ class Session {
   const Engine& e_;
   std::shared_ptr<const Weights> w_;
   std::int64_t pos_ = 0;
-  std::vector<float> k_, v_;  // [layers, max_seq, dim]
+  // [layers, max_seq, dim], left uninitialised: a position is written before it is read, and a
+  // zeroed cache would touch every page of it (128 MiB for the synthetic large model) per request
+  std::unique_ptr<float[]> k_, v_;
 };
 
 struct SamplingOptions {

@@ -21,9 +21,11 @@ MxView view(const mx::PackedMatrix& m);
 
 // y[r] = sum_c W[r, c] * x[c] for r in [0, rows).
 //
-// Accuracy contract (tested): every path computes each block's dot product of decoded codes
-// and x in fp32 and adds scale * dot to an fp32 row sum; paths differ only in the order of the
-// additions, so |y - y_ref| <= 2^-18 * sum_c |W[r,c] x[c]| (tolerance explained in the test).
+// Accuracy contract (tested): every fp32 path computes each block's dot product of decoded
+// codes and x in fp32 and adds scale * dot to an fp32 row sum; paths differ only in the order of
+// the additions, so |y - y_ref| <= 2^-18 * sum_c |W[r,c] x[c]| (tolerance explained in the test).
+// The block fixed-point path (4-bit, below) adds its rounding of x, at most
+// sum_c |W[r,c]| * 2^-(K+1) * max|x| over c's block of 32.
 void gemv(const MxView& w, const float* x, float* y, mx::Isa isa = mx::Isa::Auto);
 
 // Y[i, r] = sum_c W[r, c] * X[i, c] for i in [0, n): X is [n, cols] row-major, Y is [n, rows].
@@ -48,7 +50,21 @@ void gemv_q8(const MxView& w, const float* x, float* y, mx::Isa isa = mx::Isa::A
 bool avx512_active();
 void set_avx512(bool allowed);
 
-// fp32 baselines: OpenBLAS cblas_sgemv / cblas_sgemm with W [rows, cols] row-major.
+// Block fixed point (AVX-512, one vector, the 4-bit formats with an int8 table: MXFP4, MXINT4,
+// ...): their weights are small integers times a power of two, so gemv rounds each block of 32
+// activations to integers X = round(x * 2^(K - e)), e the exponent of the block's largest |x|
+// (K = 21 for MXFP4 and MXINT4: |X| <= 2^22, 23 significant bits against the block maximum where
+// fp32 keeps 24 per element), and computes each block's dot exactly in integers (three 8-bit
+// digits of X against the 4-bit values, vpdpbusd): 2-3x fewer instructions per weight than
+// decoding to fp32 and multiplying. Any non-finite x takes the fp32 loop. MXINT8 keeps its
+// fp32 loop (measured faster: docs/perf.md). set_fixed_point_acts(false) or
+// MFQAT_FIXED_ACTS=0 keeps the fp32 loops (tests check both; benchmarks measure both).
+bool fixed_point_acts();
+void set_fixed_point_acts(bool allowed);
+
+// fp32 baselines: OpenBLAS cblas_sgemv / cblas_sgemm with W [rows, cols] row-major, the rows
+// split over the mfqat thread pool like the MX kernels (OpenBLAS single-threaded in each part:
+// its own threads would keep spinning after the call and take cores from the next MX kernel).
 void gemv_f32(const float* w, std::int64_t rows, std::int64_t cols, const float* x, float* y);
 void gemm_f32(const float* w, std::int64_t rows, std::int64_t cols, const float* x, std::int64_t n, float* y);
 
