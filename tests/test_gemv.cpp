@@ -2,6 +2,8 @@
 // products, for every registry format and odd shapes.
 #include <gtest/gtest.h>
 
+#include <cblas.h>
+
 #include <cmath>
 #include <random>
 
@@ -175,6 +177,7 @@ TEST(GemvFixedPoint, DigitsRebuildTheRoundedActivationsExactlyForEvery4BitFormat
     runtime::detail::FxActs a;
     ASSERT_TRUE(runtime::detail::avx512_fx_prepare()(d, x.data(), cols, a));
     const std::int64_t full = cols / 32;
+    ASSERT_EQ(a.digits.size(), 32u * 96);
     for (std::int64_t b = 0; b < 32; ++b) {  // 19 whole blocks and the zero padding to 32
       float amax = 0;
       for (std::int64_t i = 0; b < full && i < 32; ++i) amax = std::max(amax, std::fabs(x[b * 32 + i]));
@@ -303,21 +306,26 @@ TEST(Gemv, ThreadCountDoesNotChangeTheResult) {
 }
 
 TEST(Gemv, Fp32BaselinesAgreeWithTheDoubleProduct) {
-  const std::int64_t rows = 17, cols = 45, n = 3;
-  const auto w = weights(rows * cols, 6), x = weights(n * cols, 7);
-  std::vector<float> y1(rows), yn(n * rows);
-  runtime::gemv_f32(w.data(), rows, cols, x.data(), y1.data());
-  runtime::gemm_f32(w.data(), rows, cols, x.data(), n, yn.data());
-  for (std::int64_t j = 0; j < n; ++j) {
-    for (std::int64_t r = 0; r < rows; ++r) {
-      double e = 0, a = 0;
-      for (std::int64_t c = 0; c < cols; ++c) {
-        e += static_cast<double>(w[r * cols + c]) * x[j * cols + c];
-        a += std::fabs(static_cast<double>(w[r * cols + c]) * x[j * cols + c]);
-      }
-      EXPECT_LE(std::fabs(yn[j * rows + r] - e), tolerance(cols, a));
-      if (j == 0) {
-        EXPECT_LE(std::fabs(y1[r] - e), tolerance(cols, a));
+  // 17 rows: one part; 3001 rows of 45: split over the pool (OpenBLAS single-threaded per part)
+  for (const std::int64_t rows : {17, 3001}) {
+    const std::int64_t cols = 45, n = 3;
+    const auto w = weights(rows * cols, 6), x = weights(n * cols, 7);
+    std::vector<float> y1(rows), yn(n * rows);
+    const int blas_threads = openblas_get_num_threads();
+    runtime::gemv_f32(w.data(), rows, cols, x.data(), y1.data());
+    runtime::gemm_f32(w.data(), rows, cols, x.data(), n, yn.data());
+    EXPECT_EQ(openblas_get_num_threads(), blas_threads);  // the caller's setting is back
+    for (std::int64_t j = 0; j < n; ++j) {
+      for (std::int64_t r = 0; r < rows; ++r) {
+        double e = 0, a = 0;
+        for (std::int64_t c = 0; c < cols; ++c) {
+          e += static_cast<double>(w[r * cols + c]) * x[j * cols + c];
+          a += std::fabs(static_cast<double>(w[r * cols + c]) * x[j * cols + c]);
+        }
+        EXPECT_LE(std::fabs(yn[j * rows + r] - e), tolerance(cols, a));
+        if (j == 0) {
+          EXPECT_LE(std::fabs(y1[r] - e), tolerance(cols, a));
+        }
       }
     }
   }
