@@ -45,11 +45,12 @@ namespace mfqat::runtime::detail {
 namespace {
 
 // NOLINTBEGIN(performance-no-int-to-ptr)
-// A prefetch hint kPrefetchBytes ahead in the weight stream; the address may lie past the
-// matrix (a harmless hint), so it is formed in integers, not by pointer arithmetic.
+// A prefetch hint `ahead` bytes on in the weight stream; the address may lie past the matrix (a
+// harmless hint), so it is formed in integers, not by pointer arithmetic.
 inline void prefetch_at(const std::uint8_t* p, std::int64_t ahead) {
   _mm_prefetch(reinterpret_cast<const char*>(reinterpret_cast<std::uintptr_t>(p) + static_cast<std::uintptr_t>(ahead)), _MM_HINT_T0);
 }
+// NOLINTEND(performance-no-int-to-ptr)
 inline void prefetch_ahead(const std::uint8_t* p) { prefetch_at(p, kPrefetchBytes); }
 
 // E8M0 bytes of 16 blocks -> their scales as fp32 (e = 0: 2^-127, a subnormal; e = 255: NaN),
