@@ -32,6 +32,19 @@ std::vector<float> weights(std::int64_t n, std::uint32_t seed) {
 // NOLINTNEXTLINE(bugprone-integer-division): cols / 16 + 1 bounds the block count on purpose
 double tolerance(std::int64_t cols, double abs_sum) { return static_cast<double>(cols + 2 * (cols / 16 + 1) + 8) * std::ldexp(1.0, -24) * abs_sum; }
 
+// The exact (double) product of one dequantized row with x, and the sum of the |terms|.
+struct ExactRow {
+  double value = 0, abs_sum = 0;
+};
+ExactRow exact_row(const float* wd_row, const float* x, std::int64_t cols) {
+  ExactRow e;
+  for (std::int64_t c = 0; c < cols; ++c) {
+    e.value += static_cast<double>(wd_row[c]) * x[c];
+    e.abs_sum += std::fabs(static_cast<double>(wd_row[c]) * x[c]);
+  }
+  return e;
+}
+
 // Runs body once per kernel family this CPU has: where AVX-512 is here, the 512-bit loops with
 // block fixed-point activations (the default there), then with fp32 activations; then the
 // 256-bit loops.
@@ -127,13 +140,9 @@ TEST(Gemv, EveryPathWithinTheSummationBoundOfTheExactProduct) {
             }
             for (std::int64_t j = 0; j < n; ++j) {
               for (std::int64_t r = 0; r < rows; ++r) {
-                double exact = 0, abs_sum = 0;
-                for (std::int64_t c = 0; c < cols; ++c) {
-                  exact += static_cast<double>(wd[r * cols + c]) * x[j * cols + c];
-                  abs_sum += std::fabs(static_cast<double>(wd[r * cols + c]) * x[j * cols + c]);
-                }
+                const ExactRow e = exact_row(wd.data() + r * cols, x.data() + j * cols, cols);
                 const double fx = fixed_point_error(f, isa, n, wd.data() + r * cols, x.data(), cols);
-                ASSERT_LE(std::fabs(y[j * rows + r] - exact), fx * 1.001 + tolerance(cols, abs_sum + fx))
+                ASSERT_LE(std::fabs(y[j * rows + r] - e.value), fx * 1.001 + tolerance(cols, e.abs_sum + fx))
                     << f.name << " bs " << bs << " " << mx::isa_name(isa) << " " << width() << " rows " << rows << " cols " << cols << " n " << n;
               }
             }
@@ -225,13 +234,9 @@ TEST(GemvFixedPoint, ExtremeCodesAndActivationsStayInInt32AndNonFiniteInputsProp
       std::vector<float> y(rows);
       runtime::gemv(runtime::view(q), x.data(), y.data());
       for (std::int64_t r = 0; r < rows; ++r) {
-        double exact = 0, abs_sum = 0;
-        for (std::int64_t c = 0; c < cols; ++c) {
-          exact += static_cast<double>(wd[r * cols + c]) * x[c];
-          abs_sum += std::fabs(static_cast<double>(wd[r * cols + c]) * x[c]);
-        }
+        const ExactRow e = exact_row(wd.data() + r * cols, x.data(), cols);
         const double fx = fixed_point_error(f, mx::Isa::Avx2, 1, wd.data() + r * cols, x.data(), cols);
-        ASSERT_LE(std::fabs(y[r] - exact), fx * 1.001 + tolerance(cols, abs_sum + fx)) << name << " row " << r << " " << width();
+        ASSERT_LE(std::fabs(y[r] - e.value), fx * 1.001 + tolerance(cols, e.abs_sum + fx)) << name << " row " << r << " " << width();
       }
       // a NaN or an infinity in x reaches y as the fp32 loops give it
       auto xn = x;
@@ -267,13 +272,9 @@ TEST(Gemv, Fp8HalfConversionCoversTheFp8FormatsAndFallsBackWhenTheScaledInputWou
   std::vector<float> y(rows);
   runtime::gemv(runtime::view(q), x.data(), y.data());
   for (std::int64_t r = 0; r < rows; ++r) {
-    double exact = 0, abs_sum = 0;
-    for (std::int64_t c = 0; c < cols; ++c) {
-      exact += static_cast<double>(wd[r * cols + c]) * x[c];
-      abs_sum += std::fabs(static_cast<double>(wd[r * cols + c]) * x[c]);
-    }
+    const ExactRow e = exact_row(wd.data() + r * cols, x.data(), cols);
     ASSERT_TRUE(std::isfinite(y[r]));
-    ASSERT_LE(std::fabs(y[r] - exact), tolerance(cols, abs_sum));
+    ASSERT_LE(std::fabs(y[r] - e.value), tolerance(cols, e.abs_sum));
   }
 }
 
