@@ -82,7 +82,10 @@ double fixed_point_error(const mx::Format& f, mx::Isa isa, std::int64_t n, const
       amax = std::max(amax, std::fabs(x[c]));
       wabs += std::fabs(wd_row[c]);
     }
-    if (amax > 0) err += wabs * std::ldexp(1.0, std::ilogb(amax) - k - 1);
+    if (amax == 0) continue;
+    const int e = std::ilogb(amax);
+    if (e < runtime::detail::kFxMinExp) return 0;  // the fp32 loop runs
+    err += wabs * std::ldexp(1.0, e - k - 1);
   }
   return err;
 }
@@ -156,11 +159,13 @@ TEST(Gemv, EveryPathWithinTheSummationBoundOfTheExactProduct) {
 
 TEST(GemvFixedPoint, DigitsRebuildTheRoundedActivationsExactlyForEvery4BitFormat) {
   if (!runtime::avx512_active() || !runtime::detail::avx512_fx_prepare()) GTEST_SKIP() << "no AVX-512 here";
-  // blocks of every kind: zero, tiny (subnormal), huge, wide range inside a block, ties
+  // blocks of every kind: zero, the smallest and largest maxima taken, wide range inside a
+  // block (subnormals beside 2^-100), ties
   const std::int64_t cols = 32 * 19 + 5;
   std::vector<float> x = weights(cols, 21);
   for (int i = 32; i < 64; ++i) x[i] = 0;
   for (int i = 64; i < 96; ++i) x[i] = static_cast<float>(i - 80) * 1e-41f;
+  x[70] = std::ldexp(1.0f, runtime::detail::kFxMinExp);
   for (int i = 96; i < 128; ++i) x[i] = static_cast<float>(i - 100) * 3e36f;
   x[130] = 1e30f;  // one huge value beside small ones
   x[160] = 1.0f;   // X of 0.5 * 2^-21 ... rounds to even
@@ -207,9 +212,18 @@ TEST(GemvFixedPoint, DigitsRebuildTheRoundedActivationsExactlyForEvery4BitFormat
       EXPECT_EQ(a.corr[pos], static_cast<std::int32_t>(static_cast<std::uint32_t>(-runtime::detail::q8_offset(d) * sum))) << name;
     }
   }
-  x[7] = NAN;
+  // not taken (the fp32 loop runs): a NaN, an infinity, a block maximum below 2^-100
+  const auto d4 = runtime::detail::Decoder::make(mx::find_format("mxint4"));
   runtime::detail::FxActs a;
-  EXPECT_FALSE(runtime::detail::avx512_fx_prepare()(runtime::detail::Decoder::make(mx::find_format("mxint4")), x.data(), cols, a));
+  for (const float v : {NAN, INFINITY, std::ldexp(1.0f, runtime::detail::kFxMinExp) / 2}) {
+    auto xo = x;
+    if (!std::isfinite(v)) {
+      xo[7] = v;
+    } else {
+      for (int i = 64; i < 96; ++i) xo[i] = v;
+    }
+    EXPECT_FALSE(runtime::detail::avx512_fx_prepare()(d4, xo.data(), cols, a)) << v;
+  }
 }
 
 TEST(GemvFixedPoint, ExtremeCodesAndActivationsStayInInt32AndNonFiniteInputsPropagate) {
@@ -237,6 +251,16 @@ TEST(GemvFixedPoint, ExtremeCodesAndActivationsStayInInt32AndNonFiniteInputsProp
         const ExactRow e = exact_row(wd.data() + r * cols, x.data(), cols);
         const double fx = fixed_point_error(f, mx::Isa::Avx2, 1, wd.data() + r * cols, x.data(), cols);
         ASSERT_LE(std::fabs(y[r] - e.value), fx * 1.001 + tolerance(cols, e.abs_sum + fx)) << name << " row " << r << " " << width();
+      }
+      // tiny activations (block maximum ~2^-117, below 2^kFxMinExp: the fp32 loop) stay accurate
+      {
+        std::vector<float> xt(static_cast<std::size_t>(cols), 0.0f);
+        for (std::int64_t c = 32; c < 64; ++c) xt[c] = static_cast<float>(c - 40) * 1e-36f;
+        runtime::gemv(runtime::view(q), xt.data(), y.data());
+        for (std::int64_t r = 0; r < rows; ++r) {
+          const ExactRow e = exact_row(wd.data() + r * cols, xt.data(), cols);
+          ASSERT_LE(std::fabs(y[r] - e.value), tolerance(cols, e.abs_sum)) << name << " row " << r << " " << width();
+        }
       }
       // a NaN or an infinity in x reaches y as the fp32 loops give it
       auto xn = x;

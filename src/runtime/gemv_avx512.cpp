@@ -327,6 +327,8 @@ MFQAT_AVX512 bool fx_prepare_512(const Decoder& d, const float* x, std::int64_t 
       const float amax = _mm512_reduce_max_ps(_mm512_max_ps(alo, ahi));
       if (amax > 0) {
         const int e = std::ilogb(amax);
+        // A block whose scale 2^(e - K) * nib_mul would be subnormal (or 0) takes the fp32 loop.
+        if (e < kFxMinExp) return false;
         // x * 2^(K - e) in two exact power-of-two steps (K - e can leave fp32's exponent range)
         const int s1 = (k - e) / 2;
         const __m512 f1 = _mm512_set1_ps(std::ldexp(1.0f, s1)), f2 = _mm512_set1_ps(std::ldexp(1.0f, k - e - s1));

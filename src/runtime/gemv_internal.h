@@ -138,7 +138,11 @@ struct FxActs {
 // K: 21 where |nib| <= 12 (MXFP4, MXINT4); less for tables with larger integers.
 int fx_shift(const Decoder& d);
 bool fx_supported(const Decoder& d);  // 4-bit with an int8 table, whole blocks of 32
-// Fills a; false when x has a non-finite value (the fp32 loops then run, propagating it).
+// The smallest block maximum the fixed-point loop takes: ilogb(max|x|) >= kFxMinExp (its
+// 2^(e - K) * nib_mul stays a normal fp32).
+constexpr int kFxMinExp = -100;
+// Fills a; false when x has a non-finite value (the fp32 loops then run, propagating it) or a
+// nonzero block whose largest |x| lies below 2^kFxMinExp.
 using FxPrepareFn = bool (*)(const Decoder& d, const float* x, std::int64_t cols, FxActs& a);
 using FxRowsFn = void (*)(const Decoder& d, const MxView& w, const FxActs& a, const float* x, float* y, std::int64_t r0, std::int64_t r1);
 FxPrepareFn avx512_fx_prepare();  // nullptr when not compiled in

@@ -56,8 +56,9 @@ void set_avx512(bool allowed);
 // (K = 21 for MXFP4 and MXINT4: |X| <= 2^22, 23 significant bits against the block maximum where
 // fp32 keeps 24 per element), and computes each block's dot exactly in integers (three 8-bit
 // digits of X against the 4-bit values, vpdpbusd): 2-3x fewer instructions per weight than
-// decoding to fp32 and multiplying. Any non-finite x takes the fp32 loop. MXINT8 keeps its
-// fp32 loop (measured faster: docs/perf.md). set_fixed_point_acts(false) or
+// decoding to fp32 and multiplying. Any non-finite x, or a nonzero block whose largest |x| is
+// below 2^-100 (its scale 2^(e - K) would be subnormal), takes the fp32 loop.
+// MXINT8 keeps its fp32 loop (measured faster: docs/perf.md). set_fixed_point_acts(false) or
 // MFQAT_FIXED_ACTS=0 keeps the fp32 loops (tests check both; benchmarks measure both).
 bool fixed_point_acts();
 void set_fixed_point_acts(bool allowed);
