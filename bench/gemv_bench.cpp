@@ -146,10 +146,11 @@ const bool registered = [] {
       benchmark::RegisterBenchmark(("mx_gemv/" + f.name + "/avx2" + ts).c_str(), bm_mx_gemv, f, mx::Isa::Avx2, t, false, false)
           ->UseRealTime()->MinTime(0.5);
       if (has512 && (f.bits == 4 || f.bits == 8)) {  // the formats with a 512-bit loop
-        // "avx512": what gemv runs by default (block fixed point for MXINT8 and the 4-bit formats)
+        // "avx512": what gemv runs by default (block fixed point for the 4-bit formats, the fp32
+        // loops for the 8-bit ones); "avx512_fp32": the 4-bit formats' fp32 loop
         benchmark::RegisterBenchmark(("mx_gemv/" + f.name + "/avx512" + ts).c_str(), bm_mx_gemv, f, mx::Isa::Avx2, t, true, true)
             ->UseRealTime()->MinTime(0.5);
-        if (f.bits == 4 || f.name == "mxint8") {
+        if (f.bits == 4) {
           benchmark::RegisterBenchmark(("mx_gemv/" + f.name + "/avx512_fp32" + ts).c_str(), bm_mx_gemv, f, mx::Isa::Avx2, t, true, false)
               ->UseRealTime()->MinTime(0.5);
         }

@@ -1,9 +1,9 @@
 #include <cblas.h>
 
 #include <algorithm>
-#include <climits>
 #include <cmath>
 #include <cstdlib>
+#include <limits>
 #include <memory>
 #include <mutex>
 #include <stdexcept>
@@ -224,7 +224,7 @@ int fx_shift(const Decoder& d) {
   int m = 0;  // the block's dot: 32 * max|nib| * 2^(K+1) < 2^31
   for (const std::int8_t v : d.nib) m = std::max(m, std::abs(static_cast<int>(v)));
   int k = 21;  // at most 21: |X| <= 2^22 keeps the top digit in int8
-  while (k > 0 && (std::int64_t{32} * m << (k + 1)) > std::int64_t{INT32_MAX}) --k;
+  while (k > 0 && (std::int64_t{32} * m << (k + 1)) > std::numeric_limits<std::int32_t>::max()) --k;
   return k;
 }
 

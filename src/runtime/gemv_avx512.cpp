@@ -174,6 +174,20 @@ MFQAT_AVX512 inline __m512i transpose_sum(const __m512i p[4]) {
 // Position of block i (0..15 within its group of 16) after transpose_sum: self-inverse.
 constexpr int transposed(int i) { return 4 * (i % 4) + i / 4; }
 
+// transposed(0..15) as a permutation vector (the 16 block scales into transpose_sum's order).
+MFQAT_AVX512 inline __m512i transposed_order() {
+  alignas(64) std::int32_t v[16];
+  for (int q = 0; q < 16; ++q) v[q] = transposed(q);
+  return _mm512_load_si512(v);
+}
+
+// The 4-bit table made unsigned (value + off) in every 128-bit lane, for a 512-bit vpshufb.
+MFQAT_AVX512 inline __m512i unsigned_nibble_table(const Decoder& d, int off) {
+  alignas(64) std::int8_t t[64];
+  for (int i = 0; i < 64; ++i) t[i] = static_cast<std::int8_t>(d.nib[i % 16] + off);
+  return _mm512_load_si512(t);
+}
+
 MFQAT_AVX512 inline std::int32_t hsum_epi32(__m256i v) { return _mm512_reduce_add_epi32(_mm512_zextsi256_si512(v)); }
 
 MFQAT_AVX512 void q8_rows_512(const Decoder& d, const MxView& w, const Q8Acts& a, float* y, std::int64_t r0, std::int64_t r1) {
@@ -200,13 +214,9 @@ MFQAT_AVX512 void q8_rows_512(const Decoder& d, const MxView& w, const Q8Acts& a
     xs[static_cast<std::size_t>(pos)] = a.scale[static_cast<std::size_t>(b)] * mul;
     corr[static_cast<std::size_t>(pos)] = -off * a.sum[static_cast<std::size_t>(b)];
   }
-  alignas(64) std::int8_t tblu[64];
-  for (int i = 0; i < 64; ++i) tblu[i] = static_cast<std::int8_t>(d.nib[i % 16] + off);
-  const __m512i tbl_u = _mm512_load_si512(tblu);
+  const __m512i tbl_u = unsigned_nibble_table(d, off);
   const __m512i m4 = _mm512_set1_epi8(0x0F), flip = _mm512_set1_epi8(static_cast<char>(0x80));
-  alignas(64) std::int32_t tidx_v[16];
-  for (int q = 0; q < 16; ++q) tidx_v[q] = transposed(q);
-  const __m512i tidx = _mm512_load_si512(tidx_v);
+  const __m512i tidx = transposed_order();
   const std::int8_t* xq = a.q.data();
   for (std::int64_t r = r0; r < r1; ++r) {
     const std::uint8_t* row = w.elements + r * rb;
@@ -304,7 +314,6 @@ MFQAT_AVX512 bool fx_prepare_512(const Decoder& d, const float* x, std::int64_t 
   const std::int64_t full = cols / 32, padded = (full + 15) / 16 * 16;
   const int k = fx_shift(d);
   const auto off = static_cast<std::uint32_t>(q8_offset(d));
-  a.shift = k;
   a.digits.resize(static_cast<std::size_t>(padded * 96));
   a.scale.resize(static_cast<std::size_t>(padded));
   a.corr.resize(static_cast<std::size_t>(padded));
@@ -385,12 +394,8 @@ MFQAT_AVX512 void fx_rows_512(const Decoder& d, const MxView& w, const FxActs& a
   const mx::Format& f = *w.format;
   const std::int64_t nb = f.blocks_per_row(w.cols), full = w.cols / 32, cols = w.cols;
   const std::int64_t rb = static_cast<std::int64_t>(f.packed_row_bytes(cols));
-  alignas(64) std::int8_t tblu[64];
-  for (int i = 0; i < 64; ++i) tblu[i] = static_cast<std::int8_t>(d.nib[i % 16] + q8_offset(d));
-  const __m512i tbl_u = _mm512_load_si512(tblu), m4 = _mm512_set1_epi8(0x0F);
-  alignas(64) std::int32_t tidx_v[16];
-  for (int q = 0; q < 16; ++q) tidx_v[q] = transposed(q);
-  const __m512i tidx = _mm512_load_si512(tidx_v);
+  const __m512i tbl_u = unsigned_nibble_table(d, q8_offset(d)), m4 = _mm512_set1_epi8(0x0F);
+  const __m512i tidx = transposed_order();
   // Rows wider than 8192 columns go in column panels of 4096 (12 KiB of digits, which stay in
   // L1 while the rows stream past; a 16K-wide row's 48 KiB would be re-read from L2 for every
   // row: 4-bit GEMV 1.5x faster with panels at 16K): each panel over all the rows, the row sums

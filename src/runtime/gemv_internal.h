@@ -125,7 +125,6 @@ RowsFn avx512_gemm_rows();     // n > 1, every format (rows decoded by the AVX2 
 // the result is exact. Times 2^(e - K) * nib_mul it is the block's dot with x rounded to
 // |x^ - x| <= 2^(e - K - 1) <= 2^-(K+1) * max|x| of its block.
 struct FxActs {
-  int shift = 0;  // K
   // 96 bytes per block, blocks padded with zero blocks to a multiple of 16; per 4 blocks
   // [d2 evens | d2 odds | d1 evens | d1 odds | d0 evens | d0 odds] (64 bytes each, 16 per block:
   // what the low / high nibbles of the 4 blocks' 64 code bytes meet).
