@@ -118,3 +118,47 @@ TEST(Engine, Int8ActivationsAreCloseToFp32AndDeterministic) {
   EXPECT_EQ(one, runtime::generate(*e, e->weights("mxint4"), "Emma", 20, {}).text);
   set_num_threads(t);
 }
+
+TEST(Engine, FinishedSessionsLeaveTheirKvCacheToTheNextAndNothingOfItLeaks) {
+  auto e = runtime::Engine::synthetic(small(), mx::find_format("mxint8"), 5);
+  auto fresh = runtime::Engine::synthetic(small(), mx::find_format("mxint8"), 5);
+  const auto& c = e->config();
+  const auto kv = static_cast<std::uint64_t>(2 * c.n_layers * c.max_seq * c.dim * 4);  // K and V floats
+  EXPECT_EQ(e->idle_kv_bytes(), 0u);
+  {
+    runtime::Session a(*e, e->weights("mxint4"));
+    a.feed(std::vector<int>(40, 'z'));  // fills most of the cache with another sequence
+  }
+  const std::uint64_t one = e->idle_kv_bytes();
+  EXPECT_GE(one, kv);  // kept (rounded up to whole 2 MiB pages)
+  EXPECT_EQ(one % (std::uint64_t{2} << 20), 0u);
+  // The next session takes that buffer; its logits are those of a session on a fresh engine
+  // (positions are written before they are read: nothing of the 40 'z' shows through).
+  std::vector<float> reused, clean;
+  {
+    runtime::Session b(*e, e->weights("mxint4"));
+    EXPECT_EQ(e->idle_kv_bytes(), 0u);  // taken
+    for (int t : prompt()) reused = b.feed({t});
+  }
+  {
+    runtime::Session c(*fresh, fresh->weights("mxint4"));
+    for (int t : prompt()) clean = c.feed({t});
+  }
+  EXPECT_EQ(reused, clean);
+  // Two at once: the second gets a new buffer; with a limit of 1, one is kept when both end.
+  {
+    runtime::Session a(*e, e->weights("mxint8")), b(*e, e->weights("mxint8"));
+    a.feed(prompt());
+    b.feed(prompt());
+  }
+  EXPECT_EQ(e->idle_kv_bytes(), one);
+  e->set_idle_kv_limit(2);
+  {
+    runtime::Session a(*e, e->weights("mxint8")), b(*e, e->weights("mxint8"));
+  }
+  EXPECT_EQ(e->idle_kv_bytes(), 2 * one);
+  e->set_idle_kv_limit(0);  // frees them
+  EXPECT_EQ(e->idle_kv_bytes(), 0u);
+  { runtime::Session a(*e, e->weights("mxint8")); }
+  EXPECT_EQ(e->idle_kv_bytes(), 0u);
+}

@@ -4,6 +4,7 @@
 
 #include <cblas.h>
 
+#include <bit>
 #include <cmath>
 #include <random>
 
@@ -272,6 +273,37 @@ TEST(GemvFixedPoint, ExtremeCodesAndActivationsStayInInt32AndNonFiniteInputsProp
       EXPECT_EQ(y[0], wd[100] > 0 ? INFINITY : -INFINITY) << name << " " << width();
     });
   }
+}
+
+TEST(GemvFixedPoint, RowGroupsOfWideMatricesEqualTheRowsOneByOne) {
+  if (!runtime::avx512_active() || !runtime::detail::avx512_fx_prepare()) GTEST_SKIP() << "no AVX-512 here";
+  // Past 8192 columns the loop takes column panels over groups of 16 rows. 291 rows of 8229
+  // (three panels, one partial block): groups cut at every 16 rows of a part, parts of 128 rows
+  // over 1 and 4 threads. Each row must get the bits it gets alone (a 1-row matrix: one group).
+  const std::int64_t rows = 291, cols = 8229;
+  const auto w = weights(rows * cols, 31), x = weights(cols, 32);
+  const int t = num_threads();
+  for (const char* name : {"mxfp4_e2m1", "mxint4"}) {
+    const mx::Format f = mx::find_format(name);
+    const mx::PackedMatrix q = mx::quantize(f, w.data(), rows, cols);
+    std::vector<float> alone(rows);
+    for (std::int64_t r = 0; r < rows; ++r) {
+      runtime::MxView v = runtime::view(q);
+      v.elements += r * static_cast<std::int64_t>(f.packed_row_bytes(cols));
+      v.scales += r * f.blocks_per_row(cols);
+      v.rows = 1;
+      runtime::gemv(v, x.data(), &alone[static_cast<std::size_t>(r)]);
+    }
+    for (int threads : {1, 4}) {
+      set_num_threads(threads);
+      std::vector<float> y(rows, NAN);
+      runtime::gemv(runtime::view(q), x.data(), y.data());
+      for (std::int64_t r = 0; r < rows; ++r) {
+        ASSERT_EQ(std::bit_cast<std::uint32_t>(y[r]), std::bit_cast<std::uint32_t>(alone[r])) << name << " row " << r << " threads " << threads;
+      }
+    }
+  }
+  set_num_threads(t);
 }
 
 TEST(Gemv, Fp8HalfConversionCoversTheFp8FormatsAndFallsBackWhenTheScaledInputWouldOverflow) {

@@ -1,8 +1,11 @@
 #include "mfqat/runtime/engine.h"
 
 #include <algorithm>
+#include <sys/mman.h>
+
 #include <chrono>
 #include <cmath>
+#include <cstdlib>
 #include <numeric>
 #include <stdexcept>
 
@@ -354,14 +357,62 @@ void Engine::evict(const std::string& name) {
   lru_.remove(key);
 }
 
+// ---- KV buffers ----
+
+namespace {
+constexpr std::size_t kHuge = std::size_t{2} << 20;
+std::size_t kv_floats(const model::LmConfig& c) { return static_cast<std::size_t>(2 * c.n_layers * c.max_seq * c.dim); }
+}  // namespace
+
+KvBuffer::KvBuffer(std::size_t floats) : n_(floats), bytes_((floats * sizeof(float) + kHuge - 1) / kHuge * kHuge) {
+  p_ = static_cast<float*>(std::aligned_alloc(kHuge, bytes_));
+  if (!p_) throw std::bad_alloc();
+#ifdef MADV_HUGEPAGE
+  madvise(p_, bytes_, MADV_HUGEPAGE);  // advice only: without THP the pages stay 4 KiB
+#endif
+}
+
+KvBuffer::~KvBuffer() { std::free(p_); }
+
+std::unique_ptr<KvBuffer> Engine::take_kv() const {
+  {
+    std::lock_guard<std::mutex> lk(mu_);
+    if (!idle_kv_.empty()) {
+      auto b = std::move(idle_kv_.back());
+      idle_kv_.pop_back();
+      return b;
+    }
+  }
+  return std::make_unique<KvBuffer>(kv_floats(cfg_));
+}
+
+void Engine::give_kv(std::unique_ptr<KvBuffer> b) const noexcept {
+  if (!b) return;
+  std::lock_guard<std::mutex> lk(mu_);
+  if (idle_kv_.size() < idle_kv_limit_) idle_kv_.push_back(std::move(b));  // else freed here
+}
+
+void Engine::set_idle_kv_limit(std::size_t n) {
+  std::lock_guard<std::mutex> lk(mu_);
+  idle_kv_limit_ = n;
+  if (idle_kv_.size() > n) idle_kv_.resize(n);
+}
+
+std::uint64_t Engine::idle_kv_bytes() const {
+  std::lock_guard<std::mutex> lk(mu_);
+  std::uint64_t n = 0;
+  for (const auto& b : idle_kv_) n += b->bytes();
+  return n;
+}
+
 // ---- Session ----
 
-Session::Session(const Engine& e, std::shared_ptr<const Weights> w) : e_(e), w_(std::move(w)) {
-  const auto& c = e_.config();
-  const auto n = static_cast<std::size_t>(c.n_layers * c.max_seq * c.dim);
-  k_ = std::make_unique_for_overwrite<float[]>(n);  // uninitialised on purpose (see the header)
-  v_ = std::make_unique_for_overwrite<float[]>(n);
+Session::Session(const Engine& e, std::shared_ptr<const Weights> w) : e_(e), w_(std::move(w)), kv_(e.take_kv()) {
+  k_ = kv_->data();
+  v_ = k_ + kv_->floats() / 2;
 }
+
+Session::~Session() { e_.give_kv(std::move(kv_)); }
 
 std::vector<float> Session::feed(const std::vector<int>& tokens) {
   std::vector<float> out;
@@ -411,8 +462,8 @@ void Session::forward(const std::vector<int>& tokens, bool all_logits, std::vect
           }
         }
       }
-      std::copy_n(k.data() + t * D, D, k_.get() + (l * c.max_seq + pos) * D);
-      std::copy_n(v.data() + t * D, D, v_.get() + (l * c.max_seq + pos) * D);
+      std::copy_n(k.data() + t * D, D, k_ + (l * c.max_seq + pos) * D);
+      std::copy_n(v.data() + t * D, D, v_ + (l * c.max_seq + pos) * D);
     }
     // causal attention against the cache, the heads shared among the threads (each head by
     // one thread in a fixed order: the result does not depend on the thread count)
@@ -424,7 +475,7 @@ void Session::forward(const std::vector<int>& tokens, bool all_logits, std::vect
           const float* qh = q.data() + t * D + hh * hd;
           float mx_ = -INFINITY;
           for (std::int64_t s = 0; s < n; ++s) {
-            att[s] = dot(qh, k_.get() + (l * c.max_seq + s) * D + hh * hd, hd) * inv_sqrt;
+            att[s] = dot(qh, k_ + (l * c.max_seq + s) * D + hh * hd, hd) * inv_sqrt;
             mx_ = std::max(mx_, att[s]);
           }
           float sum = 0;
@@ -434,7 +485,7 @@ void Session::forward(const std::vector<int>& tokens, bool all_logits, std::vect
           }
           float* oh = o.data() + t * D + hh * hd;
           std::fill_n(oh, hd, 0.0f);
-          for (std::int64_t s = 0; s < n; ++s) axpy(att[s] / sum, v_.get() + (l * c.max_seq + s) * D + hh * hd, oh, hd);
+          for (std::int64_t s = 0; s < n; ++s) axpy(att[s] / sum, v_ + (l * c.max_seq + s) * D + hh * hd, oh, hd);
         }
       }
     });

@@ -195,6 +195,7 @@ struct Server::Impl {
     m += "mfqat_request_latency_seconds_sum " + json(lat_sum).dump() + "\nmfqat_request_latency_seconds_count " + std::to_string(lat_count) + "\n";
     m += "# TYPE mfqat_weight_cache_bytes gauge\n";
     for (const auto& c : e.cache()) m += "mfqat_weight_cache_bytes{format=\"" + c.format + "\"} " + std::to_string(c.bytes) + "\n";
+    m += "# TYPE mfqat_idle_kv_bytes gauge\nmfqat_idle_kv_bytes " + std::to_string(e.idle_kv_bytes()) + "\n";
     return m;
   }
 };
@@ -202,6 +203,7 @@ struct Server::Impl {
 Server::Server(Engine& engine, ServerOptions opt) : impl_(std::make_unique<Impl>(engine, std::move(opt))) {
   auto& o = impl_->o;
   if (o.workers < 1) throw std::invalid_argument("workers must be >= 1");
+  engine.set_idle_kv_limit(static_cast<std::size_t>(o.workers));  // one resident KV cache per worker
   if (o.auto_formats.empty()) {
     // The anchor, then the 4-bit format of its family: the two levels whose kernels are the
     // fastest per byte here (6-bit decodes slower than 8-bit; see docs/perf.md).
