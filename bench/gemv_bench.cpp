@@ -1,13 +1,17 @@
 // MX GEMV throughput in GB/s of weight bytes (packed elements + scales) for every registry format,
-// on a matrix far beyond the last-level cache, against in the same run: a plain read of a buffer
-// of the same size class (the memory roof) and fp32 GEMV (OpenBLAS cblas_sgemv) on the same
-// matrix shape. Scalar reference paths for two formats show what the fused SIMD decode buys.
+// on a matrix far beyond the last-level cache (8192 x 16384; the 512-bit paths also at 24528 x
+// 5472, the width of an FFN down-projection), against in the same run: a plain read of the
+// matrix's own bytes timed right after every GEMV call (of_read = GEMV GB/s / read GB/s), a read of
+// a buffer of the same size class, and fp32 GEMV (OpenBLAS cblas_sgemv) on the same matrix
+// shape. Scalar reference paths for two formats show what the fused SIMD decode buys.
 //   build/release/bench/gemv_bench --benchmark_format=json > docs/gemv_bench.json
 //   python3 scripts/gemv_table.py docs/gemv_bench.json
 #include <benchmark/benchmark.h>
 #include <cblas.h>
 #include <immintrin.h>
 
+#include <atomic>
+#include <chrono>
 #include <map>
 #include <memory>
 #include <random>
@@ -21,6 +25,9 @@ using namespace mfqat;
 namespace {
 
 constexpr std::int64_t kRows = 8192, kCols = 16384;  // 128 Mi weights: 64 MiB at 4 bits, 512 MiB fp32
+// The second shape: rows as wide as the synthetic large model's FFN (W2 reads 5472 columns), as
+// many weights
+constexpr std::int64_t kRowsB = 24528, kColsB = 5472;
 
 const std::vector<float>& weights() {
   static const std::vector<float> w = [] {
@@ -44,13 +51,14 @@ const std::vector<float>& xvec() {
   return x;
 }
 
-const mx::PackedMatrix& packed(const mx::Format& f) {
+const mx::PackedMatrix& packed(const mx::Format& f, std::int64_t rows, std::int64_t cols) {
   static std::map<std::string, std::unique_ptr<mx::PackedMatrix>> cache;
-  auto& p = cache[f.name];
+  const std::string key = f.name + "/" + std::to_string(cols);
+  auto& p = cache[key];
   if (!p) {
-    cache.clear();  // one format resident at a time
-    auto& q = cache[f.name];
-    q = std::make_unique<mx::PackedMatrix>(mx::quantize(f, weights().data(), kRows, kCols));
+    cache.clear();  // one matrix resident at a time
+    auto& q = cache[key];
+    q = std::make_unique<mx::PackedMatrix>(mx::quantize(f, weights().data(), rows, cols));  // the first rows*cols weights
     return *q;
   }
   return *p;
@@ -77,15 +85,43 @@ __attribute__((target("avx2"))) std::uint64_t read_sum(const std::uint8_t* p, st
   return s;
 }
 
+// Every byte of [p, p + n) read once (AVX2 loads), split over the threads like a GEMV's rows.
+std::uint64_t read_all(const std::uint8_t* p, std::int64_t n) {
+  std::atomic<std::uint64_t> total{0};
+  parallel_for(n, 1 << 20, [&](std::int64_t b, std::int64_t e) { total += read_sum(p + b, e - b); });
+  return total.load();
+}
+
+double now_s() { return std::chrono::duration<double>(std::chrono::steady_clock::now().time_since_epoch()).count(); }
+
+// Times `gemv` per iteration (manual time) and, after each, a plain read of the matrix's own
+// bytes: the roof each GEMV is compared with, measured in the same seconds of the run (this VM's
+// bandwidth drifts by 2x within minutes, so a roof taken once at the start misleads).
+template <class Gemv>
+void time_against_read(benchmark::State& st, const mx::PackedMatrix& q, Gemv&& gemv) {
+  const auto bytes = static_cast<std::int64_t>(q.elements.size() + q.scales.size());
+  double read_s = 0, gemv_s = 0;
+  for (auto _ : st) {
+    const double t0 = now_s();
+    gemv();
+    const double t1 = now_s();
+    benchmark::DoNotOptimize(read_all(q.elements.data(), static_cast<std::int64_t>(q.elements.size())) +
+                             read_all(q.scales.data(), static_cast<std::int64_t>(q.scales.size())));
+    read_s += now_s() - t1;
+    gemv_s += t1 - t0;
+    st.SetIterationTime(t1 - t0);
+  }
+  const double n = static_cast<double>(st.iterations()) * static_cast<double>(bytes);
+  st.SetBytesProcessed(st.iterations() * bytes);
+  st.counters["read_same_bytes_per_s"] = n / read_s;
+  st.counters["of_read"] = read_s / gemv_s;  // GEMV bytes/s over read bytes/s
+}
+
 // The memory roof: every byte of a buffer read once (AVX2 loads), split over the threads.
 void bm_read(benchmark::State& st, std::int64_t bytes, int threads) {
   setup_threads(st, threads);
   std::vector<std::uint8_t> buf(static_cast<std::size_t>(bytes), 1);
-  for (auto _ : st) {
-    std::atomic<std::uint64_t> total{0};
-    parallel_for(bytes, 1 << 20, [&](std::int64_t b, std::int64_t e) { total += read_sum(buf.data() + b, e - b); });
-    benchmark::DoNotOptimize(total.load());
-  }
+  for (auto _ : st) benchmark::DoNotOptimize(read_all(buf.data(), bytes));
   st.SetBytesProcessed(st.iterations() * bytes);
 }
 
@@ -103,35 +139,34 @@ void bm_sgemv(benchmark::State& st, int threads) {
 
 // w512: the 512-bit loops where the CPU has AVX-512 (false: the 256-bit AVX2 loops); fixed: their
 // block fixed-point activations where the format has them (false: the fp32 loops).
-void bm_mx_gemv(benchmark::State& st, const mx::Format& f, mx::Isa isa, int threads, bool w512, bool fixed) {
+void bm_mx_gemv(benchmark::State& st, const mx::Format& f, mx::Isa isa, int threads, bool w512, bool fixed, std::int64_t rows,
+                std::int64_t cols) {
   setup_threads(st, threads);
-  const mx::PackedMatrix& q = packed(f);
-  std::vector<float> y(kRows);
+  const mx::PackedMatrix& q = packed(f, rows, cols);
+  std::vector<float> y(static_cast<std::size_t>(rows));
   runtime::set_avx512(w512);
   runtime::set_fixed_point_acts(fixed);
-  for (auto _ : st) {
+  time_against_read(st, q, [&] {
     runtime::gemv(runtime::view(q), xvec().data(), y.data(), isa);
     benchmark::DoNotOptimize(y.data());
-  }
+  });
   runtime::set_avx512(true);
   runtime::set_fixed_point_acts(true);
-  st.SetBytesProcessed(st.iterations() * static_cast<std::int64_t>(q.elements.size() + q.scales.size()));
-  st.counters["weights_per_s"] = benchmark::Counter(static_cast<double>(st.iterations() * kRows * kCols), benchmark::Counter::kIsRate);
+  st.counters["weights_per_s"] = benchmark::Counter(static_cast<double>(st.iterations() * rows * cols), benchmark::Counter::kIsRate);
   st.counters["bits_per_weight"] = f.bits + 8.0 / f.block_size;
 }
 
-void bm_mx_gemv_q8(benchmark::State& st, const mx::Format& f, int threads, bool w512) {
+void bm_mx_gemv_q8(benchmark::State& st, const mx::Format& f, int threads, bool w512, std::int64_t rows, std::int64_t cols) {
   setup_threads(st, threads);
-  const mx::PackedMatrix& q = packed(f);
-  std::vector<float> y(kRows);
+  const mx::PackedMatrix& q = packed(f, rows, cols);
+  std::vector<float> y(static_cast<std::size_t>(rows));
   runtime::set_avx512(w512);
-  for (auto _ : st) {
+  time_against_read(st, q, [&] {
     runtime::gemv_q8(runtime::view(q), xvec().data(), y.data());
     benchmark::DoNotOptimize(y.data());
-  }
+  });
   runtime::set_avx512(true);
-  st.SetBytesProcessed(st.iterations() * static_cast<std::int64_t>(q.elements.size() + q.scales.size()));
-  st.counters["weights_per_s"] = benchmark::Counter(static_cast<double>(st.iterations() * kRows * kCols), benchmark::Counter::kIsRate);
+  st.counters["weights_per_s"] = benchmark::Counter(static_cast<double>(st.iterations() * rows * cols), benchmark::Counter::kIsRate);
   st.counters["bits_per_weight"] = f.bits + 8.0 / f.block_size;
 }
 
@@ -143,30 +178,40 @@ const bool registered = [] {
     benchmark::RegisterBenchmark(("sgemv_f32" + ts).c_str(), bm_sgemv, t)->UseRealTime()->MinTime(0.5);
     const bool has512 = runtime::avx512_active();
     for (const auto& f : mx::registry()) {
-      benchmark::RegisterBenchmark(("mx_gemv/" + f.name + "/avx2" + ts).c_str(), bm_mx_gemv, f, mx::Isa::Avx2, t, false, false)
-          ->UseRealTime()->MinTime(0.5);
+      benchmark::RegisterBenchmark(("mx_gemv/" + f.name + "/avx2" + ts).c_str(), bm_mx_gemv, f, mx::Isa::Avx2, t, false, false, kRows, kCols)
+          ->UseManualTime()->MinTime(0.5);
       if (has512 && (f.bits == 4 || f.bits == 8)) {  // the formats with a 512-bit loop
         // "avx512": what gemv runs by default (block fixed point for the 4-bit formats, the fp32
         // loops for the 8-bit ones); "avx512_fp32": the 4-bit formats' fp32 loop
-        benchmark::RegisterBenchmark(("mx_gemv/" + f.name + "/avx512" + ts).c_str(), bm_mx_gemv, f, mx::Isa::Avx2, t, true, true)
-            ->UseRealTime()->MinTime(0.5);
+        benchmark::RegisterBenchmark(("mx_gemv/" + f.name + "/avx512" + ts).c_str(), bm_mx_gemv, f, mx::Isa::Avx2, t, true, true, kRows, kCols)
+            ->UseManualTime()->MinTime(0.5);
         if (f.bits == 4) {
-          benchmark::RegisterBenchmark(("mx_gemv/" + f.name + "/avx512_fp32" + ts).c_str(), bm_mx_gemv, f, mx::Isa::Avx2, t, true, false)
-              ->UseRealTime()->MinTime(0.5);
+          benchmark::RegisterBenchmark(("mx_gemv/" + f.name + "/avx512_fp32" + ts).c_str(), bm_mx_gemv, f, mx::Isa::Avx2, t, true, false, kRows, kCols)
+              ->UseManualTime()->MinTime(0.5);
         }
       }
     }
     for (const char* n : {"mxint8", "mxint4", "mxfp4_e2m1"}) {
-      benchmark::RegisterBenchmark(("mx_gemv/" + std::string(n) + "/avx2_int8act" + ts).c_str(), bm_mx_gemv_q8, mx::find_format(n), t, false)
-          ->UseRealTime()->MinTime(0.5);
+      benchmark::RegisterBenchmark(("mx_gemv/" + std::string(n) + "/avx2_int8act" + ts).c_str(), bm_mx_gemv_q8, mx::find_format(n), t, false, kRows, kCols)
+          ->UseManualTime()->MinTime(0.5);
       if (has512) {
-        benchmark::RegisterBenchmark(("mx_gemv/" + std::string(n) + "/avx512_int8act" + ts).c_str(), bm_mx_gemv_q8, mx::find_format(n), t, true)
-            ->UseRealTime()->MinTime(0.5);
+        benchmark::RegisterBenchmark(("mx_gemv/" + std::string(n) + "/avx512_int8act" + ts).c_str(), bm_mx_gemv_q8, mx::find_format(n), t, true, kRows, kCols)
+            ->UseManualTime()->MinTime(0.5);
+      }
+    }
+    // the second shape: the default path of the formats with 512-bit loops, and int8 activations
+    for (const auto& f : mx::registry()) {
+      if (!has512 || (f.bits != 4 && f.bits != 8)) continue;
+      benchmark::RegisterBenchmark(("mx_gemv_5472/" + f.name + "/avx512" + ts).c_str(), bm_mx_gemv, f, mx::Isa::Avx2, t, true, true, kRowsB, kColsB)
+          ->UseManualTime()->MinTime(0.5);
+      if (runtime::q8_supported(f)) {
+        benchmark::RegisterBenchmark(("mx_gemv_5472/" + f.name + "/avx512_int8act" + ts).c_str(), bm_mx_gemv_q8, f, t, true, kRowsB, kColsB)
+            ->UseManualTime()->MinTime(0.5);
       }
     }
     for (const char* n : {"mxint8", "mxfp4_e2m1"}) {
       const mx::Format f = mx::find_format(n);
-      benchmark::RegisterBenchmark(("mx_gemv/" + f.name + "/scalar" + ts).c_str(), bm_mx_gemv, f, mx::Isa::Scalar, t, false, false)->UseRealTime()->MinTime(0.5);
+      benchmark::RegisterBenchmark(("mx_gemv/" + f.name + "/scalar" + ts).c_str(), bm_mx_gemv, f, mx::Isa::Scalar, t, false, false, kRows, kCols)->UseManualTime()->MinTime(0.5);
     }
   }
   return true;
