@@ -4,7 +4,11 @@
 // canaries so that an over-write shows.
 #include <gtest/gtest.h>
 
+#include <atomic>
+#include <chrono>
 #include <cmath>
+#include <thread>
+#include <vector>
 
 #include "common.h"
 #include "mfqat/mx/parallel.h"
@@ -134,5 +138,37 @@ TEST(Threads, ParallelForCoversRangeAndPropagatesErrors) {
     total += static_cast<int>(e - b);
   });
   EXPECT_EQ(total, 100);
+  mfqat::set_num_threads(2);
+}
+
+TEST(Threads, BackToBackRegionsSleepingWorkersAndConcurrentCallers) {
+  // The pool's lock-free hand-off: tens of thousands of tiny regions back to back (a late worker
+  // must never run a part of a newer region), regions after the workers went to sleep, and
+  // regions from two threads at once (one runs at a time), each part run exactly once.
+  mfqat::set_num_threads(4);
+  auto region = [](std::int64_t n, std::int64_t grain) {
+    std::vector<std::atomic<int>> hits(static_cast<std::size_t>(n));
+    mfqat::parallel_for(n, grain, [&](std::int64_t b, std::int64_t e) {
+      for (std::int64_t i = b; i < e; ++i) hits[static_cast<std::size_t>(i)].fetch_add(1);
+    });
+    for (auto& h : hits) {
+      if (h.load() != 1) return false;
+    }
+    return true;
+  };
+  int bad = 0;
+  for (int i = 0; i < 20000; ++i) bad += !region(4 + i % 5, 1);
+  EXPECT_EQ(bad, 0);
+  for (int i = 0; i < 3; ++i) {
+    std::this_thread::sleep_for(std::chrono::milliseconds(2));  // past the workers' spin
+    EXPECT_TRUE(region(64, 1));
+  }
+  std::atomic<int> bad2{0};
+  std::thread other([&] {
+    for (int i = 0; i < 3000; ++i) bad2 += !region(7, 1);
+  });
+  for (int i = 0; i < 3000; ++i) bad2 += !region(9, 2);
+  other.join();
+  EXPECT_EQ(bad2.load(), 0);
   mfqat::set_num_threads(2);
 }

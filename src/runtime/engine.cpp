@@ -364,11 +364,15 @@ constexpr std::size_t kHuge = std::size_t{2} << 20;
 std::size_t kv_floats(const model::LmConfig& c) { return static_cast<std::size_t>(2 * c.n_layers * c.max_seq * c.dim); }
 }  // namespace
 
-KvBuffer::KvBuffer(std::size_t floats) : n_(floats), bytes_((floats * sizeof(float) + kHuge - 1) / kHuge * kHuge) {
-  p_ = static_cast<float*>(std::aligned_alloc(kHuge, bytes_));
+KvBuffer::KvBuffer(std::size_t floats) : n_(floats) {
+  // Huge pages for caches of a few MiB and more; a small model's cache stays in 4 KiB pages
+  // (one 2 MiB page would be zeroed on first touch for a cache of a few KiB).
+  const std::size_t bytes = floats * sizeof(float), align = bytes >= 4 * kHuge ? kHuge : 64;
+  bytes_ = (std::max<std::size_t>(bytes, 1) + align - 1) / align * align;
+  p_ = static_cast<float*>(std::aligned_alloc(align, bytes_));
   if (!p_) throw std::bad_alloc();
 #ifdef MADV_HUGEPAGE
-  madvise(p_, bytes_, MADV_HUGEPAGE);  // advice only: without THP the pages stay 4 KiB
+  if (align == kHuge) madvise(p_, bytes_, MADV_HUGEPAGE);  // advice only: without THP the pages stay 4 KiB
 #endif
 }
 
