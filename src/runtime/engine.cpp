@@ -445,6 +445,9 @@ void Session::forward(const std::vector<int>& tokens, bool all_logits, std::vect
   std::vector<float> a(static_cast<std::size_t>(T * F)), b(a.size());
   for (std::int64_t t = 0; t < T; ++t) std::copy_n(e_.embedding().data() + tokens[t] * D, D, x.data() + t * D);
   const float inv_sqrt = 1.0f / std::sqrt(static_cast<float>(hd));
+  // The cache is [layer, head, position, head_dim]: a head's keys (values) are contiguous, so
+  // attention streams them instead of taking head_dim floats every dim floats.
+  auto kv_at = [&](std::int64_t l, std::int64_t hh, std::int64_t s) { return ((l * H + hh) * c.max_seq + s) * hd; };
   const bool q8 = e_.int8_activations();
   for (std::int64_t l = 0; l < c.n_layers; ++l) {
     const LayerWeights& L = w_->layers[static_cast<std::size_t>(l)];
@@ -466,8 +469,10 @@ void Session::forward(const std::vector<int>& tokens, bool all_logits, std::vect
           }
         }
       }
-      std::copy_n(k.data() + t * D, D, k_ + (l * c.max_seq + pos) * D);
-      std::copy_n(v.data() + t * D, D, v_ + (l * c.max_seq + pos) * D);
+      for (std::int64_t hh = 0; hh < H; ++hh) {
+        std::copy_n(k.data() + t * D + hh * hd, hd, k_ + kv_at(l, hh, pos));
+        std::copy_n(v.data() + t * D + hh * hd, hd, v_ + kv_at(l, hh, pos));
+      }
     }
     // causal attention against the cache, the heads shared among the threads (each head by
     // one thread in a fixed order: the result does not depend on the thread count)
@@ -479,7 +484,7 @@ void Session::forward(const std::vector<int>& tokens, bool all_logits, std::vect
           const float* qh = q.data() + t * D + hh * hd;
           float mx_ = -INFINITY;
           for (std::int64_t s = 0; s < n; ++s) {
-            att[s] = dot(qh, k_ + (l * c.max_seq + s) * D + hh * hd, hd) * inv_sqrt;
+            att[s] = dot(qh, k_ + kv_at(l, hh, s), hd) * inv_sqrt;
             mx_ = std::max(mx_, att[s]);
           }
           float sum = 0;
@@ -489,7 +494,7 @@ void Session::forward(const std::vector<int>& tokens, bool all_logits, std::vect
           }
           float* oh = o.data() + t * D + hh * hd;
           std::fill_n(oh, hd, 0.0f);
-          for (std::int64_t s = 0; s < n; ++s) axpy(att[s] / sum, v_ + (l * c.max_seq + s) * D + hh * hd, oh, hd);
+          for (std::int64_t s = 0; s < n; ++s) axpy(att[s] / sum, v_ + kv_at(l, hh, s), oh, hd);
         }
       }
     });

@@ -52,7 +52,7 @@ struct Weights {
   double derive_seconds = 0;       // time to build from the anchor
 };
 
-// One session's KV cache: keys then values, [layers, max_seq, dim] each, in one allocation left
+// One session's KV cache: keys then values, [layers, heads, max_seq, head_dim] each, in one allocation left
 // uninitialised (a position is written before it is read). From 8 MiB up it is aligned to 2 MiB
 // and advised for transparent huge pages: on a VM a 4 KiB page fault costs ~20 us, and decode
 // touches two new pages per layer and token of a fresh cache (1.2 ms per token on the large model).
