@@ -140,8 +140,8 @@ TEST(Engine, FinishedSessionsLeaveTheirKvCacheToTheNextAndNothingOfItLeaks) {
     for (int t : prompt()) reused = b.feed({t});
   }
   {
-    runtime::Session c(*fresh, fresh->weights("mxint4"));
-    for (int t : prompt()) clean = c.feed({t});
+    runtime::Session s(*fresh, fresh->weights("mxint4"));
+    for (int t : prompt()) clean = s.feed({t});
   }
   EXPECT_EQ(reused, clean);
   // Two at once: the second gets a new buffer; with a limit of 1, one is kept when both end.

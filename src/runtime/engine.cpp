@@ -1,8 +1,8 @@
 #include "mfqat/runtime/engine.h"
 
-#include <algorithm>
 #include <sys/mman.h>
 
+#include <algorithm>
 #include <chrono>
 #include <cmath>
 #include <cstdlib>
