@@ -306,6 +306,28 @@ TEST(GemvFixedPoint, RowGroupsOfWideMatricesEqualTheRowsOneByOne) {
   set_num_threads(t);
 }
 
+TEST(GemvFixedPoint, VbmiLookupGivesTheBitsOfTheShuffleLookup) {
+  if (!runtime::vbmi_active()) GTEST_SKIP() << "no AVX512-VBMI here";
+  // The two lookups of the fixed-point loop (vpermb without masks, vpshufb after masking) must
+  // produce the same table values, so the same bits: every 4-bit format with an int8 table, odd
+  // shapes (a masked last group of 16 blocks, a partial block, column panels past 8192).
+  for (const mx::Format& f : all_test_formats(32)) {
+    if (!runtime::detail::fx_supported(runtime::detail::Decoder::make(f))) continue;
+    for (auto [rows, cols] : {std::pair<std::int64_t, std::int64_t>{7, 33}, {5, 1000}, {19, 4128}, {3, 8229}}) {
+      const auto w = weights(rows * cols, 41), x = weights(cols, 42);
+      const mx::PackedMatrix q = mx::quantize(f, w.data(), rows, cols);
+      std::vector<float> with(static_cast<std::size_t>(rows), NAN), without(with);
+      runtime::gemv(runtime::view(q), x.data(), with.data());
+      runtime::set_vbmi(false);
+      runtime::gemv(runtime::view(q), x.data(), without.data());
+      runtime::set_vbmi(true);
+      for (std::int64_t r = 0; r < rows; ++r) {
+        ASSERT_EQ(std::bit_cast<std::uint32_t>(with[r]), std::bit_cast<std::uint32_t>(without[r])) << f.name << " " << rows << "x" << cols << " row " << r;
+      }
+    }
+  }
+}
+
 TEST(Gemv, Fp8HalfConversionCoversTheFp8FormatsAndFallsBackWhenTheScaledInputWouldOverflow) {
   for (const mx::Format& f : all_test_formats(32)) {
     const auto d = runtime::detail::Decoder::make(f);

@@ -281,6 +281,8 @@ FxPrepareFn avx512_fx_prepare() { return nullptr; }
 FxRowsFn avx512_fx_rows() { return nullptr; }
 bool fixed_point_acts() { return false; }
 void set_fixed_point_acts(bool) {}
+bool vbmi_active() { return false; }
+void set_vbmi(bool) {}
 RowsFn avx2_rows() { return nullptr; }
 DecodeRowFn avx2_decode_row() { return nullptr; }
 #endif
@@ -377,6 +379,8 @@ bool avx512_active() { return detail::avx512_active(); }
 void set_avx512(bool allowed) { detail::set_avx512(allowed); }
 bool fixed_point_acts() { return detail::fixed_point_acts(); }
 void set_fixed_point_acts(bool allowed) { detail::set_fixed_point_acts(allowed); }
+bool vbmi_active() { return detail::vbmi_active(); }
+void set_vbmi(bool allowed) { detail::set_vbmi(allowed); }
 
 // OpenBLAS runs single-threaded inside each part of the mfqat pool. Its own worker threads spin
 // (sched_yield) for a long while after every multi-threaded call; on a machine with as many

@@ -39,6 +39,7 @@
 #include "mfqat/mx/codec.h"
 
 #define MFQAT_AVX512 __attribute__((target("avx512f,avx512bw,avx512vl,avx512dq,avx512vnni,avx2,fma,f16c")))
+#define MFQAT_AVX512_VBMI __attribute__((target("avx512f,avx512bw,avx512vl,avx512dq,avx512vnni,avx512vbmi,avx2,fma,f16c")))
 
 namespace mfqat::runtime::detail {
 
@@ -364,113 +365,55 @@ MFQAT_AVX512 bool fx_prepare_512(const Decoder& d, const float* x, std::int64_t 
   return true;
 }
 
-// 16 blocks of 4-bit codes (256 bytes at src; Masked: only the first `valid` bytes exist) times
-// their digits: the 16 exact int32 dots of the unsigned table values, transposed.
-template <bool Masked>
-MFQAT_AVX512 inline __m512i fx_nibble16(const std::uint8_t* src, const std::int8_t* xg, std::int64_t valid, __m512i tbl_u, __m512i m4,
-                                        std::int64_t ahead) {
-  __m512i p[4];
-  for (int k = 0; k < 4; ++k) {
-    __m512i bytes;
-    if constexpr (Masked) {
-      bytes = _mm512_maskz_loadu_epi8(first_bytes(valid - 64 * k), src + 64 * k);  // missing codes meet zero digits
-    } else {
-      prefetch_at(src + 64 * k, ahead);
-      bytes = _mm512_loadu_si512(src + 64 * k);
-    }
-    const __m512i wl = _mm512_shuffle_epi8(tbl_u, _mm512_and_si512(bytes, m4));
-    const __m512i wh = _mm512_shuffle_epi8(tbl_u, _mm512_and_si512(_mm512_srli_epi16(bytes, 4), m4));
-    const std::int8_t* xk = xg + 384 * k;
-    __m512i t = _mm512_dpbusd_epi32(_mm512_dpbusd_epi32(_mm512_setzero_si512(), wl, _mm512_load_si512(xk)), wh, _mm512_load_si512(xk + 64));
-    t = _mm512_dpbusd_epi32(_mm512_dpbusd_epi32(_mm512_slli_epi32(t, 8), wl, _mm512_load_si512(xk + 128)), wh, _mm512_load_si512(xk + 192));
-    p[k] = _mm512_dpbusd_epi32(_mm512_dpbusd_epi32(_mm512_slli_epi32(t, 8), wl, _mm512_load_si512(xk + 256)), wh,
-                               _mm512_load_si512(xk + 320));
-  }
-  return transpose_sum(p);
-}
-
-MFQAT_AVX512 void fx_rows_512(const Decoder& d, const MxView& w, const FxActs& a, const float* x, float* y, std::int64_t r0,
-                              std::int64_t r1) {
-  const mx::Format& f = *w.format;
-  const std::int64_t nb = f.blocks_per_row(w.cols), full = w.cols / 32, cols = w.cols;
-  const std::int64_t rb = static_cast<std::int64_t>(f.packed_row_bytes(cols));
-  const __m512i tbl_u = unsigned_nibble_table(d, q8_offset(d)), m4 = _mm512_set1_epi8(0x0F);
-  const __m512i tidx = transposed_order();
-  // Rows wider than 8192 columns go in column panels of 4096 (12 KiB of digits, which stay in
-  // L1 while the rows stream past; a 16K-wide row's 48 KiB would be re-read from L2 for every
-  // row), taken over groups of 16 rows: a group's first panel row by row, then its second, ...
-  // Each row is thus still read front to back, 2 KiB at a time, with 15 other rows' runs in
-  // between, and what the hardware prefetcher fetches past the end of a run is the row's next
-  // panel, read a few runs later (panel-major over all the rows wasted that overshoot and left
-  // the prefetcher restarting on every 2 KiB: 45-50 % of the read roof against 60-70 % grouped
-  // at 8192 x 16384). The software prefetch goes two rows ahead (the run after next). A row's
-  // panel sums are added in panel order (independent of the grouping and the thread count).
-  // Narrower rows stay whole.
-  const std::int64_t panel = full > 256 ? 128 : std::max<std::int64_t>(full, 1);
-  const std::int64_t panels = (std::max<std::int64_t>(full, 1) + panel - 1) / panel;
-  const std::int64_t group = panels > 1 ? 16 : r1 - r0, ahead = panels > 1 ? 2 * rb : kPrefetchBytes;
-  for (std::int64_t rg = r0; rg < r1; rg += group) {
-    const std::int64_t rend = std::min(r1, rg + group);
-    for (std::int64_t pi = 0; pi < panels; ++pi) {
-      const std::int64_t p0 = pi * panel, p1 = std::min(full, p0 + panel);
-      for (std::int64_t r = rg; r < rend; ++r) {
-        const std::uint8_t* row = w.elements + r * rb;
-        const std::uint8_t* sc = w.scales + r * nb;
-        __m512 acc0 = _mm512_setzero_ps(), acc1 = _mm512_setzero_ps();
-        for (std::int64_t g = p0; g < p1; g += 16) {
-          const std::int64_t n = std::min<std::int64_t>(16, full - g);
-          const std::int8_t* xg = a.digits.data() + g * 96;
-          const __m512i s = n == 16 ? fx_nibble16<false>(row + g * 16, xg, 256, tbl_u, m4, ahead)
-                                    : fx_nibble16<true>(row + g * 16, xg, n * 16, tbl_u, m4, ahead);
-          const __m512 dot = _mm512_cvtepi32_ps(_mm512_add_epi32(s, _mm512_load_si512(a.corr.data() + g)));
-          const __m128i e = n == 16 ? _mm_loadu_si128(reinterpret_cast<const __m128i*>(sc + g))
-                                    : _mm_maskz_loadu_epi8(static_cast<__mmask16>((1u << n) - 1), sc + g);
-          const __m512 v = _mm512_mul_ps(dot, _mm512_load_ps(a.scale.data() + g));  // the block dots with x^
-          if (g & 16) {
-            acc1 = _mm512_fmadd_ps(v, _mm512_permutexvar_ps(tidx, e8m0x16(e)), acc1);
-          } else {
-            acc0 = _mm512_fmadd_ps(v, _mm512_permutexvar_ps(tidx, e8m0x16(e)), acc0);
-          }
-        }
-        float sum = _mm512_reduce_add_ps(_mm512_add_ps(acc0, acc1));
-        if (pi > 0) sum = y[r] + sum;
-        if (pi == panels - 1 && full < nb) sum += partial_block(d, f, row, sc[full], x, cols);  // the reference, natural x
-        y[r] = sum;
-      }
-    }
-  }
-}
+#define MFQAT_FX_NS fx_pshufb
+#define MFQAT_FX_VBMI 0
+#define MFQAT_FX_TARGET MFQAT_AVX512
+#include "gemv_fx512.inc"
+#undef MFQAT_FX_NS
+#undef MFQAT_FX_VBMI
+#undef MFQAT_FX_TARGET
+#define MFQAT_FX_NS fx_vbmi
+#define MFQAT_FX_VBMI 1
+#define MFQAT_FX_TARGET MFQAT_AVX512_VBMI
+#include "gemv_fx512.inc"
+#undef MFQAT_FX_NS
+#undef MFQAT_FX_VBMI
+#undef MFQAT_FX_TARGET
 
 // -1: not decided yet (constant-initialised, so callers during static initialisation see it);
 // then MFQAT_AVX512=0 in the environment turns the 512-bit loops off (for comparisons).
 std::atomic<int> g_allowed{-1};
 // The same for the fixed-point activations (MFQAT_FIXED_ACTS=0 keeps the fp32 loops).
 std::atomic<int> g_fixed{-1};
+// And for the VBMI nibble lookup of the fixed-point loop (MFQAT_VBMI=0 keeps vpshufb).
+std::atomic<int> g_vbmi{-1};
+
+int env_switch(std::atomic<int>& flag, const char* name) {
+  if (flag.load() < 0) {
+    const char* e = std::getenv(name);
+    int expected = -1;
+    flag.compare_exchange_strong(expected, e == nullptr || std::string(e) != "0" ? 1 : 0);
+  }
+  return flag.load();
+}
 
 }  // namespace
 
 bool avx512_active() {
   static const bool cpu = __builtin_cpu_supports("avx512f") && __builtin_cpu_supports("avx512bw") && __builtin_cpu_supports("avx512vl") &&
                           __builtin_cpu_supports("avx512dq") && __builtin_cpu_supports("avx512vnni");
-  if (g_allowed.load() < 0) {
-    const char* e = std::getenv("MFQAT_AVX512");
-    int expected = -1;
-    g_allowed.compare_exchange_strong(expected, e == nullptr || std::string(e) != "0" ? 1 : 0);
-  }
-  return cpu && g_allowed.load() == 1;
+  return cpu && env_switch(g_allowed, "MFQAT_AVX512") == 1;
 }
 void set_avx512(bool allowed) { g_allowed = allowed ? 1 : 0; }
-bool fixed_point_acts() {
-  if (g_fixed.load() < 0) {
-    const char* e = std::getenv("MFQAT_FIXED_ACTS");
-    int expected = -1;
-    g_fixed.compare_exchange_strong(expected, e == nullptr || std::string(e) != "0" ? 1 : 0);
-  }
-  return g_fixed.load() == 1;
+bool fixed_point_acts() { return env_switch(g_fixed, "MFQAT_FIXED_ACTS") == 1; }
+bool vbmi_active() {
+  static const bool cpu = __builtin_cpu_supports("avx512vbmi");
+  return cpu && avx512_active() && env_switch(g_vbmi, "MFQAT_VBMI") == 1;
 }
+void set_vbmi(bool allowed) { g_vbmi = allowed ? 1 : 0; }
 void set_fixed_point_acts(bool allowed) { g_fixed = allowed ? 1 : 0; }
 FxPrepareFn avx512_fx_prepare() { return fx_prepare_512; }
-FxRowsFn avx512_fx_rows() { return fx_rows_512; }
+FxRowsFn avx512_fx_rows() { return vbmi_active() ? fx_vbmi::rows : fx_pshufb::rows; }
 Gemv512Fn avx512_gemv_rows() { return gemv_rows_512; }
 RowsFn avx512_gemm_rows() { return gemm_rows_512; }
 Q8RowsFn avx512_q8_rows() { return q8_rows_512; }

@@ -148,6 +148,8 @@ FxPrepareFn avx512_fx_prepare();  // nullptr when not compiled in
 FxRowsFn avx512_fx_rows();        // nullptr when not compiled in
 bool fixed_point_acts();
 void set_fixed_point_acts(bool allowed);
+bool vbmi_active();
+void set_vbmi(bool allowed);
 
 // The partial last block of a row (its cols % 32 elements after the whole blocks of 32), as the
 // reference computes it, for the SIMD loops: scale * dot(decoded codes, x) with x in natural
