@@ -119,6 +119,40 @@ TEST(Engine, Int8ActivationsAreCloseToFp32AndDeterministic) {
   set_num_threads(t);
 }
 
+TEST(Engine, DerivedWeightsLiveInOneArenaAndTheAnchorsOwnFormatBorrowsIt) {
+  // Buffers from 8 MiB up are 2 MiB-aligned (huge-page advice), smaller ones 64-byte aligned.
+  const runtime::HugeBuffer small_buf(1000), big_buf(std::size_t{9} << 20);
+  EXPECT_FALSE(small_buf.huge());
+  EXPECT_EQ(reinterpret_cast<std::uintptr_t>(small_buf.as<void>()) % 64, 0u);
+  EXPECT_GE(small_buf.bytes(), 1000u);
+  EXPECT_TRUE(big_buf.huge());
+  EXPECT_EQ(reinterpret_cast<std::uintptr_t>(big_buf.as<void>()) % (std::uintptr_t{2} << 20), 0u);
+  EXPECT_EQ(big_buf.bytes(), std::uint64_t{10} << 20);
+  auto e = runtime::Engine::synthetic(small(), mx::find_format("mxint8"), 3);
+  for (const char* f : {"mxint4", "mxint6", "fp32"}) {
+    const auto w = e->weights(f);
+    ASSERT_TRUE(w->arena) << f;
+    const auto* lo = w->arena->as<std::uint8_t>();
+    const auto* hi = lo + w->arena->bytes();
+    auto inside = [&](const void* p) { return static_cast<const std::uint8_t*>(p) >= lo && static_cast<const std::uint8_t*>(p) < hi; };
+    for (const auto& L : w->layers) {
+      for (const runtime::Linear* l : {&L.wq, &L.wk, &L.wv, &L.wo, &L.w1, &L.w2, &L.w3}) {
+        if (l->is_mx) {
+          EXPECT_TRUE(inside(l->mx.elements) && inside(l->mx.scales)) << f;
+          EXPECT_EQ(reinterpret_cast<std::uintptr_t>(l->mx.elements) % 64, 0u) << f;
+          EXPECT_EQ(l->mx.format->name, f);
+        } else {
+          EXPECT_TRUE(inside(l->f32)) << f;
+        }
+      }
+    }
+    EXPECT_EQ(w->owned_bytes, w->arena->bytes()) << f;
+  }
+  const auto anchor = e->weights("mxint8");
+  EXPECT_FALSE(anchor->arena);
+  EXPECT_EQ(anchor->owned_bytes, 0u);
+}
+
 TEST(Engine, FinishedSessionsLeaveTheirKvCacheToTheNextAndNothingOfItLeaks) {
   auto e = runtime::Engine::synthetic(small(), mx::find_format("mxint8"), 5);
   auto fresh = runtime::Engine::synthetic(small(), mx::find_format("mxint8"), 5);

@@ -9,12 +9,16 @@
 #include <numeric>
 #include <stdexcept>
 
+#include "mfqat/convert/slice.h"
 #include "mfqat/mx/codec.h"
 #include "mfqat/mx/parallel.h"
 
 namespace mfqat::runtime {
 
 namespace {
+
+// n rounded up to a whole number of cache lines (each tensor's codes and scales start on one).
+std::uint64_t round64(std::uint64_t n) { return (n + 63) / 64 * 64; }
 
 double seconds_since(std::chrono::steady_clock::time_point t0) {
   return std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
@@ -97,26 +101,23 @@ struct FastNormal {
 }  // namespace
 
 std::uint64_t Linear::bytes() const {
-  if (!is_mx) return f32.size() * 4;
-  const MxView v = mx_view();
-  return static_cast<std::uint64_t>(v.rows) * (v.format->packed_row_bytes(v.cols) + v.format->blocks_per_row(v.cols));
+  if (!is_mx) return static_cast<std::uint64_t>(rows * cols) * 4;
+  return static_cast<std::uint64_t>(mx.rows) * (mx.format->packed_row_bytes(mx.cols) + mx.format->blocks_per_row(mx.cols));
 }
-
-std::uint64_t Linear::owned_bytes() const { return owned ? owned->elements.size() + owned->scales.size() : f32.size() * 4; }
 
 void Linear::forward(const float* x, std::int64_t n, float* y, bool q8) const {
   if (is_mx) {
-    if (n == 1 && q8 && q8_supported(*mx_view().format)) {
-      gemv_q8(mx_view(), x, y);
+    if (n == 1 && q8 && q8_supported(*mx.format)) {
+      gemv_q8(mx, x, y);
     } else if (n == 1) {
-      gemv(mx_view(), x, y);
+      gemv(mx, x, y);
     } else {
-      gemm(mx_view(), x, n, y);
+      gemm(mx, x, n, y);
     }
   } else if (n == 1) {
-    gemv_f32(f32.data(), rows, cols, x, y);
+    gemv_f32(f32, rows, cols, x, y);
   } else {
-    gemm_f32(f32.data(), rows, cols, x, n, y);
+    gemm_f32(f32, rows, cols, x, n, y);
   }
 }
 
@@ -152,33 +153,36 @@ std::unique_ptr<Engine> Engine::synthetic(const model::LmConfig& c, const mx::Fo
   for (const auto& p : params) {
     if (p.quantized) q.push_back(&p);
   }
-  std::vector<mx::PackedMatrix> mats(q.size());
-  // Weights ~ N(0, 1/cols) as at initialisation, generated and quantized row block by row block.
+  // One buffer for all of them (each tensor's codes and scales 64-byte aligned), like a format's
+  // arena (Engine::build): the anchor's own format is served from it.
+  std::vector<std::uint64_t> at(q.size() + 1, 0);
+  for (std::size_t i = 0; i < q.size(); ++i) {
+    const std::int64_t rows = q[i]->shape[0], cols = q[i]->shape[1];
+    at[i + 1] = at[i] + round64(rows * anchor.packed_row_bytes(cols)) + round64(rows * anchor.blocks_per_row(cols));
+  }
+  e->synthetic_ = std::make_unique<HugeBuffer>(at.back());
+  // Weights ~ N(0, 1/cols) as at initialisation, generated and quantized row by row.
   parallel_for(static_cast<std::int64_t>(q.size()), 1, [&](std::int64_t b, std::int64_t end) {
     for (std::int64_t i = b; i < end; ++i) {
       const model::Param& p = *q[static_cast<std::size_t>(i)];
       const std::int64_t rows = p.shape[0], cols = p.shape[1];
-      mx::PackedMatrix m;
-      m.format = anchor;
-      m.rows = rows;
-      m.cols = cols;
-      m.elements.resize(rows * anchor.packed_row_bytes(cols));
-      m.scales.resize(static_cast<std::size_t>(rows * anchor.blocks_per_row(cols)));
+      std::uint8_t* el = e->synthetic_->as<std::uint8_t>() + at[static_cast<std::size_t>(i)];
+      std::uint8_t* sc = el + round64(rows * anchor.packed_row_bytes(cols));
       FastNormal rng{seed * 0x9E3779B97F4A7C15ull + static_cast<std::uint64_t>(i) * 0xBF58476D1CE4E5B9ull + 1};
       const float sd = 1.0f / std::sqrt(static_cast<float>(cols));
       std::vector<float> row(static_cast<std::size_t>(cols));
       for (std::int64_t r = 0; r < rows; ++r) {
         for (auto& v : row) v = rng() * sd;
-        mx::quantize(anchor, row.data(), 1, cols, m.elements.data() + r * anchor.packed_row_bytes(cols),
-                     m.scales.data() + r * anchor.blocks_per_row(cols), {}, mx::Isa::Auto);
+        mx::quantize(anchor, row.data(), 1, cols, el + r * anchor.packed_row_bytes(cols), sc + r * anchor.blocks_per_row(cols), {}, mx::Isa::Auto);
       }
-      mats[static_cast<std::size_t>(i)] = std::move(m);
     }
   });
   for (std::size_t i = 0; i < q.size(); ++i) {
-    e->anchor_bytes_ += mats[i].elements.size() + mats[i].scales.size();
-    const mx::PackedMatrix& m = e->synthetic_.emplace(q[i]->name, std::move(mats[i])).first->second;
-    e->anchor_views_[q[i]->name] = view(m);
+    const std::int64_t rows = q[i]->shape[0], cols = q[i]->shape[1];
+    const std::uint64_t eb = rows * anchor.packed_row_bytes(cols), sb = rows * anchor.blocks_per_row(cols);
+    e->anchor_bytes_ += eb + sb;
+    const std::uint8_t* el = e->synthetic_->as<std::uint8_t>() + at[i];
+    e->anchor_views_[q[i]->name] = MxView{&*e->anchor_, el, el + round64(eb), rows, cols};
   }
   // Fixed parts: small random embedding, unit norms, random fp32 head.
   FastNormal rng{seed + 7};
@@ -252,49 +256,88 @@ std::shared_ptr<Weights> Engine::build(const std::optional<mx::Format>& f) const
   w->bits_per_weight = f ? f->bits_per_weight() : 32.0;
   model::ModelConfig mc;
   mc.lm = cfg_;
-  auto make = [&](const model::Param& p) {
-    Linear L;
-    L.rows = p.shape[0];
-    L.cols = p.shape[1];
-    if (f && anchor_ && f->name == anchor_->name) {
-      L.borrowed = anchor_views_.at(p.name);  // borrow: no copy of the anchor's own format
-      L.is_mx = true;
-    } else if (f) {
-      L.owned = ck_ ? ck_->packed(p, *f) : convert::slice(synthetic_.at(p.name), *f);
-      L.is_mx = true;
-    } else {
-      L.f32 = ck_ ? ck_->values(p) : mx::dequantize(synthetic_.at(p.name));
-    }
-    w->linear_bytes += L.bytes();
-    w->owned_bytes += L.owned_bytes();
-    return L;
-  };
   const auto params = mc.params();
+  // Bytes of p in the arena: its codes and scales (or fp32 values), each on a cache line; none
+  // for the anchor's own format (borrowed).
+  const bool borrow = f && anchor_ && f->name == anchor_->name;
+  auto arena_bytes = [&](const model::Param& p) -> std::uint64_t {
+    const std::int64_t rows = p.shape[0], cols = p.shape[1];
+    if (borrow) return 0;
+    if (!f) return round64(static_cast<std::uint64_t>(rows * cols) * sizeof(float));
+    return round64(rows * f->packed_row_bytes(cols)) + round64(rows * f->blocks_per_row(cols));
+  };
   auto find = [&](const std::string& n) -> const model::Param& {
     for (const auto& p : params) {
       if (p.name == n) return p;
     }
     throw std::logic_error("no parameter " + n);
   };
+  // The linears in the order they are built: per layer wq wk wv wo w1 w2 w3, then the head.
+  std::vector<const model::Param*> order;
   for (std::int64_t l = 0; l < cfg_.n_layers; ++l) {
-    const std::string b = "blocks." + std::to_string(l) + ".";
+    for (const char* n : {"wq", "wk", "wv", "wo", "w1", "w2", "w3"}) order.push_back(&find("blocks." + std::to_string(l) + "." + n + ".weight"));
+  }
+  if (cfg_.quantize_head) order.push_back(&find("head.weight"));
+  std::uint64_t total = 0;
+  for (const model::Param* p : order) total += arena_bytes(*p);
+  if (total > 0) w->arena = std::make_unique<HugeBuffer>(total);
+  if (f) w->mx_format = *f;
+  std::uint64_t used = 0;
+  auto make = [&](const model::Param& p) {
+    Linear L;
+    L.rows = p.shape[0];
+    L.cols = p.shape[1];
+    L.is_mx = f.has_value();
+    if (borrow) {
+      L.mx = anchor_views_.at(p.name);  // no copy of the anchor's own format
+    } else {
+      auto* dst = w->arena->as<std::uint8_t>() + used;
+      L.own = arena_bytes(p);
+      used += L.own;
+      if (f) {
+        const std::uint64_t eb = L.rows * f->packed_row_bytes(L.cols), sb = L.rows * f->blocks_per_row(L.cols);
+        std::uint8_t* sc = dst + round64(eb);
+        if (ck_) {
+          const mx::PackedMatrix m = ck_->packed(p, *f);
+          if (m.elements.size() != eb || m.scales.size() != sb) throw std::logic_error("derived " + p.name + " has an unexpected size");
+          std::copy(m.elements.begin(), m.elements.end(), dst);
+          std::copy(m.scales.begin(), m.scales.end(), sc);
+        } else {  // straight from the synthetic anchor into the arena
+          const MxView& a = anchor_views_.at(p.name);
+          convert::slice(*a.format, a.elements, a.scales, a.rows, a.cols, *f, dst, sc);
+        }
+        L.mx = MxView{&*w->mx_format, dst, sc, L.rows, L.cols};
+      } else {
+        auto* out = reinterpret_cast<float*>(dst);  // 2 MiB- or 64-byte-aligned storage
+        if (ck_) {
+          const std::vector<float> v = ck_->values(p);
+          std::copy(v.begin(), v.end(), out);
+        } else {
+          const MxView& a = anchor_views_.at(p.name);
+          mx::dequantize(*a.format, a.elements, a.scales, a.rows, a.cols, out);
+        }
+        L.f32 = out;
+      }
+    }
+    w->linear_bytes += L.bytes();
+    w->owned_bytes += L.owned_bytes();
+    return L;
+  };
+  std::size_t next = 0;
+  for (std::int64_t l = 0; l < cfg_.n_layers; ++l) {
     LayerWeights lw;
-    lw.wq = make(find(b + "wq.weight"));
-    lw.wk = make(find(b + "wk.weight"));
-    lw.wv = make(find(b + "wv.weight"));
-    lw.wo = make(find(b + "wo.weight"));
-    lw.w1 = make(find(b + "w1.weight"));
-    lw.w2 = make(find(b + "w2.weight"));
-    lw.w3 = make(find(b + "w3.weight"));
-    w->layers.push_back(std::move(lw));
+    for (Linear* L : {&lw.wq, &lw.wk, &lw.wv, &lw.wo, &lw.w1, &lw.w2, &lw.w3}) *L = make(*order[next++]);
+    w->layers.push_back(lw);
   }
   if (cfg_.quantize_head) {
-    w->head = make(find("head.weight"));
+    w->head = make(*order[next++]);
   } else {
     w->head.rows = cfg_.vocab;
     w->head.cols = cfg_.dim;
-    w->head.f32 = head_f32_;
+    w->head.f32 = head_f32_.data();
   }
+  if (used != total) throw std::logic_error("weights arena: " + std::to_string(used) + " of " + std::to_string(total) + " bytes used");
+  if (w->arena) w->owned_bytes = w->arena->bytes();  // with its rounding: what the cache holds
   w->derive_seconds = seconds_since(t0);
   return w;
 }
@@ -364,19 +407,20 @@ constexpr std::size_t kHuge = std::size_t{2} << 20;
 std::size_t kv_floats(const model::LmConfig& c) { return static_cast<std::size_t>(2 * c.n_layers * c.max_seq * c.dim); }
 }  // namespace
 
-KvBuffer::KvBuffer(std::size_t floats) : n_(floats) {
-  // Huge pages for caches of a few MiB and more; a small model's cache stays in 4 KiB pages
-  // (one 2 MiB page would be zeroed on first touch for a cache of a few KiB).
-  const std::size_t bytes = floats * sizeof(float), align = bytes >= 4 * kHuge ? kHuge : 64;
+HugeBuffer::HugeBuffer(std::size_t bytes) {
+  // Huge pages from 8 MiB up; a small model's buffers stay in 4 KiB pages (one 2 MiB page would
+  // be zeroed on first touch for a cache of a few KiB).
+  huge_ = bytes >= 4 * kHuge;
+  const std::size_t align = huge_ ? kHuge : 64;
   bytes_ = (std::max<std::size_t>(bytes, 1) + align - 1) / align * align;
-  p_ = static_cast<float*>(std::aligned_alloc(align, bytes_));
+  p_ = std::aligned_alloc(align, bytes_);
   if (!p_) throw std::bad_alloc();
 #ifdef MADV_HUGEPAGE
-  if (align == kHuge) madvise(p_, bytes_, MADV_HUGEPAGE);  // advice only: without THP the pages stay 4 KiB
+  if (huge_) madvise(p_, bytes_, MADV_HUGEPAGE);  // advice only: without THP the pages stay 4 KiB
 #endif
 }
 
-KvBuffer::~KvBuffer() { std::free(p_); }
+HugeBuffer::~HugeBuffer() { std::free(p_); }
 
 std::unique_ptr<KvBuffer> Engine::take_kv() const {
   {

@@ -21,20 +21,55 @@
 namespace mfqat::runtime {
 
 // One linear layer's weight: MX-packed, or fp32 (the "fp32" format). An MX weight in the
-// anchor's own format borrows the anchor's bytes (`view` into the mapping, `owned` empty); a
-// derived one owns them.
+// anchor's own format borrows the anchor's bytes (a view into the file mapping or the synthetic
+// anchor); a derived one (and an fp32 one) lives in its Weights' arena.
 struct Linear {
-  std::optional<mx::PackedMatrix> owned;
-  MxView borrowed;  // the anchor's bytes, when not owned
   bool is_mx = false;
-  MxView mx_view() const { return owned ? view(*owned) : borrowed; }  // (owned data may move with the Linear)
-  std::vector<float> f32;
+  MxView mx;                   // is_mx: the anchor's bytes or the arena's
+  const float* f32 = nullptr;  // fp32: rows x cols in the arena (the head: the engine's)
   std::int64_t rows = 0, cols = 0;
-  std::uint64_t bytes() const;            // bytes of this weight in its format
-  std::uint64_t owned_bytes() const;      // bytes it adds beyond the anchor
+  std::uint64_t own = 0;       // bytes of it in the arena
+  std::uint64_t bytes() const;                          // bytes of this weight in its format
+  std::uint64_t owned_bytes() const { return own; }     // bytes it adds beyond the anchor
   // y [n, rows] = x [n, cols] W^T; q8: decode (n = 1) with int8 activations where the format has
   // an integer path (gemv_q8), fp32 elsewhere.
   void forward(const float* x, std::int64_t n, float* y, bool q8 = false) const;
+};
+
+// Memory for the large, long-lived buffers: a format's weights, the synthetic anchor, KV caches.
+// From 8 MiB up it is aligned to 2 MiB and advised for transparent huge pages (a no-op where THP
+// is off): on the development VM (PVM, shadow page tables) 4-bit decode of the large synthetic
+// model ran 15-25 % faster with its weights in 2 MiB pages (docs/perf.md), and a 4 KiB page fault
+// costs ~20 us (a fresh KV cache touched two new pages per layer and token). Left uninitialised.
+class HugeBuffer {
+ public:
+  explicit HugeBuffer(std::size_t bytes);
+  ~HugeBuffer();
+  HugeBuffer(const HugeBuffer&) = delete;
+  HugeBuffer& operator=(const HugeBuffer&) = delete;
+  template <class T>
+  T* as() const { return static_cast<T*>(p_); }
+  std::uint64_t bytes() const { return bytes_; }
+  bool huge() const { return huge_; }  // 2 MiB-aligned and advised
+
+ private:
+  void* p_ = nullptr;
+  std::uint64_t bytes_ = 0;
+  bool huge_ = false;
+};
+
+// One session's KV cache: keys then values, [layers, heads, max_seq, head_dim] each, in one
+// HugeBuffer (a position is written before it is read).
+class KvBuffer {
+ public:
+  explicit KvBuffer(std::size_t floats) : buf_(floats * sizeof(float)), n_(floats) {}
+  float* data() const { return buf_.as<float>(); }
+  std::size_t floats() const { return n_; }
+  std::uint64_t bytes() const { return buf_.bytes(); }
+
+ private:
+  HugeBuffer buf_;
+  std::size_t n_ = 0;
 };
 
 struct LayerWeights {
@@ -48,28 +83,10 @@ struct Weights {
   std::vector<LayerWeights> layers;
   Linear head;
   std::uint64_t linear_bytes = 0;  // bytes of the layers' linears (+ head when quantized) in this format
-  std::uint64_t owned_bytes = 0;   // of which not shared with the anchor (what the cache holds)
+  std::uint64_t owned_bytes = 0;   // bytes of its arena (not shared with the anchor: what the cache holds)
   double derive_seconds = 0;       // time to build from the anchor
-};
-
-// One session's KV cache: keys then values, [layers, heads, max_seq, head_dim] each, in one allocation left
-// uninitialised (a position is written before it is read). From 8 MiB up it is aligned to 2 MiB
-// and advised for transparent huge pages: on a VM a 4 KiB page fault costs ~20 us, and decode
-// touches two new pages per layer and token of a fresh cache (1.2 ms per token on the large model).
-class KvBuffer {
- public:
-  explicit KvBuffer(std::size_t floats);
-  ~KvBuffer();
-  KvBuffer(const KvBuffer&) = delete;
-  KvBuffer& operator=(const KvBuffer&) = delete;
-  float* data() const { return p_; }
-  std::size_t floats() const { return n_; }
-  std::uint64_t bytes() const { return bytes_; }
-
- private:
-  float* p_ = nullptr;
-  std::size_t n_ = 0;
-  std::uint64_t bytes_ = 0;
+  std::optional<mx::Format> mx_format;  // what the derived MX views point to
+  std::unique_ptr<HugeBuffer> arena;    // the derived (and fp32) weights' bytes
 };
 
 struct CacheEntry {
@@ -136,7 +153,7 @@ class Engine {
   model::LmConfig cfg_;
   std::optional<model::Checkpoint> ck_;
   std::optional<mx::Format> anchor_;                      // nullopt: an fp32 master
-  std::map<std::string, mx::PackedMatrix> synthetic_;     // synthetic anchor tensors
+  std::unique_ptr<HugeBuffer> synthetic_;                // synthetic anchor tensors' bytes
   std::map<std::string, MxView> anchor_views_;            // the anchor's MX tensors, borrowed
   std::uint64_t anchor_bytes_ = 0;
   std::vector<float> emb_, norm_, head_f32_;
