@@ -275,14 +275,16 @@ TEST(GemvFixedPoint, ExtremeCodesAndActivationsStayInInt32AndNonFiniteInputsProp
   }
 }
 
-TEST(GemvFixedPoint, RowGroupsOfWideMatricesEqualTheRowsOneByOne) {
+TEST(GemvFixedPoint, RowGroupsAndPairsEqualTheRowsOneByOne) {
   if (!runtime::avx512_active() || !runtime::detail::avx512_fx_prepare()) GTEST_SKIP() << "no AVX-512 here";
   // Past 8192 columns the loop takes column panels over groups of 16 rows. 291 rows of 8229
   // (three panels, one partial block): groups cut at every 16 rows of a part, parts of 128 rows
-  // over 1 and 4 threads. Each row must get the bits it gets alone (a 1-row matrix: one group).
-  const std::int64_t rows = 291, cols = 8229;
-  const auto w = weights(rows * cols, 31), x = weights(cols, 32);
+  // over 1 and 4 threads; within a group rows go by pairs, an odd one alone. Each row must get
+  // the bits it gets alone (a 1-row matrix: one group, no pair). And 291 x 1000 (no panels).
   const int t = num_threads();
+  for (const std::int64_t cols : {8229, 1000}) {
+  const std::int64_t rows = 291;
+  const auto w = weights(rows * cols, 31), x = weights(cols, 32);
   for (const char* name : {"mxfp4_e2m1", "mxint4"}) {
     const mx::Format f = mx::find_format(name);
     const mx::PackedMatrix q = mx::quantize(f, w.data(), rows, cols);
@@ -299,9 +301,10 @@ TEST(GemvFixedPoint, RowGroupsOfWideMatricesEqualTheRowsOneByOne) {
       std::vector<float> y(rows, NAN);
       runtime::gemv(runtime::view(q), x.data(), y.data());
       for (std::int64_t r = 0; r < rows; ++r) {
-        ASSERT_EQ(std::bit_cast<std::uint32_t>(y[r]), std::bit_cast<std::uint32_t>(alone[r])) << name << " row " << r << " threads " << threads;
+        ASSERT_EQ(std::bit_cast<std::uint32_t>(y[r]), std::bit_cast<std::uint32_t>(alone[r])) << name << " row " << r << " threads " << threads << " cols " << cols;
       }
     }
+  }
   }
   set_num_threads(t);
 }
