@@ -172,8 +172,7 @@ void parallel_for(std::int64_t n, std::int64_t grain, const std::function<void(s
   if (n <= 0) return;
   grain = std::max<std::int64_t>(1, grain);
   const std::int64_t units = (n + grain - 1) / grain;
-  static const int ppt = std::getenv("PPT") ? std::atoi(std::getenv("PPT")) : 1;
-  const int parts = static_cast<int>(std::min<std::int64_t>(units, num_threads() * ppt));
+  const int parts = static_cast<int>(std::min<std::int64_t>(units, num_threads()));
   if (parts <= 1 || t_inside_pool) {
     fn(0, n);
     return;
