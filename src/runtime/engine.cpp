@@ -20,6 +20,20 @@ namespace {
 // n rounded up to a whole number of cache lines (each tensor's codes and scales start on one).
 std::uint64_t round64(std::uint64_t n) { return (n + 63) / 64 * 64; }
 
+// Where an MX tensor's parts go in a buffer (the synthetic anchor's, a format's arena): its codes
+// at 0, its scales at `scales_at`, `total` bytes in all, each part on a cache line.
+struct MxPlacement {
+  std::uint64_t codes = 0, scales = 0, scales_at = 0, total = 0;
+};
+MxPlacement place(const mx::Format& f, std::int64_t rows, std::int64_t cols) {
+  MxPlacement m;
+  m.codes = rows * f.packed_row_bytes(cols);
+  m.scales = rows * f.blocks_per_row(cols);
+  m.scales_at = round64(m.codes);
+  m.total = m.scales_at + round64(m.scales);
+  return m;
+}
+
 double seconds_since(std::chrono::steady_clock::time_point t0) {
   return std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
 }
@@ -155,10 +169,11 @@ std::unique_ptr<Engine> Engine::synthetic(const model::LmConfig& c, const mx::Fo
   }
   // One buffer for all of them (each tensor's codes and scales 64-byte aligned), like a format's
   // arena (Engine::build): the anchor's own format is served from it.
+  std::vector<MxPlacement> pl(q.size());
   std::vector<std::uint64_t> at(q.size() + 1, 0);
   for (std::size_t i = 0; i < q.size(); ++i) {
-    const std::int64_t rows = q[i]->shape[0], cols = q[i]->shape[1];
-    at[i + 1] = at[i] + round64(rows * anchor.packed_row_bytes(cols)) + round64(rows * anchor.blocks_per_row(cols));
+    pl[i] = place(anchor, q[i]->shape[0], q[i]->shape[1]);
+    at[i + 1] = at[i] + pl[i].total;
   }
   e->synthetic_ = std::make_unique<HugeBuffer>(at.back());
   // Weights ~ N(0, 1/cols) as at initialisation, generated and quantized row by row.
@@ -167,7 +182,7 @@ std::unique_ptr<Engine> Engine::synthetic(const model::LmConfig& c, const mx::Fo
       const model::Param& p = *q[static_cast<std::size_t>(i)];
       const std::int64_t rows = p.shape[0], cols = p.shape[1];
       std::uint8_t* el = e->synthetic_->as<std::uint8_t>() + at[static_cast<std::size_t>(i)];
-      std::uint8_t* sc = el + round64(rows * anchor.packed_row_bytes(cols));
+      std::uint8_t* sc = el + pl[static_cast<std::size_t>(i)].scales_at;
       FastNormal rng{seed * 0x9E3779B97F4A7C15ull + static_cast<std::uint64_t>(i) * 0xBF58476D1CE4E5B9ull + 1};
       const float sd = 1.0f / std::sqrt(static_cast<float>(cols));
       std::vector<float> row(static_cast<std::size_t>(cols));
@@ -178,11 +193,9 @@ std::unique_ptr<Engine> Engine::synthetic(const model::LmConfig& c, const mx::Fo
     }
   });
   for (std::size_t i = 0; i < q.size(); ++i) {
-    const std::int64_t rows = q[i]->shape[0], cols = q[i]->shape[1];
-    const std::uint64_t eb = rows * anchor.packed_row_bytes(cols), sb = rows * anchor.blocks_per_row(cols);
-    e->anchor_bytes_ += eb + sb;
+    e->anchor_bytes_ += pl[i].codes + pl[i].scales;
     const std::uint8_t* el = e->synthetic_->as<std::uint8_t>() + at[i];
-    e->anchor_views_[q[i]->name] = MxView{&*e->anchor_, el, el + round64(eb), rows, cols};
+    e->anchor_views_[q[i]->name] = MxView{&*e->anchor_, el, el + pl[i].scales_at, q[i]->shape[0], q[i]->shape[1]};
   }
   // Fixed parts: small random embedding, unit norms, random fp32 head.
   FastNormal rng{seed + 7};
@@ -264,7 +277,7 @@ std::shared_ptr<Weights> Engine::build(const std::optional<mx::Format>& f) const
     const std::int64_t rows = p.shape[0], cols = p.shape[1];
     if (borrow) return 0;
     if (!f) return round64(static_cast<std::uint64_t>(rows * cols) * sizeof(float));
-    return round64(rows * f->packed_row_bytes(cols)) + round64(rows * f->blocks_per_row(cols));
+    return place(*f, rows, cols).total;
   };
   auto find = [&](const std::string& n) -> const model::Param& {
     for (const auto& p : params) {
@@ -292,14 +305,13 @@ std::shared_ptr<Weights> Engine::build(const std::optional<mx::Format>& f) const
       L.mx = anchor_views_.at(p.name);  // no copy of the anchor's own format
     } else {
       auto* dst = w->arena->as<std::uint8_t>() + used;
-      L.own = arena_bytes(p);
-      used += L.own;
+      used += arena_bytes(p);
       if (f) {
-        const std::uint64_t eb = L.rows * f->packed_row_bytes(L.cols), sb = L.rows * f->blocks_per_row(L.cols);
-        std::uint8_t* sc = dst + round64(eb);
+        const MxPlacement m_at = place(*f, L.rows, L.cols);
+        std::uint8_t* sc = dst + m_at.scales_at;
         if (ck_) {
           const mx::PackedMatrix m = ck_->packed(p, *f);
-          if (m.elements.size() != eb || m.scales.size() != sb) throw std::logic_error("derived " + p.name + " has an unexpected size");
+          if (m.elements.size() != m_at.codes || m.scales.size() != m_at.scales) throw std::logic_error("derived " + p.name + " has an unexpected size");
           std::copy(m.elements.begin(), m.elements.end(), dst);
           std::copy(m.scales.begin(), m.scales.end(), sc);
         } else {  // straight from the synthetic anchor into the arena
@@ -320,7 +332,6 @@ std::shared_ptr<Weights> Engine::build(const std::optional<mx::Format>& f) const
       }
     }
     w->linear_bytes += L.bytes();
-    w->owned_bytes += L.owned_bytes();
     return L;
   };
   std::size_t next = 0;
@@ -337,7 +348,7 @@ std::shared_ptr<Weights> Engine::build(const std::optional<mx::Format>& f) const
     w->head.f32 = head_f32_.data();
   }
   if (used != total) throw std::logic_error("weights arena: " + std::to_string(used) + " of " + std::to_string(total) + " bytes used");
-  if (w->arena) w->owned_bytes = w->arena->bytes();  // with its rounding: what the cache holds
+  if (w->arena) w->owned_bytes = w->arena->bytes();  // with its rounding: what the cache holds (0: borrowed)
   w->derive_seconds = seconds_since(t0);
   return w;
 }

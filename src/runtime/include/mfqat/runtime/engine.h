@@ -28,9 +28,7 @@ struct Linear {
   MxView mx;                   // is_mx: the anchor's bytes or the arena's
   const float* f32 = nullptr;  // fp32: rows x cols in the arena (the head: the engine's)
   std::int64_t rows = 0, cols = 0;
-  std::uint64_t own = 0;       // bytes of it in the arena
-  std::uint64_t bytes() const;                          // bytes of this weight in its format
-  std::uint64_t owned_bytes() const { return own; }     // bytes it adds beyond the anchor
+  std::uint64_t bytes() const;  // bytes of this weight in its format
   // y [n, rows] = x [n, cols] W^T; q8: decode (n = 1) with int8 activations where the format has
   // an integer path (gemv_q8), fp32 elsewhere.
   void forward(const float* x, std::int64_t n, float* y, bool q8 = false) const;
@@ -39,7 +37,7 @@ struct Linear {
 // Memory for the large, long-lived buffers: a format's weights, the synthetic anchor, KV caches.
 // From 8 MiB up it is aligned to 2 MiB and advised for transparent huge pages (a no-op where THP
 // is off): on the development VM (PVM, shadow page tables) 4-bit decode of the large synthetic
-// model ran 15-25 % faster with its weights in 2 MiB pages (docs/perf.md), and a 4 KiB page fault
+// model ran 7-33 % faster with its weights in 2 MiB pages (three alternating runs, docs/perf.md), and a 4 KiB page fault
 // costs ~20 us (a fresh KV cache touched two new pages per layer and token). Left uninitialised.
 class HugeBuffer {
  public:
