@@ -139,15 +139,17 @@ void bm_sgemv(benchmark::State& st, int threads) {
 
 // w512: the 512-bit loops where the CPU has AVX-512 (false: the 256-bit AVX2 loops); fixed: their
 // block fixed-point activations where the format has them (false: the fp32 loops); vbmi: the
-// fixed-point loop's vpermb lookup where the CPU has VBMI (false: vpshufb).
+// fixed-point loop's vpermb lookup where the CPU has VBMI (false: vpshufb); digits: its
+// activation digits (3, the default, or 2).
 void bm_mx_gemv(benchmark::State& st, const mx::Format& f, mx::Isa isa, int threads, bool w512, bool fixed, bool vbmi, std::int64_t rows,
-                std::int64_t cols) {
+                std::int64_t cols, int digits) {
   setup_threads(st, threads);
   const mx::PackedMatrix& q = packed(f, rows, cols);
   std::vector<float> y(static_cast<std::size_t>(rows));
   runtime::set_avx512(w512);
   runtime::set_fixed_point_acts(fixed);
   runtime::set_vbmi(vbmi);
+  runtime::set_fx_digits(digits);
   time_against_read(st, q, [&] {
     runtime::gemv(runtime::view(q), xvec().data(), y.data(), isa);
     benchmark::DoNotOptimize(y.data());
@@ -155,6 +157,7 @@ void bm_mx_gemv(benchmark::State& st, const mx::Format& f, mx::Isa isa, int thre
   runtime::set_avx512(true);
   runtime::set_fixed_point_acts(true);
   runtime::set_vbmi(true);
+  runtime::set_fx_digits(3);
   st.counters["weights_per_s"] = benchmark::Counter(static_cast<double>(st.iterations() * rows * cols), benchmark::Counter::kIsRate);
   st.counters["bits_per_weight"] = f.bits + 8.0 / f.block_size;
 }
@@ -181,19 +184,21 @@ const bool registered = [] {
     benchmark::RegisterBenchmark(("sgemv_f32" + ts).c_str(), bm_sgemv, t)->UseRealTime()->MinTime(0.5);
     const bool has512 = runtime::avx512_active();
     for (const auto& f : mx::registry()) {
-      benchmark::RegisterBenchmark(("mx_gemv/" + f.name + "/avx2" + ts).c_str(), bm_mx_gemv, f, mx::Isa::Avx2, t, false, false, true, kRows, kCols)
+      benchmark::RegisterBenchmark(("mx_gemv/" + f.name + "/avx2" + ts).c_str(), bm_mx_gemv, f, mx::Isa::Avx2, t, false, false, true, kRows, kCols, 3)
           ->UseManualTime()->MinTime(0.5);
       if (has512 && (f.bits == 4 || f.bits == 8)) {  // the formats with a 512-bit loop
         // "avx512": what gemv runs by default (block fixed point for the 4-bit formats, the fp32
         // loops for the 8-bit ones); "avx512_fp32": the 4-bit formats' fp32 loop
-        benchmark::RegisterBenchmark(("mx_gemv/" + f.name + "/avx512" + ts).c_str(), bm_mx_gemv, f, mx::Isa::Avx2, t, true, true, true, kRows, kCols)
+        benchmark::RegisterBenchmark(("mx_gemv/" + f.name + "/avx512" + ts).c_str(), bm_mx_gemv, f, mx::Isa::Avx2, t, true, true, true, kRows, kCols, 3)
             ->UseManualTime()->MinTime(0.5);
         if (f.bits == 4 && runtime::vbmi_active()) {  // the fixed-point loop's vpshufb lookup
-          benchmark::RegisterBenchmark(("mx_gemv/" + f.name + "/avx512_pshufb" + ts).c_str(), bm_mx_gemv, f, mx::Isa::Avx2, t, true, true, false, kRows, kCols)
+          benchmark::RegisterBenchmark(("mx_gemv/" + f.name + "/avx512_pshufb" + ts).c_str(), bm_mx_gemv, f, mx::Isa::Avx2, t, true, true, false, kRows, kCols, 3)
               ->UseManualTime()->MinTime(0.5);
         }
-        if (f.bits == 4) {
-          benchmark::RegisterBenchmark(("mx_gemv/" + f.name + "/avx512_fp32" + ts).c_str(), bm_mx_gemv, f, mx::Isa::Avx2, t, true, false, true, kRows, kCols)
+        if (f.bits == 4) {  // the fixed-point loop with two activation digits (MFQAT_FX_DIGITS=2)
+          benchmark::RegisterBenchmark(("mx_gemv/" + f.name + "/avx512_2digits" + ts).c_str(), bm_mx_gemv, f, mx::Isa::Avx2, t, true, true, true, kRows, kCols, 2)
+              ->UseManualTime()->MinTime(0.5);
+          benchmark::RegisterBenchmark(("mx_gemv/" + f.name + "/avx512_fp32" + ts).c_str(), bm_mx_gemv, f, mx::Isa::Avx2, t, true, false, true, kRows, kCols, 3)
               ->UseManualTime()->MinTime(0.5);
         }
       }
@@ -209,10 +214,14 @@ const bool registered = [] {
     // the second shape: the default path of the formats with 512-bit loops, and int8 activations
     for (const auto& f : mx::registry()) {
       if (!has512 || (f.bits != 4 && f.bits != 8)) continue;
-      benchmark::RegisterBenchmark(("mx_gemv_5472/" + f.name + "/avx512" + ts).c_str(), bm_mx_gemv, f, mx::Isa::Avx2, t, true, true, true, kRowsB, kColsB)
+      benchmark::RegisterBenchmark(("mx_gemv_5472/" + f.name + "/avx512" + ts).c_str(), bm_mx_gemv, f, mx::Isa::Avx2, t, true, true, true, kRowsB, kColsB, 3)
           ->UseManualTime()->MinTime(0.5);
       if (f.bits == 4 && runtime::vbmi_active()) {
-        benchmark::RegisterBenchmark(("mx_gemv_5472/" + f.name + "/avx512_pshufb" + ts).c_str(), bm_mx_gemv, f, mx::Isa::Avx2, t, true, true, false, kRowsB, kColsB)
+        benchmark::RegisterBenchmark(("mx_gemv_5472/" + f.name + "/avx512_pshufb" + ts).c_str(), bm_mx_gemv, f, mx::Isa::Avx2, t, true, true, false, kRowsB, kColsB, 3)
+            ->UseManualTime()->MinTime(0.5);
+      }
+      if (f.bits == 4) {
+        benchmark::RegisterBenchmark(("mx_gemv_5472/" + f.name + "/avx512_2digits" + ts).c_str(), bm_mx_gemv, f, mx::Isa::Avx2, t, true, true, true, kRowsB, kColsB, 2)
             ->UseManualTime()->MinTime(0.5);
       }
       if (runtime::q8_supported(f)) {
@@ -222,7 +231,7 @@ const bool registered = [] {
     }
     for (const char* n : {"mxint8", "mxfp4_e2m1"}) {
       const mx::Format f = mx::find_format(n);
-      benchmark::RegisterBenchmark(("mx_gemv/" + f.name + "/scalar" + ts).c_str(), bm_mx_gemv, f, mx::Isa::Scalar, t, false, false, true, kRows, kCols)->UseManualTime()->MinTime(0.5);
+      benchmark::RegisterBenchmark(("mx_gemv/" + f.name + "/scalar" + ts).c_str(), bm_mx_gemv, f, mx::Isa::Scalar, t, false, false, true, kRows, kCols, 3)->UseManualTime()->MinTime(0.5);
     }
   }
   return true;

@@ -2,6 +2,7 @@
 #include <gtest/gtest.h>
 
 #include <cmath>
+#include <cstring>
 
 #include "common.h"
 #include "mfqat/mx/parallel.h"
@@ -71,6 +72,28 @@ TEST(Engine, GreedyGenerationIsIdenticalAcrossRunsAndThreadCounts) {
   // The sequence stops at max_seq.
   EXPECT_EQ(runtime::generate(*e, e->weights("mxfp4"), "Emma", 100, {}).text.size(), 48u - 4u + 1u);
   EXPECT_THROW(runtime::generate(*e, e->weights("mxfp4"), std::string(49, 'x'), 1, {}), std::invalid_argument);
+}
+
+TEST(Engine, SharedDecodeGemvsGiveTheLogitsOfOneGemvPerLinear) {
+  // Q/K/V and W1/W3 in one gemv_shared call each (the default) against one gemv per linear:
+  // token by token, the same bits, for a fixed-point 4-bit format, MXINT8 and fp32 (which has
+  // no shared call).
+  for (const char* anchor : {"mxint8", "mxfp8_e4m3"}) {
+    auto e = runtime::Engine::synthetic(small(), mx::find_format(anchor), 6);
+    for (const char* f : {std::string(anchor) == "mxint8" ? "mxint4" : "mxfp4", anchor, "fp32"}) {
+      std::vector<std::vector<float>> logits[2];
+      for (const bool shared : {true, false}) {
+        e->set_shared_decode(shared);
+        runtime::Session s(*e, e->weights(f));
+        for (int t : prompt()) logits[shared ? 0 : 1].push_back(s.feed({t}));
+      }
+      e->set_shared_decode(true);
+      ASSERT_EQ(logits[0].size(), prompt().size());
+      for (std::size_t t = 0; t < logits[0].size(); ++t) {
+        ASSERT_EQ(0, std::memcmp(logits[0][t].data(), logits[1][t].data(), logits[0][t].size() * 4)) << anchor << " " << f << " token " << t;
+      }
+    }
+  }
 }
 
 TEST(Engine, SamplerRespectsTopKAndGreedy) {

@@ -47,13 +47,16 @@ ExactRow exact_row(const float* wd_row, const float* x, std::int64_t cols) {
 }
 
 // Runs body once per kernel family this CPU has: where AVX-512 is here, the 512-bit loops with
-// block fixed-point activations (the default there), then with fp32 activations; then the
-// 256-bit loops.
+// block fixed-point activations (the default there: 3 digits), with 2 digits, then with fp32
+// activations; then the 256-bit loops.
 template <class F>
 void each_width(F&& body) {
   const bool has512 = runtime::avx512_active();
   body();
   if (has512) {
+    runtime::set_fx_digits(2);
+    body();
+    runtime::set_fx_digits(3);
     runtime::set_fixed_point_acts(false);
     body();
     runtime::set_fixed_point_acts(true);
@@ -64,17 +67,25 @@ void each_width(F&& body) {
 }
 const char* width() {
   if (!runtime::avx512_active()) return "256-bit";
-  return runtime::fixed_point_acts() ? "512-bit fixed-point" : "512-bit fp32";
+  if (!runtime::fixed_point_acts()) return "512-bit fp32";
+  return runtime::fx_digits() == 2 ? "512-bit fixed-point, 2 digits" : "512-bit fixed-point, 3 digits";
+}
+
+// The block shift t of the fixed-point activations (FxActs), computed here from its definition:
+// t = K + 1 - e when the block maximum rounded at that shift fits Xmax, else K - e.
+int block_shift(const runtime::detail::FxParams& p, float amax) {
+  const int e = std::ilogb(amax);
+  return std::nearbyint(std::ldexp(static_cast<double>(amax), p.k + 1 - e)) <= p.xmax ? p.k + 1 - e : p.k - e;
 }
 
 // The extra error of the block fixed-point path where gemv takes it (else 0): each x in a whole
-// block of 32 moves by at most 2^(e - K - 1), e = ilogb of the block's largest |x|.
+// block of 32 moves by at most 2^(-t-1), t the block's shift.
 double fixed_point_error(const mx::Format& f, mx::Isa isa, std::int64_t n, const float* wd_row, const float* x, std::int64_t cols) {
   const auto d = runtime::detail::Decoder::make(f);
   if (isa != mx::Isa::Avx2 || n != 1 || !runtime::avx512_active() || !runtime::fixed_point_acts() || !runtime::detail::fx_supported(d)) {
     return 0;
   }
-  const int k = runtime::detail::fx_shift(d);
+  const runtime::detail::FxParams p = runtime::detail::fx_params(d, runtime::fx_digits());
   double err = 0;
   for (std::int64_t b0 = 0; b0 + 32 <= cols; b0 += 32) {
     float amax = 0;
@@ -84,9 +95,8 @@ double fixed_point_error(const mx::Format& f, mx::Isa isa, std::int64_t n, const
       wabs += std::fabs(wd_row[c]);
     }
     if (amax == 0) continue;
-    const int e = std::ilogb(amax);
-    if (e < runtime::detail::kFxMinExp) return 0;  // the fp32 loop runs
-    err += wabs * std::ldexp(1.0, e - k - 1);
+    if (std::ilogb(amax) < runtime::detail::kFxMinExp) return 0;  // the fp32 loop runs
+    err += wabs * std::ldexp(1.0, -block_shift(p, amax) - 1);
   }
   return err;
 }
@@ -169,50 +179,78 @@ TEST(GemvFixedPoint, DigitsRebuildTheRoundedActivationsExactlyForEvery4BitFormat
   x[70] = std::ldexp(1.0f, runtime::detail::kFxMinExp);
   for (int i = 96; i < 128; ++i) x[i] = static_cast<float>(i - 100) * 3e36f;
   x[130] = 1e30f;  // one huge value beside small ones
-  x[160] = 1.0f;   // X of 0.5 * 2^-21 ... rounds to even
+  x[160] = 1.0f;   // with 3 digits X of 0.5 (t = 21, K + 1 = 22 does not fit) ... rounds to even
   x[161] = std::ldexp(1.0f, -22);
   x[162] = std::ldexp(3.0f, -22);
-  x[192] = std::nextafter(2.0f, 0.0f);  // rounds up to |X| = 2^(K+1)
+  x[163] = std::ldexp(1.0f, -14);  // with 2 digits (t = 14): 0.5 and 1.5
+  x[164] = std::ldexp(3.0f, -14);
+  x[192] = std::nextafter(2.0f, 0.0f);  // rounds up to |X| = 2^(K+1) (t = K)
   x[193] = -std::nextafter(2.0f, 0.0f);
+  for (int i = 224; i < 256; ++i) x[i] = (i % 2 ? 1.0f : -1.0f) * (1.0f + static_cast<float>(i - 224) / 32);  // max 1.97: t = K + 1 with 2 digits
   EXPECT_FALSE(runtime::detail::fx_supported(runtime::detail::Decoder::make(mx::find_format("mxint8"))));
   EXPECT_FALSE(runtime::detail::fx_supported(runtime::detail::Decoder::make(mx::find_format("mxfp4_e2m1").with_block_size(16))));
+  for (const char* name : {"mxfp4_e2m1", "mxint4"}) {
+    const auto d = runtime::detail::Decoder::make(mx::find_format(name));
+    const auto p2 = runtime::detail::fx_params(d, 2), p3 = runtime::detail::fx_params(d, 3);
+    EXPECT_EQ(p2.k, 13) << name;
+    EXPECT_EQ(p2.xmax, 32639) << name;  // 127 + 256 * 127: the largest two int8 digits
+    EXPECT_EQ(p3.k, 21) << name;
+    // 32 * 12 * Xmax < 2^31 for MXFP4 (|nib| <= 12); MXINT4 (|nib| <= 8) keeps the digits' range
+    EXPECT_EQ(p3.xmax, std::string(name) == "mxint4" ? 127 * (1 + 256 + 65536) : INT32_MAX / (32 * 12)) << name;
+  }
+  for (const int nd : {2, 3}) {
+  runtime::set_fx_digits(nd);
   for (const mx::Format& f : all_test_formats(32)) {
     if (f.bits != 4) continue;
     const char* name = f.name.c_str();
     const auto d = runtime::detail::Decoder::make(f);
     ASSERT_TRUE(runtime::detail::fx_supported(d)) << name;
-    const int k = runtime::detail::fx_shift(d);
+    const runtime::detail::FxParams p = runtime::detail::fx_params(d, nd);
     int m = 0;
     for (const std::int8_t v : d.nib) m = std::max(m, std::abs(static_cast<int>(v)));
-    EXPECT_LE(std::int64_t{32} * m << (k + 1), std::int64_t{INT32_MAX}) << name;  // the block dot fits
-    EXPECT_TRUE(k == 21 || (std::int64_t{32} * m << (k + 2)) > std::int64_t{INT32_MAX}) << name;  // and K is the largest that does
-    if (f.name == "mxfp4_e2m1" || f.name == "mxint4") {
-      EXPECT_EQ(k, 21) << name;
-    }
+    EXPECT_LE(std::int64_t{32} * m * p.xmax, std::int64_t{INT32_MAX}) << name;  // the block dot fits
+    EXPECT_LE(std::int64_t{1} << (p.k + 1), p.xmax) << name;                    // 2^(K+1) fits, 2^(K+2) does not
+    EXPECT_GT(std::int64_t{1} << (p.k + 2), p.xmax) << name;
     runtime::detail::FxActs a;
     ASSERT_TRUE(runtime::detail::avx512_fx_prepare()(d, x.data(), cols, a));
+    ASSERT_EQ(a.nd, nd);
     const std::int64_t full = cols / 32;
-    ASSERT_EQ(a.digits.size(), 32u * 96);
+    ASSERT_EQ(a.digits.size(), 32u * 32 * static_cast<std::size_t>(nd));
+    int upgraded = 0;
     for (std::int64_t b = 0; b < 32; ++b) {  // 19 whole blocks and the zero padding to 32
       float amax = 0;
       for (std::int64_t i = 0; b < full && i < 32; ++i) amax = std::max(amax, std::fabs(x[b * 32 + i]));
-      const int e = amax > 0 ? std::ilogb(amax) : 0;
+      const int t = amax > 0 ? block_shift(p, amax) : 0;
+      if (amax > 0) {
+        upgraded += t == p.k + 1 - std::ilogb(amax);
+        // the shift is the largest that keeps the block maximum within Xmax
+        EXPECT_LE(std::nearbyint(std::ldexp(static_cast<double>(amax), t)), p.xmax) << name << " block " << b;
+        EXPECT_GT(std::nearbyint(std::ldexp(static_cast<double>(amax), t + 1)), p.xmax) << name << " block " << b;
+      }
       const std::int64_t pos = (b & ~15) + 4 * (b % 4) + (b & 15) / 4;
-      EXPECT_EQ(a.scale[pos], amax > 0 ? std::ldexp(d.nib_mul, e - k) : 0.0f) << name << " block " << b;
+      EXPECT_EQ(a.scale[pos], amax > 0 ? std::ldexp(d.nib_mul, -t) : 0.0f) << name << " block " << b;
       std::int64_t sum = 0;
       for (int i = 0; i < 32; ++i) {
-        // where element i's digits are (FxActs' layout)
-        std::int64_t at[3];
-        for (int j = 0; j < 3; ++j) at[j] = b / 4 * 384 + 128 * j + (i % 2) * 64 + b % 4 * 16 + i / 2;
-        const std::int64_t got = a.digits[at[2]] + 256 * a.digits[at[1]] + 65536 * a.digits[at[0]];
-        const double want = b < full && amax > 0 ? std::nearbyint(std::ldexp(static_cast<double>(x[b * 32 + i]), k - e)) : 0;
-        ASSERT_EQ(static_cast<double>(got), want) << name << " block " << b << " element " << i;
-        ASSERT_LE(std::abs(got), std::int64_t{1} << (k + 1));
+        // where element i's digits are (FxActs' layout: the top digit first)
+        std::int64_t got = 0;
+        for (int j = 0; j < nd; ++j) {
+          const std::int64_t at = b / 4 * (128 * nd) + 128 * j + (i % 2) * 64 + b % 4 * 16 + i / 2;
+          got = got * 256 + a.digits[static_cast<std::size_t>(at)];
+        }
+        const double want = b < full && amax > 0 ? std::nearbyint(std::ldexp(static_cast<double>(x[b * 32 + i]), t)) : 0;
+        ASSERT_EQ(static_cast<double>(got), want) << name << " digits " << nd << " block " << b << " element " << i;
+        ASSERT_LE(std::abs(got), p.xmax);
         sum += got;
       }
       EXPECT_EQ(a.corr[pos], static_cast<std::int32_t>(static_cast<std::uint32_t>(-runtime::detail::q8_offset(d) * sum))) << name;
     }
+    EXPECT_GT(upgraded, 0) << name << " digits " << nd;  // both choices of t occur
+    EXPECT_LT(upgraded, 19 - 1) << name << " digits " << nd;
   }
+  }
+  runtime::set_fx_digits(3);
+  EXPECT_THROW(runtime::set_fx_digits(4), std::invalid_argument);
+  EXPECT_EQ(runtime::fx_digits(), 3);
   // not taken (the fp32 loop runs): a NaN, an infinity, a block maximum below 2^-100
   const auto d4 = runtime::detail::Decoder::make(mx::find_format("mxint4"));
   runtime::detail::FxActs a;
@@ -229,7 +267,7 @@ TEST(GemvFixedPoint, DigitsRebuildTheRoundedActivationsExactlyForEvery4BitFormat
 
 TEST(GemvFixedPoint, ExtremeCodesAndActivationsStayInInt32AndNonFiniteInputsPropagate) {
   // every weight at the largest magnitude of its format and every activation rounding up to
-  // |X| = 2^(K+1): the largest block dots the integer loops can meet
+  // |X| = 2^(K+1) or at Xmax: the largest block dots the integer loops can meet
   for (const char* name : {"mxfp4_e2m1", "mxint4"}) {
     const mx::Format f = mx::find_format(name);
     const std::int64_t rows = 4, cols = 32 * 21;
@@ -245,6 +283,10 @@ TEST(GemvFixedPoint, ExtremeCodesAndActivationsStayInInt32AndNonFiniteInputsProp
     const std::vector<float> wd = mx::dequantize(q);
     std::vector<float> x(static_cast<std::size_t>(cols), -std::nextafter(2.0f, 0.0f));
     for (std::int64_t c = 64; c < 128; ++c) x[c] = std::nextafter(2.0f, 0.0f);
+    // blocks whose X reach Xmax at the shift K + 1: 2 digits; 3 digits MXFP4 (int32 bound), MXINT4
+    for (std::int64_t c = 128; c < 160; ++c) x[c] = 32639.0f / 16384;
+    for (std::int64_t c = 160; c < 192; ++c) x[c] = -5592405.0f / 4194304;
+    for (std::int64_t c = 192; c < 224; ++c) x[c] = 8355711.0f / 4194304;
     each_width([&] {
       std::vector<float> y(rows);
       runtime::gemv(runtime::view(q), x.data(), y.data());
@@ -385,6 +427,55 @@ TEST(Gemv, ThreadCountDoesNotChangeTheResult) {
     }
   });
   set_num_threads(t);
+}
+
+TEST(Gemv, SharedActivationsGiveEachMatrixTheBitsOfItsOwnGemv) {
+  // Q/K/V-like matrices (different row counts, odd ones, one empty) in one gemv_shared call:
+  // the parts of the one parallel region cross from one matrix to the next; every path (fixed
+  // point with 2 and 3 digits, 512-bit fp32, 256-bit, scalar) over 1 and 4 threads.
+  const int t = num_threads();
+  for (const std::int64_t cols : {std::int64_t{8229}, std::int64_t{1000}, std::int64_t{33}}) {
+    const std::int64_t rows[3] = {301, 0, 77};
+    each_width([&] {
+      for (const mx::Format& f : all_test_formats(32)) {
+        std::vector<mx::PackedMatrix> qs;
+        for (int i = 0; i < 3; ++i) qs.push_back(mx::quantize(f, weights(rows[i] * cols, 50 + i).data(), rows[i], cols));
+        const auto x = weights(cols, 60);
+        const runtime::MxView ws[3] = {runtime::view(qs[0]), runtime::view(qs[1]), runtime::view(qs[2])};
+        for (mx::Isa isa : {mx::Isa::Auto, mx::Isa::Scalar}) {
+          if (isa == mx::Isa::Scalar && cols > 1000) continue;  // (slow; its parts cross matrices at 1000 too)
+          std::vector<float> own[3], got[3];
+          for (int i = 0; i < 3; ++i) {
+            own[i].assign(static_cast<std::size_t>(rows[i]), NAN);
+            runtime::gemv(ws[i], x.data(), own[i].data(), isa);
+          }
+          for (int threads : {1, 4}) {
+            set_num_threads(threads);
+            for (auto& g : got) g.assign(own[&g - got].size(), NAN);
+            float* ys[3] = {got[0].data(), got[1].data(), got[2].data()};
+            runtime::gemv_shared(ws, x.data(), ys, isa);
+            for (int i = 0; i < 3; ++i) {
+              for (std::int64_t r = 0; r < rows[i]; ++r) {
+                ASSERT_EQ(std::bit_cast<std::uint32_t>(got[i][r]), std::bit_cast<std::uint32_t>(own[i][r]))
+                    << f.name << " " << width() << " " << mx::isa_name(isa) << " cols " << cols << " matrix " << i << " row " << r << " threads " << threads;
+              }
+            }
+          }
+          set_num_threads(t);
+        }
+      }
+    });
+  }
+  // one format and one width, as many outputs as matrices
+  const auto w = weights(64 * 4, 70), x = weights(64, 71);
+  const mx::PackedMatrix a = mx::quantize(mx::find_format("mxint8"), w.data(), 4, 64), b = mx::quantize(mx::find_format("mxint4"), w.data(), 4, 64),
+                         c = mx::quantize(mx::find_format("mxint8"), w.data(), 8, 32);
+  std::vector<float> y0(8), y1(8);
+  float* ys[2] = {y0.data(), y1.data()};
+  const runtime::MxView ab[2] = {runtime::view(a), runtime::view(b)}, ac[2] = {runtime::view(a), runtime::view(c)};
+  EXPECT_THROW(runtime::gemv_shared(ab, x.data(), ys), std::invalid_argument);
+  EXPECT_THROW(runtime::gemv_shared(ac, x.data(), ys), std::invalid_argument);
+  EXPECT_THROW(runtime::gemv_shared(std::span<const runtime::MxView>(ab, 1), x.data(), ys), std::invalid_argument);
 }
 
 TEST(Gemv, Fp32BaselinesAgreeWithTheDoubleProduct) {

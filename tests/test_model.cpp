@@ -286,11 +286,21 @@ TEST(Runtime, LogitsEqualTheTrainersFakeQuantForward) {
     const torch::Tensor ref = from_anchor->forward(tt);
     runtime::Session s(*anchor, anchor->weights(f));
     EXPECT_LT(rel_err(s.feed_all(toks), ref), 1e-4) << f;
-    // token by token (GEMV + KV cache) == the whole prompt at once (GEMM), last position
-    runtime::Session s2(*anchor, anchor->weights(f));
-    std::vector<float> last;
-    for (int t : toks) last = s2.feed({t});
-    EXPECT_LT(rel_err(last, ref.select(1, static_cast<std::int64_t>(toks.size()) - 1)), 1e-4) << f;
+    // token by token (GEMV + KV cache) == the whole prompt at once (GEMM), last position; the
+    // 4-bit GEMV's block fixed-point activations with three digits (default) and with two
+    for (const int digits : {3, 2}) {
+      runtime::set_fx_digits(digits);
+      runtime::Session s2(*anchor, anchor->weights(f));
+      std::vector<float> last;
+      for (int t : toks) last = s2.feed({t});
+      const double err = rel_err(last, ref.select(1, static_cast<std::int64_t>(toks.size()) - 1));
+      // two digits move each activation by up to 2^-14 of its block maximum: MXFP4 measured
+      // 7.3e-5 here (three digits 8.9e-7), so the 1e-4 agreement is asserted for the default
+      // and a looser 3e-4 for the opt-in
+      EXPECT_LT(err, digits == 3 ? 1e-4 : 3e-4) << f << " digits " << digits;
+      std::printf("token by token %s, %d digits: %.3g of the logits' scale\n", f, digits, err);
+    }
+    runtime::set_fx_digits(3);
   }
   std::remove(mpath.c_str());
   std::remove(apath.c_str());

@@ -135,6 +135,24 @@ void Linear::forward(const float* x, std::int64_t n, float* y, bool q8) const {
   }
 }
 
+void Linear::forward_shared(std::initializer_list<std::pair<const Linear*, float*>> ls, const float* x, std::int64_t n, bool q8, bool shared) {
+  bool fused = shared && n == 1 && !q8 && ls.size() > 1;
+  for (const auto& [l, y] : ls) fused = fused && l->is_mx && l->mx.cols == ls.begin()->first->mx.cols && l->mx.format->name == ls.begin()->first->mx.format->name;
+  if (!fused) {
+    for (const auto& [l, y] : ls) l->forward(x, n, y, q8);
+    return;
+  }
+  MxView ws[4];
+  float* ys[4];
+  std::size_t m = 0;
+  for (const auto& [l, y] : ls) {
+    if (m == 4) throw std::invalid_argument("forward_shared: at most 4 linears");
+    ws[m] = l->mx;
+    ys[m++] = y;
+  }
+  gemv_shared({ws, m}, x, {ys, m});
+}
+
 std::unique_ptr<Engine> Engine::open(const std::string& path) {
   std::unique_ptr<Engine> e(new Engine());
   e->ck_.emplace(model::Checkpoint::open(path));
@@ -507,9 +525,7 @@ void Session::forward(const std::vector<int>& tokens, bool all_logits, std::vect
   for (std::int64_t l = 0; l < c.n_layers; ++l) {
     const LayerWeights& L = w_->layers[static_cast<std::size_t>(l)];
     for (std::int64_t t = 0; t < T; ++t) rmsnorm(x.data() + t * D, e_.attn_norm(l).data(), D, c.norm_eps, h.data() + t * D);
-    L.wq.forward(h.data(), T, q.data(), q8);
-    L.wk.forward(h.data(), T, k.data(), q8);
-    L.wv.forward(h.data(), T, v.data(), q8);
+    Linear::forward_shared({{&L.wq, q.data()}, {&L.wk, k.data()}, {&L.wv, v.data()}}, h.data(), T, q8, e_.shared_decode());
     for (std::int64_t t = 0; t < T; ++t) {
       const std::int64_t pos = pos_ + t;
       const float* cs = e_.rope_cos().data() + pos * half;
@@ -556,8 +572,7 @@ void Session::forward(const std::vector<int>& tokens, bool all_logits, std::vect
     L.wo.forward(o.data(), T, tmp.data(), q8);
     for (std::size_t i = 0; i < x.size(); ++i) x[i] += tmp[i];
     for (std::int64_t t = 0; t < T; ++t) rmsnorm(x.data() + t * D, e_.mlp_norm(l).data(), D, c.norm_eps, h.data() + t * D);
-    L.w1.forward(h.data(), T, a.data(), q8);
-    L.w3.forward(h.data(), T, b.data(), q8);
+    Linear::forward_shared({{&L.w1, a.data()}, {&L.w3, b.data()}}, h.data(), T, q8, e_.shared_decode());
     for (std::size_t i = 0; i < a.size(); ++i) a[i] = silu(a[i]) * b[i];
     L.w2.forward(a.data(), T, tmp.data(), q8);
     for (std::size_t i = 0; i < x.size(); ++i) x[i] += tmp[i];

@@ -1,12 +1,14 @@
 #include <cblas.h>
 
 #include <algorithm>
+#include <atomic>
 #include <cmath>
 #include <cstdlib>
 #include <limits>
 #include <memory>
 #include <mutex>
 #include <stdexcept>
+#include <string>
 #include <vector>
 
 #include "gemv_internal.h"
@@ -220,12 +222,33 @@ const float* prepare_x512(const Decoder& d, const float* x, std::int64_t cols, A
 
 bool fx_supported(const Decoder& d) { return d.aligned32 && d.bits == 4 && d.nibble; }
 
-int fx_shift(const Decoder& d) {
-  int m = 0;  // the block's dot: 32 * max|nib| * 2^(K+1) < 2^31
+FxParams fx_params(const Decoder& d, int digits) {
+  int m = 1;  // the block's dot: 32 * max|nib| * Xmax < 2^31
   for (const std::int8_t v : d.nib) m = std::max(m, std::abs(static_cast<int>(v)));
-  int k = 21;  // at most 21: |X| <= 2^22 keeps the top digit in int8
-  while (k > 0 && (std::int64_t{32} * m << (k + 1)) > std::numeric_limits<std::int32_t>::max()) --k;
-  return k;
+  const std::int32_t range = digits == 2 ? 127 * (1 + 256) : 127 * (1 + 256 + 65536);
+  FxParams p;
+  p.xmax = std::min<std::int32_t>(range, std::numeric_limits<std::int32_t>::max() / (32 * m));
+  p.k = std::ilogb(static_cast<double>(p.xmax)) - 1;
+  return p;
+}
+
+namespace {
+// 0: not decided yet; then MFQAT_FX_DIGITS=2 in the environment, else 3.
+std::atomic<int> g_digits{0};
+}  // namespace
+
+int fx_digits() {
+  if (g_digits.load() == 0) {
+    const char* e = std::getenv("MFQAT_FX_DIGITS");
+    int expected = 0;
+    g_digits.compare_exchange_strong(expected, e != nullptr && std::string(e) == "2" ? 2 : 3);
+  }
+  return g_digits.load();
+}
+
+void set_fx_digits(int digits) {
+  if (digits != 2 && digits != 3) throw std::invalid_argument("fixed-point digits: 2 or 3, not " + std::to_string(digits));
+  g_digits = digits;
 }
 
 bool q8_ints(const Decoder& d, std::int8_t* table, float* mul) {
@@ -306,9 +329,34 @@ const detail::Decoder& decoder_for(const mx::Format& f) {
   return *cache.back().second;
 }
 
-void run(const MxView& w, const float* x, std::int64_t n, float* y, mx::Isa isa) {
-  if (!w.format || w.rows < 0 || w.cols < 0) throw std::invalid_argument("gemv: bad matrix view");
-  const detail::Decoder& d = decoder_for(*w.format);
+// Rows [r0, r1) of the m matrices taken as one (their rows one after another): calls
+// part(i, local r0, local r1) for each matrix i the range meets.
+template <class F>
+void over_parts(const MxView* ws, int m, std::int64_t r0, std::int64_t r1, F&& part) {
+  std::int64_t base = 0;
+  for (int i = 0; i < m && base < r1; ++i) {
+    const std::int64_t lo = std::max(r0, base), hi = std::min(r1, base + ws[i].rows);
+    if (lo < hi) part(i, lo - base, hi - base);
+    base += ws[i].rows;
+  }
+}
+
+// Y_i = X W_i^T for m matrices of one format and width that share X (n rows), in one parallel
+// region over all their rows; the activations are prepared once for all of them.
+void run(const MxView* ws, float* const* ys, int m, const float* x, std::int64_t n, mx::Isa isa) {
+  if (m < 1) throw std::invalid_argument("gemv: no matrices");
+  std::int64_t total = 0;
+  for (int i = 0; i < m; ++i) {
+    const MxView& w = ws[i];
+    if (!w.format || w.rows < 0 || w.cols < 0) throw std::invalid_argument("gemv: bad matrix view");
+    if (w.cols != ws[0].cols || w.format->name != ws[0].format->name || w.format->block_size != ws[0].format->block_size) {
+      throw std::invalid_argument("gemv: matrices that share x need one format and one width (" + w.format->name + " " + std::to_string(w.cols) +
+                                  " vs " + ws[0].format->name + " " + std::to_string(ws[0].cols) + ")");
+    }
+    total += w.rows;
+  }
+  const std::int64_t cols = ws[0].cols;
+  const detail::Decoder& d = decoder_for(*ws[0].format);
   if (isa == mx::Isa::Auto) isa = mx::default_isa();
   detail::RowsFn fn = detail::scalar_rows();
   if (isa == mx::Isa::Avx2) {
@@ -316,32 +364,43 @@ void run(const MxView& w, const float* x, std::int64_t n, float* y, mx::Isa isa)
     fn = detail::avx2_rows();
   }
   // Rows per task: enough work (~64K weights) to amortise the hand-off.
-  const std::int64_t grain = std::max<std::int64_t>(1, (1 << 16) / std::max<std::int64_t>(1, w.cols * n));
+  const std::int64_t grain = std::max<std::int64_t>(1, (1 << 16) / std::max<std::int64_t>(1, cols * n));
   if (isa == mx::Isa::Avx2 && n == 1 && detail::avx512_active() && detail::fixed_point_acts() && detail::fx_supported(d)) {
     thread_local detail::FxActs fx;  // the calling thread's; passed by pointer (see below)
-    if (detail::avx512_fx_prepare()(d, x, w.cols, fx)) {
+    if (detail::avx512_fx_prepare()(d, x, cols, fx)) {
       const detail::FxActs* a = &fx;
       const detail::FxRowsFn rows = detail::avx512_fx_rows();
-      parallel_for(w.rows, grain, [&](std::int64_t r0, std::int64_t r1) { rows(d, w, *a, x, y, r0, r1); });
+      parallel_for(total, grain, [&](std::int64_t r0, std::int64_t r1) {
+        over_parts(ws, m, r0, r1, [&](int i, std::int64_t lo, std::int64_t hi) { rows(d, ws[i], *a, x, ys[i], lo, hi); });
+      });
       return;
     }
   }
   if (isa == mx::Isa::Avx2 && n == 1 && detail::avx512_active() && detail::x512_layout(d) != detail::X512::None) {
     thread_local detail::AlignedVec<float> xp;  // the calling thread's buffer
     // by pointer: inside the lambda `xp` would name each pool thread's own (empty) buffer
-    if (const float* xpp = detail::prepare_x512(d, x, w.cols, xp)) {
+    if (const float* xpp = detail::prepare_x512(d, x, cols, xp)) {
       const detail::Gemv512Fn f512 = detail::avx512_gemv_rows();
-      parallel_for(w.rows, grain, [&](std::int64_t r0, std::int64_t r1) { f512(d, w, xpp, x, y, r0, r1); });
+      parallel_for(total, grain, [&](std::int64_t r0, std::int64_t r1) {
+        over_parts(ws, m, r0, r1, [&](int i, std::int64_t lo, std::int64_t hi) { f512(d, ws[i], xpp, x, ys[i], lo, hi); });
+      });
       return;
     }
   }
   if (isa == mx::Isa::Avx2 && n > 1 && detail::avx512_active()) fn = detail::avx512_gemm_rows();
-  parallel_for(w.rows, grain, [&](std::int64_t r0, std::int64_t r1) { fn(d, w, x, n, y, r0, r1); });
+  parallel_for(total, grain, [&](std::int64_t r0, std::int64_t r1) {
+    over_parts(ws, m, r0, r1, [&](int i, std::int64_t lo, std::int64_t hi) { fn(d, ws[i], x, n, ys[i], lo, hi); });
+  });
 }
 
 }  // namespace
 
-void gemv(const MxView& w, const float* x, float* y, mx::Isa isa) { run(w, x, 1, y, isa); }
+void gemv(const MxView& w, const float* x, float* y, mx::Isa isa) { run(&w, &y, 1, x, 1, isa); }
+
+void gemv_shared(std::span<const MxView> ws, const float* x, std::span<float* const> ys, mx::Isa isa) {
+  if (ws.size() != ys.size()) throw std::invalid_argument("gemv_shared: " + std::to_string(ws.size()) + " matrices but " + std::to_string(ys.size()) + " outputs");
+  run(ws.data(), ys.data(), static_cast<int>(ws.size()), x, 1, isa);
+}
 
 bool q8_supported(const mx::Format& f) {
   std::int8_t t[256];
@@ -374,11 +433,13 @@ void gemv_q8(const MxView& w, const float* x, float* y, mx::Isa isa) {
   const std::int64_t grain = std::max<std::int64_t>(1, (1 << 16) / std::max<std::int64_t>(1, w.cols));
   parallel_for(w.rows, grain, [&](std::int64_t r0, std::int64_t r1) { fn(d, w, a, y, r0, r1); });
 }
-void gemm(const MxView& w, const float* x, std::int64_t n, float* y, mx::Isa isa) { run(w, x, n, y, isa); }
+void gemm(const MxView& w, const float* x, std::int64_t n, float* y, mx::Isa isa) { run(&w, &y, 1, x, n, isa); }
 bool avx512_active() { return detail::avx512_active(); }
 void set_avx512(bool allowed) { detail::set_avx512(allowed); }
 bool fixed_point_acts() { return detail::fixed_point_acts(); }
 void set_fixed_point_acts(bool allowed) { detail::set_fixed_point_acts(allowed); }
+int fx_digits() { return detail::fx_digits(); }
+void set_fx_digits(int digits) { detail::set_fx_digits(digits); }
 bool vbmi_active() { return detail::vbmi_active(); }
 void set_vbmi(bool allowed) { detail::set_vbmi(allowed); }
 

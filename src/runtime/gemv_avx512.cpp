@@ -310,12 +310,14 @@ inline __mmask64 first_bytes(std::int64_t n) {
   return n <= 0 ? 0 : n >= 64 ? ~__mmask64{0} : (__mmask64{1} << n) - 1;
 }
 
-// x rounded to fixed point per block and split into digits (layout: FxActs).
+// x rounded to fixed point per block and split into a.nd digits (layout: FxActs).
 MFQAT_AVX512 bool fx_prepare_512(const Decoder& d, const float* x, std::int64_t cols, FxActs& a) {
   const std::int64_t full = cols / 32, padded = (full + 15) / 16 * 16;
-  const int k = fx_shift(d);
+  const int nd = fx_digits();
+  const FxParams fp = fx_params(d, nd);
   const auto off = static_cast<std::uint32_t>(q8_offset(d));
-  a.digits.resize(static_cast<std::size_t>(padded * 96));
+  a.nd = nd;
+  a.digits.resize(static_cast<std::size_t>(padded * 32 * nd));
   a.scale.resize(static_cast<std::size_t>(padded));
   a.corr.resize(static_cast<std::size_t>(padded));
   alignas(64) std::int32_t ev_v[16], od_v[16];
@@ -336,30 +338,31 @@ MFQAT_AVX512 bool fx_prepare_512(const Decoder& d, const float* x, std::int64_t 
       if (_mm512_cmp_ps_mask(alo, big, _CMP_NLE_UQ) | _mm512_cmp_ps_mask(ahi, big, _CMP_NLE_UQ)) return false;
       const float amax = _mm512_reduce_max_ps(_mm512_max_ps(alo, ahi));
       if (amax > 0) {
-        const int e = std::ilogb(amax);
-        // A block whose scale 2^(e - K) * nib_mul would be subnormal (or 0) takes the fp32 loop.
-        if (e < kFxMinExp) return false;
-        // x * 2^(K - e) in two exact power-of-two steps (K - e can leave fp32's exponent range)
-        const int s1 = (k - e) / 2;
-        const __m512 f1 = _mm512_set1_ps(std::ldexp(1.0f, s1)), f2 = _mm512_set1_ps(std::ldexp(1.0f, k - e - s1));
+        // A block whose scale 2^-t * nib_mul would be subnormal (or 0) takes the fp32 loop.
+        if (fx_exponent(amax) < kFxMinExp) return false;
+        const int t = fx_block_shift(fp, amax);
+        // x * 2^t in two exact power-of-two steps (t, in [K - 127, K + 101], can leave fp32's
+        // exponent range; each half cannot)
+        const int s1 = t / 2;
+        const __m512 f1 = _mm512_set1_ps(fx_pow2(s1)), f2 = _mm512_set1_ps(fx_pow2(t - s1));
         q[0] = _mm512_cvtps_epi32(_mm512_mul_ps(_mm512_mul_ps(_mm512_permutex2var_ps(lo, ev, hi), f1), f2));  // nearest even
         q[1] = _mm512_cvtps_epi32(_mm512_mul_ps(_mm512_mul_ps(_mm512_permutex2var_ps(lo, od, hi), f1), f2));
-        s = std::ldexp(d.nib_mul, e - k);
+        s = d.nib_mul * fx_pow2(-t);  // exact, as ldexp: -t >= -(K + 101) >= -122
       }
     }
     a.scale[static_cast<std::size_t>(pos)] = s;
-    // balanced base-256 digits: d0 = X's low byte sign-extended, then (X - d0) / 256, ...
-    std::int8_t* base = a.digits.data() + b / 4 * 384 + b % 4 * 16;
+    // balanced base-256 digits: d0 = X's low byte sign-extended, then (X - d0) / 256, ...; the
+    // top digit is stored first
+    std::int8_t* base = a.digits.data() + b / 4 * (128 * nd) + b % 4 * 16;
     for (int h = 0; h < 2; ++h) {
-      const __m512i d0 = _mm512_srai_epi32(_mm512_slli_epi32(q[h], 24), 24);
-      const __m512i r1 = _mm512_srai_epi32(_mm512_sub_epi32(q[h], d0), 8);
-      const __m512i d1 = _mm512_srai_epi32(_mm512_slli_epi32(r1, 24), 24);
-      const __m512i d2 = _mm512_srai_epi32(_mm512_sub_epi32(r1, d1), 8);
-      _mm_storeu_si128(reinterpret_cast<__m128i*>(base + 64 * h), _mm512_cvtepi32_epi8(d2));
-      _mm_storeu_si128(reinterpret_cast<__m128i*>(base + 128 + 64 * h), _mm512_cvtepi32_epi8(d1));
-      _mm_storeu_si128(reinterpret_cast<__m128i*>(base + 256 + 64 * h), _mm512_cvtepi32_epi8(d0));
+      __m512i r = q[h];
+      for (int j = nd - 1; j >= 0; --j) {
+        const __m512i dj = _mm512_srai_epi32(_mm512_slli_epi32(r, 24), 24);
+        _mm_storeu_si128(reinterpret_cast<__m128i*>(base + 128 * j + 64 * h), _mm512_cvtepi32_epi8(dj));
+        r = _mm512_srai_epi32(_mm512_sub_epi32(r, dj), 8);
+      }
     }
-    const auto sum = static_cast<std::uint32_t>(_mm512_reduce_add_epi32(_mm512_add_epi32(q[0], q[1])));  // |sum| <= 2^27
+    const auto sum = static_cast<std::uint32_t>(_mm512_reduce_add_epi32(_mm512_add_epi32(q[0], q[1])));  // |sum| <= 2^28
     a.corr[static_cast<std::size_t>(pos)] = static_cast<std::int32_t>(0u - off * sum);                  // mod 2^32
   }
   return true;

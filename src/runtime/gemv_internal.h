@@ -1,6 +1,8 @@
 // Internal: per-format decoder parameters and the kernel table of the fused MX products.
 #pragma once
 
+#include <bit>
+#include <cmath>
 #include <cstddef>
 #include <cstdint>
 #include <new>
@@ -117,28 +119,53 @@ Q8RowsFn avx512_q8_rows();     // nullptr when not compiled in
 RowsFn avx512_gemm_rows();     // n > 1, every format (rows decoded by the AVX2 decoder); nullptr when not compiled in
 
 // fp32 activations in block fixed point, for the AVX-512 integer loop of the 4-bit formats
-// (those with an int8 table: value = nib[code] * nib_mul). Per whole block of 32 with
-// e = ilogb(max |x|) (x all finite): X = round(x * 2^(K - e)) (|X| <= 2^(K+1)), split into
-// signed base-256 digits X = d0 + 256 d1 + 65536 d2 (each in int8) for vpdpbusd against the
-// unsigned table values, combined by Horner (t = (dot(w, d2) << 8 + dot(w, d1)) << 8 + dot(w, d0))
-// in int32 modulo 2^32; the block's true dot sum(nib * X) fits int32 (K = fx_shift chooses), so
-// the result is exact. Times 2^(e - K) * nib_mul it is the block's dot with x rounded to
-// |x^ - x| <= 2^(e - K - 1) <= 2^-(K+1) * max|x| of its block.
+// (those with an int8 table: value = nib[code] * nib_mul). Each activation becomes D signed
+// base-256 digits (D = fx_digits(): 3 by default, near fp32; 2 for ~15 bits). Per whole block
+// of 32 with e = ilogb(max |x|) (x all finite), X = round(x * 2^t), rounded to nearest even,
+// t = K + 1 - e when round(max|x| * 2^(K + 1 - e)) <= Xmax, else t = K - e (FxParams: K and
+// Xmax per D and table), so |X| <= Xmax. X = d0 + 256 d1 (+ 65536 d2), each digit in int8, for
+// vpdpbusd against the unsigned table values, combined by Horner
+// (t = (dot(w, d2) << 8 + dot(w, d1)) << 8 + dot(w, d0)) in int32 modulo 2^32; the block's true
+// dot sum(nib * X) fits int32 (32 * max|nib| * Xmax < 2^31), so the result is exact. Times
+// 2^-t * nib_mul it is the block's dot with x rounded to |x^ - x| <= 2^(-t-1), which is at most
+// 2^-(K+1) * max|x| of its block, and about 2^-(K+2) for most blocks (the K + 1 choice).
 struct FxActs {
-  // 96 bytes per block, blocks padded with zero blocks to a multiple of 16; per 4 blocks
-  // [d2 evens | d2 odds | d1 evens | d1 odds | d0 evens | d0 odds] (64 bytes each, 16 per block:
-  // what the low / high nibbles of the 4 blocks' 64 code bytes meet).
+  // Digits of an activation (2 or 3).
+  int nd = 3;
+  // 32 * nd bytes per block, blocks padded with zero blocks to a multiple of 16; per 4 blocks,
+  // from the top digit down, [d_top evens | d_top odds | ... | d0 evens | d0 odds] (64 bytes
+  // each, 16 per block: what the low / high nibbles of the 4 blocks' 64 code bytes meet).
   AlignedVec<std::int8_t> digits;
-  // Per block 2^(e - K) * nib_mul (0 for an all-zero block), in transposed order in each group of 16.
+  // Per block 2^-t * nib_mul (0 for an all-zero block), in transposed order in each group of 16.
   AlignedVec<float> scale;
   // Per block (transposed) -offset * sum(X): the unsigned table's correction, modulo 2^32.
   AlignedVec<std::int32_t> corr;
 };
-// K: 21 where |nib| <= 12 (MXFP4, MXINT4); less for tables with larger integers.
-int fx_shift(const Decoder& d);
+// K and Xmax for `digits` digits: Xmax = min(the digits' range 127 * (1 + 256 (+ 65536)),
+// (2^31 - 1) / (32 max|nib|)), K = ilogb(Xmax) - 1 (so 2^(K+1) <= Xmax). MXFP4 and MXINT4:
+// 2 digits K = 13, Xmax = 32639 (~15 significant bits against the block maximum); 3 digits
+// K = 21, Xmax = 5592405 / 8355711 (~23 bits).
+struct FxParams {
+  int k = 0;
+  std::int32_t xmax = 0;
+};
+FxParams fx_params(const Decoder& d, int digits);
+// ilogb of a positive normal float from its bits (-127 for a subnormal: below kFxMinExp).
+inline int fx_exponent(float a) { return static_cast<int>((std::bit_cast<std::uint32_t>(a) >> 23) & 0xFF) - 127; }
+// 2^p for p in [-126, 127], from its bits.
+inline float fx_pow2(int p) { return std::bit_cast<float>(static_cast<std::uint32_t>(p + 127) << 23); }
+// The block's shift t (see FxActs) for its largest |x| (positive, normal, finite): with
+// amax = m * 2^e, m in [1, 2), t = K + 1 - e when round(m * 2^(K+1)) <= Xmax (exact in fp32).
+inline int fx_block_shift(const FxParams& p, float amax) {
+  const int e = fx_exponent(amax);
+  const float m = std::bit_cast<float>((std::bit_cast<std::uint32_t>(amax) & 0x007FFFFFu) | 0x3F800000u);
+  return std::nearbyint(m * fx_pow2(p.k + 1)) <= static_cast<float>(p.xmax) ? p.k + 1 - e : p.k - e;
+}
+int fx_digits();
+void set_fx_digits(int digits);  // 2 or 3
 bool fx_supported(const Decoder& d);  // 4-bit with an int8 table, whole blocks of 32
 // The smallest block maximum the fixed-point loop takes: ilogb(max|x|) >= kFxMinExp (its
-// 2^(e - K) * nib_mul stays a normal fp32).
+// 2^-t * nib_mul stays a normal fp32).
 constexpr int kFxMinExp = -100;
 // Fills a; false when x has a non-finite value (the fp32 loops then run, propagating it) or a
 // nonzero block whose largest |x| lies below 2^kFxMinExp.

@@ -6,6 +6,7 @@
 
 #include <atomic>
 #include <cstdint>
+#include <initializer_list>
 #include <list>
 #include <map>
 #include <memory>
@@ -13,6 +14,7 @@
 #include <optional>
 #include <random>
 #include <string>
+#include <utility>
 #include <vector>
 
 #include "mfqat/model/checkpoint.h"
@@ -32,6 +34,10 @@ struct Linear {
   // y [n, rows] = x [n, cols] W^T; q8: decode (n = 1) with int8 activations where the format has
   // an integer path (gemv_q8), fp32 elsewhere.
   void forward(const float* x, std::int64_t n, float* y, bool q8 = false) const;
+  // Several linears that read the same x (Q, K, V; W1, W3): the same results as forward on each,
+  // decode (n = 1, fp32 activations, all MX of one format and width) in one gemv_shared call.
+  static void forward_shared(std::initializer_list<std::pair<const Linear*, float*>> ls, const float* x, std::int64_t n, bool q8 = false,
+                             bool shared = true);
 };
 
 // Memory for the large, long-lived buffers: a format's weights, the synthetic anchor, KV caches.
@@ -124,6 +130,11 @@ class Engine {
   // and no longer equal to the trainer's forward within 1e-4 (activation rounding).
   void set_int8_activations(bool on) { q8_ = on; }
   bool int8_activations() const { return q8_; }
+  // Decode runs Q/K/V and W1/W3 as one gemv_shared call each (default; 64 parallel regions and
+  // activation preparations per token of a 16-layer model instead of 112). false: one gemv per
+  // linear, the same bits (for A/B measurements: bench/decode_ab).
+  void set_shared_decode(bool on) { shared_ = on; }
+  bool shared_decode() const { return shared_; }
 
   // KV caches of finished sessions are kept for the next ones (their pages are resident, so a
   // new request does not fault them in again): at most `n` idle (default 1; the server keeps one
@@ -162,6 +173,7 @@ class Engine {
   std::list<std::string> lru_;  // front = most recent
   std::uint64_t budget_ = 0;
   bool q8_ = false;
+  bool shared_ = true;
   mutable std::vector<std::unique_ptr<KvBuffer>> idle_kv_;  // under mu_
   std::size_t idle_kv_limit_ = 1;
 };

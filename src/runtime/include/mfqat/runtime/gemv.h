@@ -5,6 +5,7 @@
 #pragma once
 
 #include <cstdint>
+#include <span>
 
 #include "mfqat/mx/quantize.h"
 
@@ -25,8 +26,15 @@ MxView view(const mx::PackedMatrix& m);
 // codes and x in fp32 and adds scale * dot to an fp32 row sum; paths differ only in the order of
 // the additions, so |y - y_ref| <= 2^-18 * sum_c |W[r,c] x[c]| (tolerance explained in the test).
 // The block fixed-point path (4-bit, below) adds its rounding of x, at most
-// sum_c |W[r,c]| * 2^-(K+1) * max|x| over c's block of 32.
+// sum_c |W[r,c]| * 2^-(K+1) * max|x| over c's block of 32 (K = 21 with the default three
+// digits, 13 with two).
 void gemv(const MxView& w, const float* x, float* y, mx::Isa isa = mx::Isa::Auto);
+
+// gemv of several matrices of one format and width that share x (decode's Q, K, V; W1, W3):
+// ys[i] = W_i x, each bit for bit what gemv gives, with one preparation of x and one parallel
+// region over all their rows instead of one each. Throws std::invalid_argument when the formats
+// or widths differ or the counts do not match.
+void gemv_shared(std::span<const MxView> ws, const float* x, std::span<float* const> ys, mx::Isa isa = mx::Isa::Auto);
 
 // Y[i, r] = sum_c W[r, c] * X[i, c] for i in [0, n): X is [n, cols] row-major, Y is [n, rows].
 // Decodes each block once for all n rows.
@@ -52,16 +60,21 @@ void set_avx512(bool allowed);
 
 // Block fixed point (AVX-512, one vector, the 4-bit formats with an int8 table: MXFP4, MXINT4,
 // ...): their weights are small integers times a power of two, so gemv rounds each block of 32
-// activations to integers X = round(x * 2^(K - e)), e the exponent of the block's largest |x|
-// (K = 21 for MXFP4 and MXINT4: |X| <= 2^22, 23 significant bits against the block maximum where
-// fp32 keeps 24 per element), and computes each block's dot exactly in integers (three 8-bit
-// digits of X against the 4-bit values, vpdpbusd): 2-3x fewer instructions per weight than
-// decoding to fp32 and multiplying. Any non-finite x, or a nonzero block whose largest |x| is
-// below 2^-100 (its scale 2^(e - K) would be subnormal), takes the fp32 loop.
+// activations to integers X = round(x * 2^t) against the block's largest |x| and computes each
+// block's dot exactly in integers (8-bit digits of X against the 4-bit values, vpdpbusd): 2-3x
+// fewer instructions per weight than decoding to fp32 and multiplying. Three digits by default:
+// |X| < 2^23, each x moves by at most 2^-22 of its block's largest |x| (fp32 keeps 24 bits per
+// element). fx_digits() == 2 (set_fx_digits(2) or MFQAT_FX_DIGITS=2): |X| <= 32639, at most
+// 2^-14 (2^-15 for most blocks; finer than an fp16 or bf16 activation), a third fewer integer
+// products: +4 % decode on one thread, none on two, where the loop waits on memory
+// (docs/perf.md). Any non-finite x, or a nonzero block whose largest |x| is below 2^-100, takes
+// the fp32 loop.
 // MXINT8 keeps its fp32 loop (measured faster: docs/perf.md). set_fixed_point_acts(false) or
 // MFQAT_FIXED_ACTS=0 keeps the fp32 loops (tests check both; benchmarks measure both).
 bool fixed_point_acts();
 void set_fixed_point_acts(bool allowed);
+int fx_digits();
+void set_fx_digits(int digits);  // 2 or 3; anything else throws std::invalid_argument
 // Where the CPU also has AVX512-VBMI, the fixed-point loop looks the 4-bit codes up with vpermb
 // instead of vpshufb (two instructions fewer per 64 bytes of codes; the same bits).
 // set_vbmi(false) or MFQAT_VBMI=0 keeps vpshufb; vbmi_active() says which one runs.
