@@ -112,8 +112,8 @@ int main(int argc, char** argv) {
     std::printf("%s from %s, %d tokens after a 16-token prompt, %d interleaved rounds\n", format.c_str(), anchor.c_str(), tokens, rounds);
     std::printf("%-28s %8s %8s %8s %14s\n", "variant", "median", "min", "max", "ratio to 1st");
     for (std::size_t v = 0; v < variants.size(); ++v) {
-      std::vector<double> ratio;
-      for (int r = 0; r < rounds; ++r) ratio.push_back(tps[v][r] / tps[0][r]);
+      std::vector<double> ratio(static_cast<std::size_t>(rounds));
+      for (std::size_t r = 0; r < ratio.size(); ++r) ratio[r] = tps[v][r] / tps[0][r];
       const auto [mn, mxv] = std::minmax_element(tps[v].begin(), tps[v].end());
       std::printf("%-28s %8.1f %8.1f %8.1f %14.3f\n", variants[v].c_str(), median(tps[v]), *mn, *mxv, median(ratio));
     }

@@ -439,6 +439,7 @@ TEST(Gemv, SharedActivationsGiveEachMatrixTheBitsOfItsOwnGemv) {
     each_width([&] {
       for (const mx::Format& f : all_test_formats(32)) {
         std::vector<mx::PackedMatrix> qs;
+        qs.reserve(3);
         for (int i = 0; i < 3; ++i) qs.push_back(mx::quantize(f, weights(rows[i] * cols, 50 + i).data(), rows[i], cols));
         const auto x = weights(cols, 60);
         const runtime::MxView ws[3] = {runtime::view(qs[0]), runtime::view(qs[1]), runtime::view(qs[2])};
