@@ -28,6 +28,8 @@ constexpr std::int64_t kRows = 8192, kCols = 16384;  // 128 Mi weights: 64 MiB a
 // The second shape: rows as wide as the synthetic large model's FFN (W2 reads 5472 columns), as
 // many weights
 constexpr std::int64_t kRowsB = 24528, kColsB = 5472;
+// and 65536 x 2048: the width of the synthetic large model's Q/K/V/O and W1/W3 (1 KiB rows at 4 bits)
+constexpr std::int64_t kRowsC = 65536, kColsC = 2048;
 
 const std::vector<float>& weights() {
   static const std::vector<float> w = [] {
@@ -228,6 +230,13 @@ const bool registered = [] {
         benchmark::RegisterBenchmark(("mx_gemv_5472/" + f.name + "/avx512_int8act" + ts).c_str(), bm_mx_gemv_q8, f, t, true, kRowsB, kColsB)
             ->UseManualTime()->MinTime(0.5);
       }
+    }
+    // the third shape: the default path of the target formats
+    for (const char* n : {"mxint8", "mxfp8_e4m3", "mxint4", "mxfp4_e2m1"}) {
+      if (!has512) break;
+      const mx::Format f = mx::find_format(n);
+      benchmark::RegisterBenchmark(("mx_gemv_2048/" + f.name + "/avx512" + ts).c_str(), bm_mx_gemv, f, mx::Isa::Avx2, t, true, true, true, kRowsC, kColsC, 3)
+          ->UseManualTime()->MinTime(0.5);
     }
     for (const char* n : {"mxint8", "mxfp4_e2m1"}) {
       const mx::Format f = mx::find_format(n);

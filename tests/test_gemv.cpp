@@ -322,7 +322,8 @@ TEST(GemvFixedPoint, RowGroupsAndPairsEqualTheRowsOneByOne) {
   // Past 8192 columns the loop takes column panels over groups of 16 rows. 291 rows of 8229
   // (three panels, one partial block): groups cut at every 16 rows of a part, parts of 128 rows
   // over 1 and 4 threads; within a group rows go by pairs, an odd one alone. Each row must get
-  // the bits it gets alone (a 1-row matrix: one group, no pair). And 291 x 1000 (no panels).
+  // the bits it gets alone (a 1-row matrix: one group, no pair). And 291 x 1000 (no panels:
+  // whole rows, one at a time).
   const int t = num_threads();
   for (const std::int64_t cols : {8229, 1000}) {
   const std::int64_t rows = 291;
