@@ -15,7 +15,7 @@ for b in d["benchmarks"]:
     name = b["name"].split("/min_time")[0].split("/manual_time")[0].split("/real_time")[0]
     rows[name] = b
 threads = sorted({int(n.split("threads:")[1]) for n in rows})
-shapes = [("mx_gemv", "8192 × 16384"), ("mx_gemv_5472", "24528 × 5472")]
+shapes = [("mx_gemv", "8192 × 16384"), ("mx_gemv_5472", "24528 × 5472"), ("mx_gemv_2048", "65536 × 2048")]
 for prefix, shape in shapes:
     if not any(n.startswith(prefix + "/") for n in rows):
         continue
