@@ -136,8 +136,15 @@ void Linear::forward(const float* x, std::int64_t n, float* y, bool q8) const {
 }
 
 void Linear::forward_shared(std::initializer_list<std::pair<const Linear*, float*>> ls, const float* x, std::int64_t n, bool q8, bool shared) {
-  bool fused = shared && n == 1 && !q8 && ls.size() > 1;
-  for (const auto& [l, y] : ls) fused = fused && l->is_mx && l->mx.cols == ls.begin()->first->mx.cols && l->mx.format->name == ls.begin()->first->mx.format->name;
+  // gemv_shared takes matrices of one format (name and block size) and one width; other sets
+  // run one forward each
+  if (ls.size() == 0) return;
+  const Linear& l0 = *ls.begin()->first;
+  bool fused = shared && n == 1 && !q8 && ls.size() > 1 && l0.is_mx;
+  for (const auto& [l, y] : ls) {
+    fused = fused && l->is_mx && l->mx.cols == l0.mx.cols && l->mx.format->name == l0.mx.format->name &&
+            l->mx.format->block_size == l0.mx.format->block_size;
+  }
   if (!fused) {
     for (const auto& [l, y] : ls) l->forward(x, n, y, q8);
     return;

@@ -124,8 +124,8 @@ RowsFn avx512_gemm_rows();     // n > 1, every format (rows decoded by the AVX2 
 // of 32 with e = ilogb(max |x|) (x all finite), X = round(x * 2^t), rounded to nearest even,
 // t = K + 1 - e when round(max|x| * 2^(K + 1 - e)) <= Xmax, else t = K - e (FxParams: K and
 // Xmax per D and table), so |X| <= Xmax. X = d0 + 256 d1 (+ 65536 d2), each digit in int8, for
-// vpdpbusd against the unsigned table values, combined by Horner
-// (t = (dot(w, d2) << 8 + dot(w, d1)) << 8 + dot(w, d0)) in int32 modulo 2^32; the block's true
+// vpdpbusd against the unsigned table values, each digit's dot on its own, combined as
+// (dot(w, d2) << 16) + (dot(w, d1) << 8) + dot(w, d0) in int32 modulo 2^32; the block's true
 // dot sum(nib * X) fits int32 (32 * max|nib| * Xmax < 2^31), so the result is exact. Times
 // 2^-t * nib_mul it is the block's dot with x rounded to |x^ - x| <= 2^(-t-1), which is at most
 // 2^-(K+1) * max|x| of its block, and about 2^-(K+2) for most blocks (the K + 1 choice).

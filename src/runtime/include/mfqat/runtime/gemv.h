@@ -66,7 +66,7 @@ void set_avx512(bool allowed);
 // |X| < 2^23, each x moves by at most 2^-22 of its block's largest |x| (fp32 keeps 24 bits per
 // element). fx_digits() == 2 (set_fx_digits(2) or MFQAT_FX_DIGITS=2): |X| <= 32639, at most
 // 2^-14 (2^-15 for most blocks; finer than an fp16 or bf16 activation), a third fewer integer
-// products: +4 % decode on one thread, none on two, where the loop waits on memory
+// products: +4-8 % decode on one thread, none on two, where the loop waits on memory
 // (docs/perf.md). Any non-finite x, or a nonzero block whose largest |x| is below 2^-100, takes
 // the fp32 loop.
 // MXINT8 keeps its fp32 loop (measured faster: docs/perf.md). set_fixed_point_acts(false) or
