@@ -16,24 +16,41 @@ namespace {
 int default_threads() {
   if (const char* s = std::getenv("MFQAT_NUM_THREADS")) {
     const int n = std::atoi(s);
-    if (n > 0) return n;
+    if (n > 0) return std::min(n, kMaxThreads);
   }
   const unsigned hc = std::thread::hardware_concurrency();
-  return hc ? static_cast<int>(hc) : 1;
+  return hc ? std::min(static_cast<int>(hc), kMaxThreads) : 1;
 }
 
 std::atomic<int> g_threads{0};
 
-// Workers wait for a job generation; each job is split into `parts` chunks claimed by index.
-// The hot path takes no lock: decode runs ~130 parallel regions per token, and the mutex
-// hand-offs of a locked pool cost ~2.7 us per region on this VM (an empty region), ~2 % of a
-// 4-bit decode token. `claim_` holds the generation in its high 32 bits and the next unclaimed
-// part in its low 32: a part is claimed by compare-and-swap only while the word still carries
-// the claimer's generation, so a worker that wakes late can never take a part of a newer job.
-// While a part of generation g is claimed and unfinished the caller cannot start g + 1, so the
-// job and part count a claimer reads are g's. Sleeping (after a 200 us spin) goes through a
-// mutex and condition variables, each side announcing itself before re-checking (Dekker-style
-// with sequentially consistent atomics), so no wake-up is lost.
+// The pool's protocol
+// -------------------
+// One parallel region at a time (call_mu_). A region of generation g with P parts is published
+// as ONE atomic word, `claim_` = g << 32 | P << 16 | next, after the caller has stored the job
+// pointer `job_`, reset `done_` and cleared `error_` (a seq_cst store, so a release of those).
+//
+//  * A part is claimed by compare-and-swap on `claim_` that increments `next`, and only while
+//    the word still carries the claimer's generation and next < P. Generation and part count are
+//    read from the same word the claim succeeds on, so a claim can never count against another
+//    region's part count.
+//  * The job pointer is read only AFTER a successful claim. The caller of region g does not
+//    return (and so neither frees the job nor starts g + 1 and rewrites `job_`) before `done_`
+//    reaches P, and the claimed part is not done yet; the acquiring CAS reads a value in the
+//    release sequence headed by the caller's publishing store, so `job_` is g's job.
+//  * Each finished part adds one to `done_` (seq_cst RMW, a release of the part's writes); the
+//    caller waits for done_ == P with acquire loads. Parts of g can no longer be claimed once
+//    next == P, so every increment of `done_` between the reset for g and the caller's return
+//    belongs to g.
+//  * A part that throws is caught on its thread, the first exception is kept (err_mu_) and
+//    rethrown by the caller after all parts are done; the part still counts as done.
+//  * Hot path without locks (decode runs ~130 regions per token; a locked hand-off measured
+//    ~2.7 us per empty region against ~1 us). Workers and the caller spin for up to 200 us and
+//    then sleep on a mutex + condition variable. Lost wake-ups are excluded Dekker-style with
+//    sequentially consistent atomics: a worker increments `sleepers_` and then re-checks
+//    `claim_` (under mu_), the caller stores `claim_` and then reads `sleepers_` (notifying
+//    under mu_); a finishing part increments `done_` and then reads `caller_waiting_`, the
+//    caller sets `caller_waiting_` and then re-checks `done_` (under mu_).
 class Pool {
  public:
   static Pool& get() {
@@ -44,16 +61,15 @@ class Pool {
     std::lock_guard<std::mutex> call_lock(call_mu_);  // one parallel region at a time
     ensure_workers(std::min(parts, num_threads()) - 1);
     job_.store(&job, std::memory_order_relaxed);
-    parts_.store(parts, std::memory_order_relaxed);
     done_.store(0, std::memory_order_relaxed);
     error_ = nullptr;
     const std::uint64_t gen = ++generation_ & 0xffffffffu;
-    claim_.store(gen << 32);  // publishes the job (seq_cst, so also a release)
+    claim_.store(gen << 32 | static_cast<std::uint64_t>(parts) << 16);  // publishes the region
     if (sleepers_.load() > 0) {
       std::lock_guard<std::mutex> lk(mu_);
       cv_.notify_all();
     }
-    work(gen, &job, parts);  // the calling thread takes parts too
+    work(gen);  // the calling thread takes parts too
     // The other parts are usually a few microseconds from done: spin briefly before sleeping
     // (a futex wake-up costs tens of microseconds on a VM, as much as a whole decode GEMV part).
     if (!spin_until([&] { return done_.load(std::memory_order_acquire) == parts; })) {
@@ -63,29 +79,36 @@ class Pool {
       caller_waiting_.store(false);
     }
     job_.store(nullptr, std::memory_order_relaxed);
-    if (error_) std::rethrow_exception(error_);
+    if (error_) {
+      std::exception_ptr e = error_;
+      error_ = nullptr;
+      std::rethrow_exception(e);
+    }
   }
   ~Pool() {
-    stop_.store(true);
     {
       std::lock_guard<std::mutex> lk(mu_);
+      stop_.store(true);
       cv_.notify_all();
     }
     for (auto& t : workers_) t.join();
   }
+  Pool(const Pool&) = delete;
+  Pool& operator=(const Pool&) = delete;
 
  private:
+  Pool() = default;
   void ensure_workers(int n) {
     while (static_cast<int>(workers_.size()) < n) {
       workers_.emplace_back([this] {
-        std::uint64_t seen = claim_.load() >> 32;  // jobs published before this worker existed are done
+        std::uint64_t seen = claim_.load() >> 32;  // regions published before this worker existed are done
         for (;;) {
           std::uint64_t w = 0;
           auto fresh = [&] {
             w = claim_.load();
             return (w >> 32) != seen || stop_.load();
           };
-          // Back-to-back jobs (decode: one GEMV after another) find the worker awake.
+          // Back-to-back regions (decode: one GEMV after another) find the worker awake.
           if (!spin_until(fresh)) {
             std::unique_lock<std::mutex> lk(mu_);
             sleepers_.fetch_add(1);
@@ -94,8 +117,7 @@ class Pool {
           }
           if (stop_.load()) return;
           seen = w >> 32;
-          // (the job may already be done and the pointer null or newer: then no claim succeeds)
-          work(seen, job_.load(std::memory_order_relaxed), parts_.load(std::memory_order_relaxed));
+          work(seen);  // a region already finished (or a newer one) makes every claim fail
         }
       });
     }
@@ -113,19 +135,25 @@ class Pool {
     }
     return true;
   }
-  // The next part of generation `gen`, or -1 when none is left or a newer job has started.
-  int claim(std::uint64_t gen, int parts) {
+  // Claims the next part of generation `gen`: its index and the region's part count, or -1 when
+  // none is left or another region is published.
+  int claim(std::uint64_t gen, int* parts) {
     std::uint64_t w = claim_.load(std::memory_order_acquire);
     for (;;) {
-      const auto i = static_cast<int>(w & 0xffffffffu);
-      if ((w >> 32) != gen || i >= parts) return -1;
-      if (claim_.compare_exchange_weak(w, w + 1, std::memory_order_acq_rel, std::memory_order_acquire)) return i;
+      const auto next = static_cast<int>(w & 0xffffu);
+      const auto p = static_cast<int>((w >> 16) & 0xffffu);
+      if ((w >> 32) != gen || next >= p) return -1;
+      if (claim_.compare_exchange_weak(w, w + 1, std::memory_order_acq_rel, std::memory_order_acquire)) {
+        *parts = p;
+        return next;
+      }
     }
   }
-  // Claims parts of `gen` until none is left. `job` is only called for a claimed part (while
-  // one is claimed, the job it was read for is still the current one).
-  void work(std::uint64_t gen, const std::function<void(int)>* job, int parts) {
-    for (int i; (i = claim(gen, parts)) >= 0;) {
+  // Claims and runs parts of `gen` until none is left.
+  void work(std::uint64_t gen) {
+    int parts = 0;
+    for (int i; (i = claim(gen, &parts)) >= 0;) {
+      const std::function<void(int)>* job = job_.load(std::memory_order_relaxed);  // g's: see the protocol
       try {
         (*job)(i);
       } catch (...) {
@@ -141,11 +169,10 @@ class Pool {
 
   std::mutex call_mu_, mu_, err_mu_;
   std::condition_variable cv_, done_cv_;
-  std::vector<std::thread> workers_;
-  std::uint64_t generation_ = 0;  // the caller's count (under call_mu_)
-  std::atomic<std::uint64_t> claim_{0};  // generation << 32 | next part
+  std::vector<std::thread> workers_;  // under call_mu_
+  std::uint64_t generation_ = 0;      // the caller's count (under call_mu_)
+  std::atomic<std::uint64_t> claim_{0};  // generation << 32 | parts << 16 | next part
   std::atomic<const std::function<void(int)>*> job_{nullptr};
-  std::atomic<int> parts_{0};
   std::atomic<int> done_{0};
   std::atomic<int> sleepers_{0};
   std::atomic<bool> caller_waiting_{false};
@@ -154,6 +181,19 @@ class Pool {
 };
 
 thread_local bool t_inside_pool = false;
+
+// Marks this thread as running a part (nested parallel_for runs inline) until the scope ends,
+// by return or by exception, and restores what was there before.
+class InsidePool {
+ public:
+  InsidePool() : was_(t_inside_pool) { t_inside_pool = true; }
+  ~InsidePool() { t_inside_pool = was_; }
+  InsidePool(const InsidePool&) = delete;
+  InsidePool& operator=(const InsidePool&) = delete;
+
+ private:
+  bool was_;
+};
 
 }  // namespace
 
@@ -166,7 +206,9 @@ int num_threads() {
   return n;
 }
 
-void set_num_threads(int n) { g_threads.store(std::max(1, n)); }
+void set_num_threads(int n) { g_threads.store(std::clamp(n, 1, kMaxThreads)); }
+
+bool inside_parallel_region() { return t_inside_pool; }
 
 void parallel_for(std::int64_t n, std::int64_t grain, const std::function<void(std::int64_t, std::int64_t)>& fn) {
   if (n <= 0) return;
@@ -177,14 +219,14 @@ void parallel_for(std::int64_t n, std::int64_t grain, const std::function<void(s
     fn(0, n);
     return;
   }
-  const std::int64_t per = (units + parts - 1) / parts;  // units per part
+  // Part i takes units [i * units / parts, (i + 1) * units / parts): every part non-empty, sizes
+  // differing by at most one unit.
   Pool::get().run(parts, [&](int i) {
-    const std::int64_t b = i * per * grain;
-    const std::int64_t e = std::min(n, (i + 1) * per * grain);
+    const std::int64_t b = std::min(n, i * units / parts * grain);
+    const std::int64_t e = std::min(n, (i + 1) * units / parts * grain);
     if (b >= e) return;
-    t_inside_pool = true;
+    InsidePool inside;
     fn(b, e);
-    t_inside_pool = false;
   });
 }
 
