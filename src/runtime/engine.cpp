@@ -6,6 +6,7 @@
 #include <chrono>
 #include <cmath>
 #include <cstdlib>
+#include <future>
 #include <numeric>
 #include <stdexcept>
 
@@ -382,22 +383,50 @@ std::shared_ptr<const Weights> Engine::weights(const std::string& name) {
   std::optional<mx::Format> f;
   if (name != "fp32") f = resolve(name);
   const std::string key = f ? f->name : "fp32";
-  std::lock_guard<std::mutex> lk(mu_);
-  if (auto it = cache_.find(key); it != cache_.end()) {
-    lru_.remove(key);
+  std::promise<std::shared_ptr<const Weights>> mine;
+  {
+    std::unique_lock<std::mutex> lk(mu_);
+    if (auto it = cache_.find(key); it != cache_.end()) {
+      lru_.remove(key);
+      lru_.push_front(key);
+      return it->second;
+    }
+    if (auto it = building_.find(key); it != building_.end()) {
+      // another caller derives this format: wait for it (outside the lock), and only for it
+      std::shared_future<std::shared_ptr<const Weights>> other = it->second;
+      lk.unlock();
+      return other.get();  // rethrows that derivation's error
+    }
+    building_.emplace(key, mine.get_future().share());
+  }
+  // Derive outside mu_: it guards the KV pool and the cache listing too, which session starts,
+  // ends and /metrics need while a large format is being derived (seconds on a large model).
+  std::shared_ptr<const Weights> w;
+  try {
+    if (derive_observer_) derive_observer_(key);
+    w = build(f);
+  } catch (...) {
+    {
+      std::lock_guard<std::mutex> lk(mu_);
+      building_.erase(key);
+    }
+    mine.set_exception(std::current_exception());
+    throw;
+  }
+  {
+    std::lock_guard<std::mutex> lk(mu_);
+    building_.erase(key);
+    cache_[key] = w;
     lru_.push_front(key);
-    return it->second;
+    while (budget_ > 0 && lru_.size() > 1) {
+      std::uint64_t total = 0;
+      for (const auto& [k, v] : cache_) total += v->owned_bytes;
+      if (total <= budget_) break;
+      cache_.erase(lru_.back());  // sessions holding it keep it alive until they finish
+      lru_.pop_back();
+    }
   }
-  std::shared_ptr<const Weights> w = build(f);
-  cache_[key] = w;
-  lru_.push_front(key);
-  while (budget_ > 0 && lru_.size() > 1) {
-    std::uint64_t total = 0;
-    for (const auto& [k, v] : cache_) total += v->owned_bytes;
-    if (total <= budget_) break;
-    cache_.erase(lru_.back());  // sessions holding it keep it alive until they finish
-    lru_.pop_back();
-  }
+  mine.set_value(w);
   return w;
 }
 

@@ -8,6 +8,8 @@
 #include <cstdint>
 #include <initializer_list>
 #include <list>
+#include <functional>
+#include <future>
 #include <map>
 #include <memory>
 #include <mutex>
@@ -126,6 +128,9 @@ class Engine {
   // Keep at most `bytes` of derived weights (0 = unlimited); least recently used go first.
   void set_cache_budget(std::uint64_t bytes);
   void evict(const std::string& format);
+  // Called (on the deriving thread, outside every engine lock) when a format starts to be
+  // derived: counts and timing in tests; nullptr clears it.
+  void set_derive_observer(std::function<void(const std::string&)> f) { derive_observer_ = std::move(f); }
   // Opt-in: decode GEMVs with int8 activations (MXINT8 and 4-bit formats; see gemv.h). Faster,
   // and no longer equal to the trainer's forward within 1e-4 (activation rounding).
   void set_int8_activations(bool on) { q8_ = on; }
@@ -171,10 +176,13 @@ class Engine {
   mutable std::mutex mu_;
   std::map<std::string, std::shared_ptr<const Weights>> cache_;
   std::list<std::string> lru_;  // front = most recent
+  // formats being derived (outside mu_) and the result their other callers wait for; under mu_
+  std::map<std::string, std::shared_future<std::shared_ptr<const Weights>>> building_;
   std::uint64_t budget_ = 0;
   bool q8_ = false;
   bool shared_ = true;
   mutable std::vector<std::unique_ptr<KvBuffer>> idle_kv_;  // under mu_
+  std::function<void(const std::string&)> derive_observer_;
   std::size_t idle_kv_limit_ = 1;
 };
 
