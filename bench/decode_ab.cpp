@@ -1,5 +1,5 @@
-// Decode tokens/s of the synthetic large model under several settings of the runtime's kernel
-// switches, measured in one process in interleaved rounds (A B C A B C ...), so that an A/B holds
+// Decode tokens/s of the synthetic large model under several settings of the engine's kernel
+// options, measured in one process in interleaved rounds (A B C A B C ...), so that an A/B holds
 // on a machine whose speed drifts by 1.5x within minutes (docs/perf.md). Prints per variant the
 // median, min and max tok/s and the median of its per-round ratio to the first variant.
 //
@@ -25,35 +25,35 @@ using namespace mfqat;
 namespace {
 
 void set_variant(runtime::Engine* e, const std::string& variant, int default_threads) {
-  runtime::set_fx_digits(3);
-  runtime::set_fixed_point_acts(true);
-  runtime::set_avx512(true);
-  runtime::set_vbmi(true);
+  runtime::KernelOptions k;  // the engine's defaults
   set_num_threads(default_threads);
   if (e) e->set_shared_decode(true);
-  if (variant == "default") return;
-  std::stringstream ss(variant);
-  for (std::string kv; std::getline(ss, kv, ',');) {
-    const auto eq = kv.find('=');
-    if (eq == std::string::npos) throw std::invalid_argument("variant '" + kv + "': want NAME=VALUE");
-    const std::string k = kv.substr(0, eq);
-    const int v = std::stoi(kv.substr(eq + 1));
-    if (k == "digits") {
-      runtime::set_fx_digits(v);
-    } else if (k == "fixed") {
-      runtime::set_fixed_point_acts(v != 0);
-    } else if (k == "avx512") {
-      runtime::set_avx512(v != 0);
-    } else if (k == "vbmi") {
-      runtime::set_vbmi(v != 0);
-    } else if (k == "threads") {
-      set_num_threads(v);
-    } else if (k == "shared") {
-      if (e) e->set_shared_decode(v != 0);
-    } else {
-      throw std::invalid_argument("unknown switch '" + k + "' (digits, fixed, avx512, vbmi, threads, shared)");
+  if (variant != "default") {
+    std::stringstream ss(variant);
+    for (std::string kv; std::getline(ss, kv, ',');) {
+      const auto eq = kv.find('=');
+      if (eq == std::string::npos) throw std::invalid_argument("variant '" + kv + "': want NAME=VALUE");
+      const std::string name = kv.substr(0, eq);
+      const int v = std::stoi(kv.substr(eq + 1));
+      if (name == "digits") {
+        k.fx_digits = v;
+      } else if (name == "fixed") {
+        k.fixed_point = v != 0;
+      } else if (name == "avx512") {
+        k.avx512 = v != 0;
+      } else if (name == "vbmi") {
+        k.vbmi = v != 0;
+      } else if (name == "threads") {
+        set_num_threads(v);
+      } else if (name == "shared") {
+        if (e) e->set_shared_decode(v != 0);
+      } else {
+        throw std::invalid_argument("unknown switch '" + name + "' (digits, fixed, avx512, vbmi, threads, shared)");
+      }
     }
   }
+  k.validate();
+  if (e) e->set_kernels(k);
 }
 
 double median(std::vector<double> v) {

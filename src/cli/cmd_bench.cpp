@@ -9,6 +9,7 @@
 #include <nlohmann/json.hpp>
 
 #include "commands.h"
+#include "kernel_flags.h"
 #include "mfqat/ckpt/file.h"
 #include "mfqat/mx/parallel.h"
 #include "mfqat/runtime/engine.h"
@@ -62,7 +63,7 @@ double median(std::vector<double> v) {
 Command add_bench(CLI::App& app) {
   auto* sub = app.add_subcommand("bench", "Per format: bits/weight, resident bytes, derive time, prefill/decode tokens/s, perplexity");
   struct Opts {
-    bool int8_act = false;
+    KernelFlags kf;
     std::string model, synthetic, anchor = "mxint8", formats = "all,fp32", text;
     std::int64_t prompt = 64, tokens = 32, ppl_windows = 4, seq = 0, rounds = 1;
     bool json = false;
@@ -83,8 +84,9 @@ Command add_bench(CLI::App& app) {
   sub->add_option("--text", o->text, "also measure perplexity on this text");
   sub->add_option("--ppl-windows", o->ppl_windows, "--text: windows of max_seq bytes to score, spread over the text (0: all of it)")->check(CLI::NonNegativeNumber);
   sub->add_flag("--json", o->json, "JSON lines, one per format");
-  sub->add_flag("--int8-act", o->int8_act, "decode with int8 activations where the format allows (MXINT8, 4-bit): faster, not bit-faithful to training");
+  add_kernel_flags(sub, o->kf);
   return {sub, [o]() {
+    const runtime::KernelOptions kern = kernel_options(o->kf);
     if (o->model.empty() == o->synthetic.empty()) throw std::invalid_argument("give a checkpoint or --synthetic CONFIG (one of them)");
     const auto t0 = std::chrono::steady_clock::now();
     std::vector<std::unique_ptr<runtime::Engine>> engines;
@@ -95,7 +97,7 @@ Command add_bench(CLI::App& app) {
       for (const std::string& a : split_list(o->anchor)) engines.push_back(runtime::Engine::synthetic(cfg, mx::find_format(a)));
       if (engines.empty()) throw std::invalid_argument("--anchor: no format given");
     }
-    for (auto& e : engines) e->set_int8_activations(o->int8_act);
+    for (auto& e : engines) e->set_kernels(kern);
     const double load_s = std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
     const auto& c = engines[0]->config();
     if (o->prompt + o->tokens > c.max_seq) throw std::invalid_argument("--prompt + --tokens exceeds the model's max_seq " + std::to_string(c.max_seq));
@@ -160,7 +162,7 @@ Command add_bench(CLI::App& app) {
       nlohmann::json j = {{"format", r.name},          {"bits_per_weight", w.bits_per_weight}, {"weight_bytes", w.linear_bytes}, {"extra_bytes", w.owned_bytes},
                           {"derive_seconds", w.derive_seconds}, {"prefill_tokens_per_s", pre}, {"decode_tokens_per_s", dec},
                           {"anchor", r.e->anchor_name()}, {"threads", num_threads()},
-                          {"int8_activations", o->int8_act}};
+                          {"int8_activations", kern.int8_acts}, {"kernels", kern.describe()}};
       if (o->rounds > 1) {
         j["rounds"] = o->rounds;
         j["decode_runs"] = r.dec;

@@ -3,6 +3,7 @@
 #include <nlohmann/json.hpp>
 
 #include "commands.h"
+#include "kernel_flags.h"
 #include "mfqat/runtime/engine.h"
 
 namespace mfqat::cli {
@@ -10,7 +11,7 @@ namespace mfqat::cli {
 Command add_generate(CLI::App& app) {
   auto* sub = app.add_subcommand("generate", "Generate text from an anchor (or master) at a format chosen now");
   struct Opts {
-    bool int8_act = false;
+    KernelFlags kf;
     std::string model, format = "anchor", prompt;
     std::int64_t n = 200;
     runtime::SamplingOptions s;
@@ -26,10 +27,10 @@ Command add_generate(CLI::App& app) {
   sub->add_option("--top-p", o->s.top_p, "nucleus sampling mass (1: off)")->check(CLI::Range(0.0, 1.0));
   sub->add_option("--seed", o->s.seed, "sampling seed");
   sub->add_flag("--json", o->json, "machine-readable output");
-  sub->add_flag("--int8-act", o->int8_act, "decode with int8 activations where the format allows (MXINT8, 4-bit): faster, not bit-faithful to training");
+  add_kernel_flags(sub, o->kf);
   return {sub, [o]() {
     auto e = runtime::Engine::open(o->model);
-    e->set_int8_activations(o->int8_act);
+    e->set_kernels(kernel_options(o->kf));
     const auto w = e->weights(o->format);
     const auto g = runtime::generate(*e, w, o->prompt, o->n, o->s);
     const double pre = g.prefill_seconds > 0 ? static_cast<double>(g.prompt_tokens) / g.prefill_seconds : 0;
@@ -41,7 +42,8 @@ Command add_generate(CLI::App& app) {
                                         {"prompt_tokens", g.prompt_tokens},
                                         {"new_tokens", g.new_tokens},
                                         {"prefill_tokens_per_s", pre},
-                                        {"decode_tokens_per_s", dec}}
+                                        {"decode_tokens_per_s", dec},
+                                        {"kernels", e->kernels().describe()}}
                              .dump(-1, ' ', false, nlohmann::json::error_handler_t::replace));
     } else {
       fmt::print("{}{}\n", o->prompt, g.text);

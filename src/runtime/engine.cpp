@@ -71,7 +71,8 @@ float silu(float x) { return x / (1.0f + std::exp(-x)); }
 // Attention's inner products over one head (head_dim floats), written with 16 independent
 // partial sums so that the compiler vectorizes them without reassociating a reduction, and
 // cloned per instruction set (chosen at load time by the dynamic linker).
-#if defined(__x86_64__) && !defined(__SANITIZE_ADDRESS__)
+// (Not under the sanitizers: their run time is not up yet when the dynamic linker runs the resolvers.)
+#if defined(__x86_64__) && !defined(__SANITIZE_ADDRESS__) && !defined(__SANITIZE_THREAD__)
 #define MFQAT_CLONES __attribute__((target_clones("avx512f", "avx2", "default")))
 #else
 #define MFQAT_CLONES
@@ -120,14 +121,14 @@ std::uint64_t Linear::bytes() const {
   return static_cast<std::uint64_t>(mx.rows) * (mx.format->packed_row_bytes(mx.cols) + mx.format->blocks_per_row(mx.cols));
 }
 
-void Linear::forward(const float* x, std::int64_t n, float* y, bool q8) const {
+void Linear::forward(const float* x, std::int64_t n, float* y, const KernelOptions& k) const {
   if (is_mx) {
-    if (n == 1 && q8 && q8_supported(*mx.format)) {
-      gemv_q8(mx, x, y);
+    if (n == 1 && k.int8_acts && q8_supported(*mx.format)) {
+      gemv_q8(mx, x, y, k);
     } else if (n == 1) {
-      gemv(mx, x, y);
+      gemv(mx, x, y, k);
     } else {
-      gemm(mx, x, n, y);
+      gemm(mx, x, n, y, k);
     }
   } else if (n == 1) {
     gemv_f32(f32, rows, cols, x, y);
@@ -136,18 +137,19 @@ void Linear::forward(const float* x, std::int64_t n, float* y, bool q8) const {
   }
 }
 
-void Linear::forward_shared(std::initializer_list<std::pair<const Linear*, float*>> ls, const float* x, std::int64_t n, bool q8, bool shared) {
+void Linear::forward_shared(std::initializer_list<std::pair<const Linear*, float*>> ls, const float* x, std::int64_t n, const KernelOptions& k,
+                            bool shared) {
   // gemv_shared takes matrices of one format (name and block size) and one width; other sets
   // run one forward each
   if (ls.size() == 0) return;
   const Linear& l0 = *ls.begin()->first;
-  bool fused = shared && n == 1 && !q8 && ls.size() > 1 && l0.is_mx;
+  bool fused = shared && n == 1 && !k.int8_acts && ls.size() > 1 && l0.is_mx;
   for (const auto& [l, y] : ls) {
     fused = fused && l->is_mx && l->mx.cols == l0.mx.cols && l->mx.format->name == l0.mx.format->name &&
             l->mx.format->block_size == l0.mx.format->block_size;
   }
   if (!fused) {
-    for (const auto& [l, y] : ls) l->forward(x, n, y, q8);
+    for (const auto& [l, y] : ls) l->forward(x, n, y, k);
     return;
   }
   MxView ws[4];
@@ -158,7 +160,7 @@ void Linear::forward_shared(std::initializer_list<std::pair<const Linear*, float
     ws[m] = l->mx;
     ys[m++] = y;
   }
-  gemv_shared({ws, m}, x, {ys, m});
+  gemv_shared({ws, m}, x, {ys, m}, k);
 }
 
 std::unique_ptr<Engine> Engine::open(const std::string& path) {
@@ -557,11 +559,11 @@ void Session::forward(const std::vector<int>& tokens, bool all_logits, std::vect
   // The cache is [layer, head, position, head_dim]: a head's keys (values) are contiguous, so
   // attention streams them instead of taking head_dim floats every dim floats.
   auto kv_at = [&](std::int64_t l, std::int64_t hh, std::int64_t s) { return ((l * H + hh) * c.max_seq + s) * hd; };
-  const bool q8 = e_.int8_activations();
+  const KernelOptions& kern = e_.kernels();
   for (std::int64_t l = 0; l < c.n_layers; ++l) {
     const LayerWeights& L = w_->layers[static_cast<std::size_t>(l)];
     for (std::int64_t t = 0; t < T; ++t) rmsnorm(x.data() + t * D, e_.attn_norm(l).data(), D, c.norm_eps, h.data() + t * D);
-    Linear::forward_shared({{&L.wq, q.data()}, {&L.wk, k.data()}, {&L.wv, v.data()}}, h.data(), T, q8, e_.shared_decode());
+    Linear::forward_shared({{&L.wq, q.data()}, {&L.wk, k.data()}, {&L.wv, v.data()}}, h.data(), T, kern, e_.shared_decode());
     for (std::int64_t t = 0; t < T; ++t) {
       const std::int64_t pos = pos_ + t;
       const float* cs = e_.rope_cos().data() + pos * half;
@@ -605,18 +607,18 @@ void Session::forward(const std::vector<int>& tokens, bool all_logits, std::vect
         }
       }
     });
-    L.wo.forward(o.data(), T, tmp.data(), q8);
+    L.wo.forward(o.data(), T, tmp.data(), kern);
     for (std::size_t i = 0; i < x.size(); ++i) x[i] += tmp[i];
     for (std::int64_t t = 0; t < T; ++t) rmsnorm(x.data() + t * D, e_.mlp_norm(l).data(), D, c.norm_eps, h.data() + t * D);
-    Linear::forward_shared({{&L.w1, a.data()}, {&L.w3, b.data()}}, h.data(), T, q8, e_.shared_decode());
+    Linear::forward_shared({{&L.w1, a.data()}, {&L.w3, b.data()}}, h.data(), T, kern, e_.shared_decode());
     for (std::size_t i = 0; i < a.size(); ++i) a[i] = silu(a[i]) * b[i];
-    L.w2.forward(a.data(), T, tmp.data(), q8);
+    L.w2.forward(a.data(), T, tmp.data(), kern);
     for (std::size_t i = 0; i < x.size(); ++i) x[i] += tmp[i];
   }
   const std::int64_t first = all_logits ? 0 : T - 1, m = T - first;
   for (std::int64_t t = first; t < T; ++t) rmsnorm(x.data() + t * D, e_.final_norm().data(), D, c.norm_eps, h.data() + (t - first) * D);
   out->assign(static_cast<std::size_t>(m * c.vocab), 0.0f);
-  w_->head.forward(h.data(), m, out->data(), q8);
+  w_->head.forward(h.data(), m, out->data(), kern);
   pos_ += T;
 }
 

@@ -311,9 +311,8 @@ inline __mmask64 first_bytes(std::int64_t n) {
 }
 
 // x rounded to fixed point per block and split into a.nd digits (layout: FxActs).
-MFQAT_AVX512 bool fx_prepare_512(const Decoder& d, const float* x, std::int64_t cols, FxActs& a) {
+MFQAT_AVX512 bool fx_prepare_512_digits(const Decoder& d, const float* x, std::int64_t cols, FxActs& a, int nd) {
   const std::int64_t full = cols / 32, padded = (full + 15) / 16 * 16;
-  const int nd = fx_digits();
   const FxParams fp = fx_params(d, nd);
   const auto off = static_cast<std::uint32_t>(q8_offset(d));
   a.nd = nd;
@@ -368,6 +367,8 @@ MFQAT_AVX512 bool fx_prepare_512(const Decoder& d, const float* x, std::int64_t 
   return true;
 }
 
+bool fx_prepare_512(const Decoder& d, const float* x, std::int64_t cols, FxActs& a) { return fx_prepare_512_digits(d, x, cols, a, fx_digits()); }
+
 #define MFQAT_FX_NS fx_pshufb
 #define MFQAT_FX_VBMI 0
 #define MFQAT_FX_TARGET MFQAT_AVX512
@@ -383,40 +384,33 @@ MFQAT_AVX512 bool fx_prepare_512(const Decoder& d, const float* x, std::int64_t 
 #undef MFQAT_FX_VBMI
 #undef MFQAT_FX_TARGET
 
-// -1: not decided yet (constant-initialised, so callers during static initialisation see it);
-// then MFQAT_AVX512=0 in the environment turns the 512-bit loops off (for comparisons).
-std::atomic<int> g_allowed{-1};
-// The same for the fixed-point activations (MFQAT_FIXED_ACTS=0 keeps the fp32 loops).
-std::atomic<int> g_fixed{-1};
-// And for the VBMI nibble lookup of the fixed-point loop (MFQAT_VBMI=0 keeps vpshufb).
-std::atomic<int> g_vbmi{-1};
-
-int env_switch(std::atomic<int>& flag, const char* name) {
-  if (flag.load() < 0) {
-    const char* e = std::getenv(name);
-    int expected = -1;
-    flag.compare_exchange_strong(expected, e == nullptr || std::string(e) != "0" ? 1 : 0);
-  }
-  return flag.load();
-}
+// The process defaults of the Isa overloads (tests and benchmarks switch them; an engine has its
+// own KernelOptions). Atomic: a test may switch them while another thread reads them.
+std::atomic<bool> g_allowed{true};
+std::atomic<bool> g_fixed{true};
+std::atomic<bool> g_vbmi{true};
 
 }  // namespace
 
-bool avx512_active() {
+bool cpu_avx512() {
   static const bool cpu = __builtin_cpu_supports("avx512f") && __builtin_cpu_supports("avx512bw") && __builtin_cpu_supports("avx512vl") &&
                           __builtin_cpu_supports("avx512dq") && __builtin_cpu_supports("avx512vnni");
-  return cpu && env_switch(g_allowed, "MFQAT_AVX512") == 1;
+  return cpu;
 }
-void set_avx512(bool allowed) { g_allowed = allowed ? 1 : 0; }
-bool fixed_point_acts() { return env_switch(g_fixed, "MFQAT_FIXED_ACTS") == 1; }
-bool vbmi_active() {
-  static const bool cpu = __builtin_cpu_supports("avx512vbmi");
-  return cpu && avx512_active() && env_switch(g_vbmi, "MFQAT_VBMI") == 1;
+bool cpu_vbmi() {
+  static const bool cpu = cpu_avx512() && __builtin_cpu_supports("avx512vbmi");
+  return cpu;
 }
-void set_vbmi(bool allowed) { g_vbmi = allowed ? 1 : 0; }
-void set_fixed_point_acts(bool allowed) { g_fixed = allowed ? 1 : 0; }
+bool avx512_active() { return cpu_avx512() && g_allowed.load(); }
+void set_avx512(bool allowed) { g_allowed = allowed; }
+bool fixed_point_acts() { return g_fixed.load(); }
+bool vbmi_active() { return cpu_vbmi() && avx512_active() && g_vbmi.load(); }
+void set_vbmi(bool allowed) { g_vbmi = allowed; }
+void set_fixed_point_acts(bool allowed) { g_fixed = allowed; }
 FxPrepareFn avx512_fx_prepare() { return fx_prepare_512; }
-FxRowsFn avx512_fx_rows() { return vbmi_active() ? fx_vbmi::rows : fx_pshufb::rows; }
+FxPrepareDigitsFn avx512_fx_prepare_digits() { return fx_prepare_512_digits; }
+FxRowsFn avx512_fx_rows() { return avx512_fx_rows(vbmi_active()); }
+FxRowsFn avx512_fx_rows(bool vbmi) { return vbmi ? fx_vbmi::rows : fx_pshufb::rows; }
 Gemv512Fn avx512_gemv_rows() { return gemv_rows_512; }
 RowsFn avx512_gemm_rows() { return gemm_rows_512; }
 Q8RowsFn avx512_q8_rows() { return q8_rows_512; }

@@ -98,7 +98,10 @@ Q8RowsFn avx2_q8_rows();  // nullptr when not compiled in
 // How far ahead (bytes of packed weights) the GEMV loops prefetch.
 constexpr std::int64_t kPrefetchBytes = 4096;
 
-// AVX-512 (F, BW, VL, DQ, VNNI) paths: run where the CPU has them and set_avx512 allows.
+// AVX-512 (F, BW, VL, DQ, VNNI) paths: run where the CPU has them (cpu_avx512) and the options
+// allow; avx512_active(): the CPU has them and the process default (set_avx512) allows.
+bool cpu_avx512();  // false when not compiled in
+bool cpu_vbmi();    // AVX512-VBMI too
 bool avx512_active();
 void set_avx512(bool allowed);
 // fp32 activations, one vector: which formats have a 512-bit loop and how it wants x.
@@ -171,8 +174,11 @@ constexpr int kFxMinExp = -100;
 // nonzero block whose largest |x| lies below 2^kFxMinExp.
 using FxPrepareFn = bool (*)(const Decoder& d, const float* x, std::int64_t cols, FxActs& a);
 using FxRowsFn = void (*)(const Decoder& d, const MxView& w, const FxActs& a, const float* x, float* y, std::int64_t r0, std::int64_t r1);
-FxPrepareFn avx512_fx_prepare();  // nullptr when not compiled in
-FxRowsFn avx512_fx_rows();        // nullptr when not compiled in
+FxPrepareFn avx512_fx_prepare();  // nullptr when not compiled in; the process default's digits
+using FxPrepareDigitsFn = bool (*)(const Decoder& d, const float* x, std::int64_t cols, FxActs& a, int digits);
+FxPrepareDigitsFn avx512_fx_prepare_digits();  // nullptr when not compiled in
+FxRowsFn avx512_fx_rows();        // nullptr when not compiled in; vpermb when vbmi_active()
+FxRowsFn avx512_fx_rows(bool vbmi);  // nullptr when not compiled in
 bool fixed_point_acts();
 void set_fixed_point_acts(bool allowed);
 bool vbmi_active();

@@ -33,13 +33,13 @@ struct Linear {
   const float* f32 = nullptr;  // fp32: rows x cols in the arena (the head: the engine's)
   std::int64_t rows = 0, cols = 0;
   std::uint64_t bytes() const;  // bytes of this weight in its format
-  // y [n, rows] = x [n, cols] W^T; q8: decode (n = 1) with int8 activations where the format has
-  // an integer path (gemv_q8), fp32 elsewhere.
-  void forward(const float* x, std::int64_t n, float* y, bool q8 = false) const;
+  // y [n, rows] = x [n, cols] W^T with the loops k selects; k.int8_acts: decode (n = 1) with int8
+  // activations where the format has an integer path (gemv_q8), fp32 elsewhere.
+  void forward(const float* x, std::int64_t n, float* y, const KernelOptions& k = {}) const;
   // Several linears that read the same x (Q, K, V; W1, W3): the same results as forward on each,
   // decode (n = 1, fp32 activations, all MX of one format and width) in one gemv_shared call.
-  static void forward_shared(std::initializer_list<std::pair<const Linear*, float*>> ls, const float* x, std::int64_t n, bool q8 = false,
-                             bool shared = true);
+  static void forward_shared(std::initializer_list<std::pair<const Linear*, float*>> ls, const float* x, std::int64_t n,
+                             const KernelOptions& k = {}, bool shared = true);
 };
 
 // Memory for the large, long-lived buffers: a format's weights, the synthetic anchor, KV caches.
@@ -131,10 +131,17 @@ class Engine {
   // Called (on the deriving thread, outside every engine lock) when a format starts to be
   // derived: counts and timing in tests; nullptr clears it.
   void set_derive_observer(std::function<void(const std::string&)> f) { derive_observer_ = std::move(f); }
+  // The loops this engine's products run (default: the best this CPU has, fp32 activations,
+  // three fixed-point digits). Set before sessions start; validated (throws naming the field).
+  void set_kernels(const KernelOptions& k) {
+    k.validate();
+    kernels_ = k;
+  }
+  const KernelOptions& kernels() const { return kernels_; }
   // Opt-in: decode GEMVs with int8 activations (MXINT8 and 4-bit formats; see gemv.h). Faster,
   // and no longer equal to the trainer's forward within 1e-4 (activation rounding).
-  void set_int8_activations(bool on) { q8_ = on; }
-  bool int8_activations() const { return q8_; }
+  void set_int8_activations(bool on) { kernels_.int8_acts = on; }
+  bool int8_activations() const { return kernels_.int8_acts; }
   // Decode runs Q/K/V and W1/W3 as one gemv_shared call each (default; 64 parallel regions and
   // activation preparations per token of a 16-layer model instead of 112). false: one gemv per
   // linear, the same bits (for A/B measurements: bench/decode_ab).
@@ -179,7 +186,7 @@ class Engine {
   // formats being derived (outside mu_) and the result their other callers wait for; under mu_
   std::map<std::string, std::shared_future<std::shared_ptr<const Weights>>> building_;
   std::uint64_t budget_ = 0;
-  bool q8_ = false;
+  KernelOptions kernels_;
   bool shared_ = true;
   mutable std::vector<std::unique_ptr<KvBuffer>> idle_kv_;  // under mu_
   std::function<void(const std::string&)> derive_observer_;
