@@ -98,11 +98,13 @@ struct Server::Impl {
   ServerOptions o;
   httplib::Server http;
   std::thread http_thread;
+  std::mutex stop_mu;  // one stop() at a time (a signal's and the destructor's)
   std::mutex mu;
   std::condition_variable cv;
+  std::condition_variable ended_cv;  // wait(): the HTTP thread ended or stop() is done
   std::deque<std::shared_ptr<Job>> queue;
   std::vector<std::thread> workers;
-  bool stopping = false, paused = false;
+  bool started = false, stopping = false, stopped = false, http_ended = false, paused = false;
   std::size_t active = 0;
   // metrics (under mu)
   std::map<int, std::uint64_t> by_status;
@@ -249,7 +251,8 @@ int Server::start(const std::string& host, int port) {
       const double bpw = f == "fp32" ? 32.0 : mx::find_format(f).bits_per_weight();
       fs.push_back({{"name", f}, {"bits_per_weight", bpw}, {"cached_bytes", cached.count(f) ? cached[f] : 0}});
     }
-    res.set_content(dump({{"anchor", s.e.anchor_name()}, {"formats", fs}, {"auto", s.o.auto_formats}}), "application/json");
+    res.set_content(dump({{"anchor", s.e.anchor_name()}, {"formats", fs}, {"auto", s.o.auto_formats}, {"kernels", s.e.kernels().describe()}}),
+                    "application/json");
   });
   s.http.Get("/metrics", [&](const httplib::Request&, httplib::Response& res) { res.set_content(s.metrics(), "text/plain; version=0.0.4"); });
   s.http.Post("/v1/completions", [&](const httplib::Request& req, httplib::Response& res) {
@@ -293,30 +296,58 @@ int Server::start(const std::string& host, int port) {
   if (bound < 0) throw std::runtime_error("cannot listen on " + host + ":" + std::to_string(port));
   for (const int sock : socks) ::listen(sock, 1024);  // only the bound socket is still open
   for (int i = 0; i < s.o.workers; ++i) s.workers.emplace_back([&] { s.worker(); });
-  s.http_thread = std::thread([&] { s.http.listen_after_bind(); });
+  {
+    std::lock_guard<std::mutex> lk(s.mu);
+    s.started = true;
+  }
+  s.http_thread = std::thread([&] {
+    s.http.listen_after_bind();
+    {
+      std::lock_guard<std::mutex> lk(s.mu);
+      s.http_ended = true;
+    }
+    s.ended_cv.notify_all();
+  });
   for (int i = 0; i < 5000 && !s.http.is_running(); ++i) std::this_thread::sleep_for(std::chrono::milliseconds(1));
   return bound;
 }
 
 void Server::wait() {
-  if (impl_->http_thread.joinable()) impl_->http_thread.join();
+  Impl& s = *impl_;
+  std::unique_lock<std::mutex> lk(s.mu);
+  if (!s.started) return;
+  // Not a join: stop() joins the HTTP thread, and may run on another thread at the same time.
+  s.ended_cv.wait(lk, [&] { return s.http_ended || s.stopped; });
 }
 
+// The order matters. A connection's handler blocks on its job's future, and httplib's stop()
+// returns only after every handler has returned (listen_after_bind joins its connection
+// threads). So the queued jobs are failed first (503, their handlers return at once), then the
+// HTTP server stops (the handlers of running jobs return when their generation ends), then the
+// workers, idle ones woken by `stopping`, busy ones after their job, are joined. Failing the
+// queue after joining the HTTP thread (as before) hung whenever a request was waiting.
 void Server::stop() {
   Impl& s = *impl_;
-  s.http.stop();
-  if (s.http_thread.joinable()) s.http_thread.join();
+  std::lock_guard<std::mutex> one_at_a_time(s.stop_mu);
+  std::deque<std::shared_ptr<Job>> failed;
   {
     std::lock_guard<std::mutex> lk(s.mu);
-    s.stopping = true;
-    for (auto& j : s.queue) j->done.set_value({503, {{"error", "shutting down"}}});
-    s.queue.clear();
+    s.stopping = true;  // handlers answer 503 from now on; workers take no new job
+    failed.swap(s.queue);
   }
   s.cv.notify_all();
+  for (auto& j : failed) j->done.set_value({503, {{"error", "shutting down"}}});
+  s.http.stop();
+  if (s.http_thread.joinable()) s.http_thread.join();
   for (auto& t : s.workers) {
     if (t.joinable()) t.join();
   }
   s.workers.clear();
+  {
+    std::lock_guard<std::mutex> lk(s.mu);
+    s.stopped = true;
+  }
+  s.ended_cv.notify_all();
 }
 
 }  // namespace mfqat::runtime

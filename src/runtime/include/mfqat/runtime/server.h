@@ -45,8 +45,13 @@ class Server {
   ~Server();
   // Binds (port 0: any free port) and serves on background threads; returns the bound port.
   int start(const std::string& host, int port);
+  // Stops serving and joins every thread it started: queued requests are answered 503 ("shutting
+  // down") at once, running generations finish and are answered, new connections are refused.
+  // Returns once the running generations end (and idle keep-alive connections time out, up to
+  // httplib's 5 s). Idempotent; safe from any thread, concurrently, and from the destructor.
   void stop();
-  // Blocks until stop() (for the CLI).
+  // Blocks until stop() has finished or the HTTP server ended by itself (for the CLI). Does not
+  // join anything: call stop() (or destroy the server) afterwards.
   void wait();
   // Testing: hold the workers (queued requests wait) / let them run.
   void pause(bool on);
