@@ -1,7 +1,7 @@
 #!/usr/bin/env python3
 """Turns mx_bench's JSON into the Markdown tables of docs/perf.md (standard library only).
 
-usage: scripts/bench_table.py bench.json
+usage: scripts/bench_table.py bench/results/mx_bench.json
 """
 import json
 import sys

@@ -1,7 +1,7 @@
 #!/usr/bin/env python3
 """Markdown table of convert_bench's JSON (the counters of the paired benchmarks). Stdlib only.
 
-usage: scripts/convert_table.py convert_bench.json
+usage: scripts/convert_table.py bench/results/convert_bench.json
 """
 import json
 import sys

@@ -1,7 +1,7 @@
 #!/usr/bin/env python3
 """Turns `mfqat bench --json` lines into the decode table of docs/perf.md (standard library only).
 
-usage: scripts/decode_table.py bench.jsonl [more.jsonl ...]
+usage: scripts/decode_table.py bench/results/runtime_bench_default.jsonl [more.jsonl ...]
 
 Each row: the median decode and prefill tokens/s (over --rounds interleaved rounds when the lines
 carry them, with the range), and decode relative to fp32 and to mxint8 from the same file: with

@@ -4,7 +4,7 @@ weight bytes, weights/s, share of a plain read of the matrix's own bytes timed r
 GEMV call (`of_read`: the roof measured in the same seconds), share of the size-class read
 measured once per thread count, and speed-up over fp32 sgemv in weights/s (first shape only).
 
-Usage: gemv_table.py docs/gemv_bench.json
+Usage: gemv_table.py bench/results/gemv_bench.json
 """
 import json
 import sys

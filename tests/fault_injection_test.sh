@@ -1,16 +1,23 @@
 #!/usr/bin/env bash
 # Fault injection on everything mfqat writes (no network, synthetic data):
 #  1. SIGKILL at random moments of `mfqat export` and `mfqat convert` over an existing good file:
-#     the path always holds either the previous good bytes or the complete new file.
+#     the path always holds either the previous good bytes or the complete new file. Then kills
+#     aimed at the write itself (the moment the writer's temp file appears, plus up to 2 ms):
+#     a kill counts as mid-write when the temp file was there at the kill and is left behind
+#     (the rename never happened); the path must then hold the previous file, or nothing when
+#     there was none. Retried until MID_KILLS such kills landed; fails if they never do.
 #  2. SIGKILL at random moments of training (state saved every step): resuming after each kill
 #     reaches the same checkpoint, byte for byte, as an uninterrupted run.
 #  3. A full disk (RLIMIT_FSIZE with SIGXFSZ ignored: writes fail with EFBIG) during export,
 #     convert and training: a one-line error naming the file, a non-zero exit, the previous file
 #     (or state) intact, no temp file left behind.
-# Knobs: KILLS (default 12) random kills per writer.
+# Knobs: KILLS (default 12) random kills per writer; MID_KILLS (default 4) kills that must land
+# mid-write per writer, within MID_TRIES (default 40) aimed tries.
 set -euo pipefail
 BIN=$1
 KILLS=${KILLS:-12}
+MID_KILLS=${MID_KILLS:-4}
+MID_TRIES=${MID_TRIES:-40}
 T=$(mktemp -d)
 trap 'rm -rf "$T"' EXIT
 python3 "$(dirname "$0")/synthetic_data.py" "$T/data"
@@ -24,26 +31,79 @@ cmp -s "$T/good_p.safetensors" "$T/good_q.safetensors" && { echo "the two anchor
 "$BIN" convert "$T/good_q.safetensors" --to mxint4 -o "$T/good_c.safetensors" >/dev/null
 
 rand_delay() { python3 -c "import random; print(f'{random.uniform(0, $1):.3f}')"; }
-# kill_writer NAME GOOD_OLD GOOD_NEW CMD...: CMD writes $T/NAME over GOOD_OLD's bytes; kill it at random
+# killer.py MODE ARG TARGET CMD...: runs CMD and SIGKILLs it ARG s after the start (MODE random),
+# or the moment TARGET's temp file (TARGET.tmp.*) appears plus a random 0..ARG s (MODE temp).
+# Prints "killed", or "finished" when CMD ended first.
+cat > "$T/killer.py" <<'PY'
+import os, random, signal, subprocess, sys, time
+mode, arg, target, cmd = sys.argv[1], float(sys.argv[2]), sys.argv[3], sys.argv[4:]
+d, prefix = os.path.dirname(target), os.path.basename(target) + ".tmp."
+p = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+if mode == "random":
+    time.sleep(arg)
+else:
+    while p.poll() is None and not any(n.startswith(prefix) for n in os.listdir(d)):
+        pass
+    if arg > 0:
+        time.sleep(random.uniform(0, arg))
+if p.poll() is None:
+    os.kill(p.pid, signal.SIGKILL)
+print("killed" if p.wait() == -signal.SIGKILL else "finished")
+PY
+# kill_writer NAME GOOD_OLD GOOD_NEW CMD...: CMD writes $T/NAME over GOOD_OLD's bytes; kill it at
+# random moments, then aimed at the write, and check what the path holds after each kill
 kill_writer() {
   local name=$1 old=$2 new=$3; shift 3
-  local t0 t1 full
+  local t0 t1 full nbytes
   t0=$(date +%s%N); "$@" >/dev/null; t1=$(date +%s%N)
   full=$(python3 -c "print(max(0.02, ($t1 - $t0) / 1e9))")
-  local killed=0 kept=0 replaced=0
-  for _ in $(seq "$KILLS"); do
-    cp "$old" "$T/$name"
-    "$@" >/dev/null 2>&1 &
-    local pid=$!
-    sleep "$(rand_delay "$full")"
-    kill -9 "$pid" 2>/dev/null && killed=$((killed + 1)) || true
-    wait "$pid" 2>/dev/null || true
-    if cmp -s "$T/$name" "$old"; then kept=$((kept + 1))
-    elif cmp -s "$T/$name" "$new"; then replaced=$((replaced + 1))
+  nbytes=$(stat -c %s "$new")
+  local early=0 mid=0 partial=0 late=0 finished=0 tries=0 absent=0
+  # one_kill MODE ARG HAD_OLD CMD...: one run killed as killer.py says, over the previous file
+  # (HAD_OLD 1) or none (0); classifies where the kill landed and checks the path
+  one_kill() {
+    local mode=$1 arg=$2 had_old=$3 how size tmp; shift 3
+    rm -f "$T/$name" "$T/$name".tmp.*
+    if [ "$had_old" -eq 1 ]; then cp "$old" "$T/$name"; fi
+    how=$(python3 "$T/killer.py" "$mode" "$arg" "$T/$name" "$@")
+    tmp=$(find "$T" -maxdepth 1 -name "$name.tmp.*")
+    if [ "$how" = finished ]; then
+      [ -z "$tmp" ] && cmp -s "$T/$name" "$new" || { echo "$name: a run that ended by itself left a bad file"; exit 1; }
+      finished=$((finished + 1))
+    elif [ -n "$tmp" ]; then
+      # killed between creating its temp file and the rename (a finished or failed writer removes
+      # it): what it holds is what had been written at the kill, a prefix of the new file; the
+      # path keeps the previous file, or nothing
+      [ "$(wc -l <<<"$tmp")" -eq 1 ] || { echo "$name: several temp files: $tmp"; exit 1; }
+      size=$(stat -c %s "$tmp")
+      cmp -s -n "$size" "$tmp" "$new" || { echo "$name: the temp file is not a prefix of the new file"; exit 1; }
+      if [ "$had_old" -eq 1 ]; then
+        cmp -s "$T/$name" "$old" || { echo "$name: killed mid-write ($size of $nbytes bytes written) and the previous file is gone or changed"; exit 1; }
+      else
+        [ ! -e "$T/$name" ] || { echo "$name: killed mid-write ($size of $nbytes bytes written) and the path exists"; exit 1; }
+        absent=$((absent + 1))
+      fi
+      mid=$((mid + 1))
+      if [ "$size" -gt 0 ] && [ "$size" -lt "$nbytes" ]; then partial=$((partial + 1)); fi
+    elif [ "$had_old" -eq 1 ] && cmp -s "$T/$name" "$old"; then early=$((early + 1))   # before the temp file
+    elif cmp -s "$T/$name" "$new"; then late=$((late + 1))                              # after the rename
+    elif [ "$had_old" -eq 0 ] && [ ! -e "$T/$name" ]; then early=$((early + 1))
     else echo "$name: corrupt after SIGKILL"; exit 1; fi
+  }
+  for _ in $(seq "$KILLS"); do one_kill random "$(rand_delay "$full")" 1 "$@"; done
+  local random_mid=$mid
+  # aimed kills: half of them at once (mostly while the bytes are written), half up to 2 ms
+  # later (mostly in the fsync); in each half, one kill in two with no previous file at the path
+  while [ "$mid" -lt $((random_mid + MID_KILLS)) ] && [ "$tries" -lt "$MID_TRIES" ]; do
+    tries=$((tries + 1))
+    if [ $((tries % 4)) -lt 2 ]; then one_kill temp 0 $((tries % 2)) "$@"; else one_kill temp 0.002 $((tries % 2)) "$@"; fi
   done
   rm -f "$T/$name".tmp.*   # what a killed writer cannot clean up: its temp file, never the target
-  echo "$name: $KILLS runs, $killed killed mid-way: previous file kept $kept, new file complete $replaced, corrupt 0"
+  if [ "$mid" -lt $((random_mid + MID_KILLS)) ]; then
+    echo "$name: only $((mid - random_mid)) of $MID_TRIES aimed kills landed mid-write (wanted $MID_KILLS): the atomic write was not tested"
+    exit 1
+  fi
+  echo "$name: $KILLS random + $tries aimed kills: $early before the write, $mid mid-write ($partial partly written, $absent with no previous file), $late after the rename, $finished finished first; previous file (or no file) kept after every mid-write kill, corrupt 0"
 }
 kill_writer anchor.safetensors "$T/good_p.safetensors" "$T/good_q.safetensors" "$BIN" export "$T/q.safetensors" --anchor mxint8 -o "$T/anchor.safetensors"
 kill_writer conv.safetensors "$T/good_p.safetensors" "$T/good_c.safetensors" "$BIN" convert "$T/good_q.safetensors" --to mxint4 -o "$T/conv.safetensors"

@@ -16,6 +16,7 @@
 #include "mfqat/ckpt/safetensors.h"
 #include "mfqat/convert/slice.h"
 #include "mfqat/mx/quantize.h"
+#include "mfqat/mx/stats.h"
 
 namespace fs = std::filesystem;
 using namespace mfqat;
@@ -104,16 +105,80 @@ TEST_F(Cli, Formats) {
   EXPECT_NE(run("formats --also mxfp9_e9m9").rc, 0);
 }
 
-TEST_F(Cli, Compare) {
-  const Result r = run("compare --formats mxint8,mxfp4 --rows 8 --cols 64 --json --write-input " + path("w.npy"));
+TEST_F(Cli, ComparePrintsTheLibrarysErrorsForTheSameMatrixOrderedByBits) {
+  // JSON: every number is what the library gives for the same matrix (fake_quantize with the
+  // saturation mask, then error_stats), the errors are finite and fall as the bits rise within
+  // each family (each step adds at least one mantissa bit, about 6 dB; the test asks for 3), and
+  // mse, SQNR and max|err| agree with a direct double computation.
+  const std::vector<std::string> names = {"mxint2", "mxint4", "mxint8", "mxfp4", "mxfp6_e3m2", "mxfp8_e4m3"};
+  const Result r = run("compare --formats mxint2,mxint4,mxint8,mxfp4,mxfp6_e3m2,mxfp8_e4m3 --rows 8 --cols 96 --seed 3 --json --write-input " +
+                       path("w.npy"));
   ASSERT_EQ(r.rc, 0) << r.err;
-  EXPECT_NE(r.out.find("\"format\": \"mxint8\""), std::string::npos);
-  EXPECT_NE(r.out.find("\"format\": \"mxfp4_e2m1\""), std::string::npos);
-  EXPECT_EQ(ckpt::read_npy(path("w.npy")).cols, 64);
-  // The same matrix through `quantize --stats` gives the same SQNR as `compare`.
-  const Result t = run("compare --formats mxint8 --input " + path("w.npy"));
-  ASSERT_EQ(t.rc, 0);
-  EXPECT_NE(t.out.find("mxint8"), std::string::npos);
+  const ckpt::Matrix m = ckpt::read_npy(path("w.npy"));
+  ASSERT_EQ(m.rows, 8);
+  ASSERT_EQ(m.cols, 96);
+  EXPECT_EQ(m.data, mx::synthetic_weights(8, 96, 3));  // the documented synthetic matrix
+  const auto j = nlohmann::json::parse(r.out);
+  ASSERT_EQ(j.size(), names.size()) << r.out;
+  std::vector<double> mse(names.size()), sqnr(names.size());
+  for (std::size_t i = 0; i < names.size(); ++i) {
+    const mx::Format f = mx::find_format(names[i]);
+    SCOPED_TRACE(f.name);
+    std::vector<float> y(m.data.size());
+    std::vector<std::uint8_t> sat(m.data.size());
+    mx::fake_quantize(f, m.data.data(), m.rows, m.cols, y.data(), {}, sat.data());
+    const mx::ErrorStats s = mx::error_stats(m.data.data(), y.data(), static_cast<std::int64_t>(y.size()), sat.data());
+    const auto& row = j[i];
+    EXPECT_EQ(row["format"], f.name);
+    EXPECT_EQ(row["bits_per_weight"].get<double>(), f.bits + 8.0 / 32);
+    ASSERT_TRUE(row["sqnr_db"].is_number()) << row;  // "inf" only for an exact quantization
+    mse[i] = row["mse"].get<double>();
+    sqnr[i] = row["sqnr_db"].get<double>();
+    EXPECT_EQ(mse[i], s.mse);
+    EXPECT_EQ(sqnr[i], s.sqnr_db);
+    EXPECT_EQ(row["max_abs_err"].get<double>(), s.max_abs_err);
+    EXPECT_EQ(row["saturated_fraction"].get<double>(), s.saturated_fraction);
+    double se = 0, sx = 0, mx_err = 0;
+    for (std::size_t k = 0; k < y.size(); ++k) {
+      const double d = static_cast<double>(y[k]) - m.data[k];
+      se += d * d;
+      sx += static_cast<double>(m.data[k]) * m.data[k];
+      mx_err = std::max(mx_err, std::fabs(d));
+    }
+    EXPECT_NEAR(mse[i], se / static_cast<double>(y.size()), 1e-12 * mse[i]);
+    EXPECT_NEAR(sqnr[i], 10 * std::log10(sx / se), 1e-9);
+    EXPECT_EQ(row["max_abs_err"].get<double>(), mx_err);
+    EXPECT_TRUE(std::isfinite(mse[i]) && mse[i] > 0);
+    EXPECT_GE(row["saturated_fraction"].get<double>(), 0.0);
+    EXPECT_LE(row["saturated_fraction"].get<double>(), 1.0);
+  }
+  for (std::size_t i : {std::size_t{1}, std::size_t{2}, std::size_t{4}, std::size_t{5}}) {  // more bits, same family
+    EXPECT_LT(mse[i], mse[i - 1]) << names[i] << " vs " << names[i - 1];
+    EXPECT_GT(sqnr[i], sqnr[i - 1] + 3.0) << names[i] << " vs " << names[i - 1];
+  }
+  // The table of the same matrix read back with --input: the same numbers to the printed digits.
+  const Result t = run("compare --formats mxint2,mxint4,mxint8 --input " + path("w.npy"));
+  ASSERT_EQ(t.rc, 0) << t.err;
+  std::istringstream lines(t.out);
+  std::string line;
+  std::getline(lines, line);
+  EXPECT_EQ(line, "8x96 matrix, rounding even, block 32");
+  std::getline(lines, line);  // the column names
+  for (std::size_t i = 0; i < 3; ++i) {
+    ASSERT_TRUE(std::getline(lines, line)) << t.out;
+    std::istringstream fields(line);
+    std::string name;
+    double bpw = 0, e = 0, db = 0, maxe = 0, satp = 0;
+    fields >> name >> bpw >> e >> db >> maxe >> satp;
+    ASSERT_FALSE(fields.fail()) << line;
+    EXPECT_EQ(name, names[i]);
+    EXPECT_EQ(bpw, j[i]["bits_per_weight"].get<double>());
+    EXPECT_NEAR(e, mse[i], 5e-5 * mse[i]) << line;  // %.4e
+    EXPECT_NEAR(db, sqnr[i], 0.0051) << line;       // %.2f
+    EXPECT_NEAR(maxe, j[i]["max_abs_err"].get<double>(), 5e-5 * maxe) << line;
+    EXPECT_NEAR(satp, 100 * j[i]["saturated_fraction"].get<double>(), 5.1e-5) << line;
+  }
+  EXPECT_FALSE(std::getline(lines, line)) << "one line per format: " << line;
   EXPECT_NE(run("compare --formats mxint8,bogus").rc, 0);
 }
 

@@ -8,7 +8,7 @@
 #include <cmath>
 #include <random>
 
-#include "../src/runtime/gemv_internal.h"
+#include "../src/runtime/kernels/gemv_internal.h"
 #include "common.h"
 #include "mfqat/mx/parallel.h"
 #include "mfqat/runtime/gemv.h"
@@ -46,29 +46,54 @@ ExactRow exact_row(const float* wd_row, const float* x, std::int64_t cols) {
   return e;
 }
 
-// Runs body once per kernel family this CPU has: where AVX-512 is here, the 512-bit loops with
-// block fixed-point activations (the default there: 3 digits), with 2 digits, then with fp32
-// activations; then the 256-bit loops.
-template <class F>
-void each_width(F&& body) {
-  const bool has512 = runtime::avx512_active();
-  body();
-  if (has512) {
-    runtime::set_fx_digits(2);
-    body();
-    runtime::set_fx_digits(3);
-    runtime::set_fixed_point_acts(false);
-    body();
-    runtime::set_fixed_point_acts(true);
-    runtime::set_avx512(false);
-    body();
-    runtime::set_avx512(true);
-  }
-}
 const char* width() {
   if (!runtime::avx512_active()) return "256-bit";
   if (!runtime::fixed_point_acts()) return "512-bit fp32";
-  return runtime::fx_digits() == 2 ? "512-bit fixed-point, 2 digits" : "512-bit fixed-point, 3 digits";
+  if (runtime::fx_digits() == 2) return runtime::vbmi_active() ? "512-bit fixed-point, 2 digits, vpermb" : "512-bit fixed-point, 2 digits, vpshufb";
+  return runtime::vbmi_active() ? "512-bit fixed-point, 3 digits, vpermb" : "512-bit fixed-point, 3 digits, vpshufb";
+}
+
+// The ISAs to compare: scalar, and AVX2 where the CPU has it (else says so).
+std::vector<mx::Isa> scalar_and_avx2() {
+  if (!mx::isa_supported(mx::Isa::Avx2)) {
+    std::printf("[  paths   ] no AVX2+FMA on this CPU: the scalar loops only\n");
+    return {mx::Isa::Scalar};
+  }
+  return {mx::Isa::Scalar, mx::Isa::Avx2};
+}
+
+// Runs body once per kernel family this CPU has: where AVX-512 is here, the 512-bit loops with
+// block fixed-point activations (the default there: 3 digits, the vpermb lookup where the CPU
+// has VBMI), again with the vpshufb lookup, with 2 digits, then with fp32 activations; then the
+// 256-bit loops. Prints the paths it ran, and why the 512-bit ones did not where they did not.
+template <class F>
+void each_width(F&& body) {
+  std::string ran;
+  auto once = [&] {
+    body();
+    ran += (ran.empty() ? "" : "; ") + std::string(width());
+  };
+  once();
+  if (runtime::avx512_active()) {
+    if (runtime::vbmi_active()) {
+      runtime::set_vbmi(false);
+      once();
+      runtime::set_vbmi(true);
+    }
+    runtime::set_fx_digits(2);
+    once();
+    runtime::set_fx_digits(3);
+    runtime::set_fixed_point_acts(false);
+    once();
+    runtime::set_fixed_point_acts(true);
+    runtime::set_avx512(false);
+    once();
+    runtime::set_avx512(true);
+  }
+  const char* why = !runtime::avx512_active() ? " (no AVX-512 F/BW/VL/DQ/VNNI on this CPU: the 512-bit loops did not run)"
+                    : !runtime::vbmi_active() ? " (no AVX512-VBMI on this CPU: the vpermb lookup did not run)"
+                                              : "";
+  std::printf("[  paths   ] %s%s\n", ran.c_str(), why);
 }
 
 // The block shift t of the fixed-point activations (FxActs), computed here from its definition:
@@ -104,6 +129,8 @@ double fixed_point_error(const mx::Format& f, mx::Isa isa, std::int64_t n, const
 }  // namespace
 
 TEST(Gemv, RowDecodeEqualsTheMxCoreForEveryFormat) {
+  const bool avx2 = runtime::detail::avx2_decode_row() != nullptr && mx::isa_supported(mx::Isa::Avx2);
+  if (!avx2) std::printf("[  paths   ] no AVX2+FMA on this CPU: the scalar decode only\n");
   for (int bs : {32, 16}) {
     for (const mx::Format& f : all_test_formats(bs)) {
       for (auto [rows, cols] : {std::pair<std::int64_t, std::int64_t>{3, 100}, {2, 32}, {1, 257}, {4, 7}}) {
@@ -115,8 +142,8 @@ TEST(Gemv, RowDecodeEqualsTheMxCoreForEveryFormat) {
         for (std::int64_t r = 0; r < rows; ++r) {
           runtime::detail::decode_row_scalar(d, runtime::view(q), r, a.data());
           ASSERT_EQ(0, std::memcmp(a.data(), ref.data() + r * cols, a.size() * 4)) << f.name << " bs " << bs;
-          if (auto fn = runtime::detail::avx2_decode_row(); fn && mx::isa_supported(mx::Isa::Avx2)) {
-            fn(d, runtime::view(q), r, b.data());
+          if (avx2) {
+            runtime::detail::avx2_decode_row()(d, runtime::view(q), r, b.data());
             // Equal values; the 4-bit shuffle path decodes the code -0 as +0 (an int8 table has
             // no -0), which changes no product or sum but the sign of an exact zero.
             for (std::int64_t c = 0; c < cols; ++c) {
@@ -133,8 +160,7 @@ TEST(Gemv, RowDecodeEqualsTheMxCoreForEveryFormat) {
 }
 
 TEST(Gemv, EveryPathWithinTheSummationBoundOfTheExactProduct) {
-  std::vector<mx::Isa> isas = {mx::Isa::Scalar};
-  if (mx::isa_supported(mx::Isa::Avx2)) isas.push_back(mx::Isa::Avx2);
+  const std::vector<mx::Isa> isas = scalar_and_avx2();
   each_width([&] {
   for (int bs : {32, 16}) {
     for (const mx::Format& f : all_test_formats(bs)) {
@@ -507,8 +533,7 @@ TEST(Gemv, Fp32BaselinesAgreeWithTheDoubleProduct) {
 }
 
 TEST(GemvQ8, WithinTheActivationRoundingBoundAndAvx2AgreesWithTheReference) {
-  std::vector<mx::Isa> isas = {mx::Isa::Scalar};
-  if (mx::isa_supported(mx::Isa::Avx2)) isas.push_back(mx::Isa::Avx2);
+  const std::vector<mx::Isa> isas = scalar_and_avx2();
   each_width([&] {
   for (int bs : {32, 16}) {
     for (const mx::Format& f : all_test_formats(bs)) {

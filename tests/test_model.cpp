@@ -247,7 +247,16 @@ TEST(Anchor, OwnFormatEqualsInMemoryFakeQuantAndLowerFormatsEqualMfqatConvert) {
 
 TEST(Runtime, LogitsEqualTheTrainersFakeQuantForward) {
   // The libtorch-free engine vs the trainer's forward, from a master (fake-quant) and from an
-  // anchor (own format and sliced), within 1e-4 of the logits' scale.
+  // anchor (own format and sliced), within kAgree of the logits' scale (the largest |logit|).
+  //
+  // Why 1e-5: both sides decode the same MX weights exactly and compute in fp32; they differ
+  // only in the order of the fp32 additions (libtorch's GEMM against the runtime's block loops,
+  // 256- or 512-bit, threads, KV cache), plus, on the default 4-bit GEMV, the block fixed-point
+  // activations, which move each x by at most 2^-22 of its block maximum. Measured on this model
+  // (2 layers, 64 wide): 4.9e-7 to 8.0e-7 (about 8 to 13 units in the last place of fp32,
+  // u = 2^-24 = 6e-8) for every comparison here; 1e-5 (~170 u) leaves a margin of 12x for other
+  // CPUs' summation orders and thread splits, and is 7x below what an activation rounding at
+  // the 2^-14 level gives (the two-digit path below: 7.3e-5), which the old 1e-4 let through.
   torch::manual_seed(8);
   at::set_num_threads(2);
   ModelConfig c;
@@ -271,13 +280,18 @@ TEST(Runtime, LogitsEqualTheTrainersFakeQuantForward) {
     const torch::Tensor at_ = torch::from_blob(const_cast<float*>(a.data()), {bt.numel()}, torch::kFloat32);
     return (at_ - bt).abs().max().item<double>() / bt.abs().max().item<double>();
   };
+  constexpr double kAgree = 1e-5;
+  const bool cpu_avx512 = __builtin_cpu_supports("avx512f") && __builtin_cpu_supports("avx512bw") && __builtin_cpu_supports("avx512vl") &&
+                          __builtin_cpu_supports("avx512dq") && __builtin_cpu_supports("avx512vnni");
   auto master = runtime::Engine::open(mpath);
   auto anchor = runtime::Engine::open(apath);
   for (const char* f : {"mxint4", "mxfp6_e3m2", "fp32"}) {
     m->set_format(std::string(f) == "fp32" ? std::nullopt : std::optional<mx::Format>(mx::find_format(f)));
     const torch::Tensor ref = m->forward(tt);
     runtime::Session s(*master, master->weights(f));
-    EXPECT_LT(rel_err(s.feed_all(toks), ref), 1e-4) << f;
+    const double err = rel_err(s.feed_all(toks), ref);
+    EXPECT_LT(err, kAgree) << f;
+    std::printf("from the master %s: %.3g of the logits' scale\n", f, err);
   }
   m->set_format(std::nullopt);
   for (const char* f : {"mxfp8_e4m3", "mxfp4_e2m1", "mxfp6_e2m3"}) {
@@ -285,22 +299,37 @@ TEST(Runtime, LogitsEqualTheTrainersFakeQuantForward) {
     load_weights(*from_anchor, model::Checkpoint::open(apath), mx::find_format(f));
     const torch::Tensor ref = from_anchor->forward(tt);
     runtime::Session s(*anchor, anchor->weights(f));
-    EXPECT_LT(rel_err(s.feed_all(toks), ref), 1e-4) << f;
+    const double err_all = rel_err(s.feed_all(toks), ref);
+    EXPECT_LT(err_all, kAgree) << f;
+    std::printf("from the anchor %s, whole prompt: %.3g of the logits' scale\n", f, err_all);
     // token by token (GEMV + KV cache) == the whole prompt at once (GEMM), last position; the
-    // 4-bit GEMV's block fixed-point activations with three digits (default) and with two
+    // 4-bit GEMV's block fixed-point activations with three digits (default) and with two (the
+    // engine's own kernel options: the process-wide switches do not reach an engine)
+    const runtime::KernelOptions k0 = anchor->kernels();
+    std::vector<float> lasts[2];
     for (const int digits : {3, 2}) {
-      runtime::set_fx_digits(digits);
+      runtime::KernelOptions k = k0;
+      k.fx_digits = digits;
+      anchor->set_kernels(k);
       runtime::Session s2(*anchor, anchor->weights(f));
-      std::vector<float> last;
+      std::vector<float>& last = lasts[digits == 3 ? 0 : 1];
       for (int t : toks) last = s2.feed({t});
       const double err = rel_err(last, ref.select(1, static_cast<std::int64_t>(toks.size()) - 1));
       // two digits move each activation by up to 2^-14 of its block maximum: MXFP4 measured
-      // 7.3e-5 here (three digits 8.9e-7), so the 1e-4 agreement is asserted for the default
-      // and a looser 3e-4 for the opt-in
-      EXPECT_LT(err, digits == 3 ? 1e-4 : 3e-4) << f << " digits " << digits;
-      std::printf("token by token %s, %d digits: %.3g of the logits' scale\n", f, digits, err);
+      // 7.3e-5 here (three digits 7.8e-7), so kAgree is asserted for the default and a looser
+      // 3e-4 (4x the measured) for the opt-in
+      EXPECT_LT(err, digits == 3 ? kAgree : 3e-4) << f << " digits " << digits;
+      std::printf("token by token %s, %d digits (%s): %.3g of the logits' scale\n", f, digits, k.describe().c_str(), err);
     }
-    runtime::set_fx_digits(3);
+    anchor->set_kernels(k0);
+    // where the fixed-point loop runs (AVX-512, MXFP4), the two settings took different paths
+    if (std::string(f) == "mxfp4_e2m1") {
+      if (cpu_avx512) {
+        EXPECT_NE(lasts[0], lasts[1]) << "two digits gave the bits of three: the setting did not reach the engine";
+      } else {
+        std::printf("no AVX-512 F/BW/VL/DQ/VNNI here: the fixed-point loop (2 or 3 digits) did not run\n");
+      }
+    }
   }
   std::remove(mpath.c_str());
   std::remove(apath.c_str());

@@ -7,12 +7,17 @@
 #include <atomic>
 #include <chrono>
 #include <cmath>
+#include <cstdlib>
+#include <stdexcept>
+#include <string>
 #include <thread>
 #include <vector>
 
 #include "common.h"
+#include "kernels.h"
 #include "mfqat/mx/parallel.h"
 #include "mfqat/mx/quantize.h"
+#include "mfqat/runtime/gemv.h"
 
 using namespace mfqat::mx;
 
@@ -27,14 +32,87 @@ std::vector<Isa> simd_isas() {
 const std::int64_t kLengths[] = {1, 7, 8, 9, 31, 32, 33, 63, 64, 65, 1000};
 constexpr float kCanary = -12345.678f;
 
+// What CPUID says, read here independently of the library's own checks.
+bool cpu_has(const std::string& f) {
+#if defined(__x86_64__) || defined(__i386__)
+  if (f == "avx2") return __builtin_cpu_supports("avx2");
+  if (f == "fma") return __builtin_cpu_supports("fma");
+  if (f == "avx512f") return __builtin_cpu_supports("avx512f");
+  if (f == "avx512bw") return __builtin_cpu_supports("avx512bw");
+  if (f == "avx512vl") return __builtin_cpu_supports("avx512vl");
+  if (f == "avx512dq") return __builtin_cpu_supports("avx512dq");
+  if (f == "avx512vnni") return __builtin_cpu_supports("avx512vnni");
+  if (f == "avx512vbmi") return __builtin_cpu_supports("avx512vbmi");
+#endif
+  return false;
+}
+
 }  // namespace
 
-TEST(Simd, ReportsPaths) {
-  std::printf("default path: %s; avx2 %s\n", isa_name(default_isa()), isa_supported(Isa::Avx2) ? "yes" : "no");
+// The paths the library reports are the ones CPUID says the CPU has, and forcing a path selects
+// that path's kernels (never a silent fallback) or throws where the CPU lacks it.
+TEST(Simd, ReportsThePathsTheCpuHasAndForcingEachSelectsIt) {
+#if defined(__x86_64__) || defined(__i386__)
+  const bool x86 = true;
+  // the AVX2 kernels are compiled into every x86 build (cmake adds the file there)
+  ASSERT_NE(detail::avx2_kernels(), nullptr) << "the AVX2 kernels were not compiled into an x86 build";
+#else
+  const bool x86 = false;
+#endif
+  const bool avx2 = x86 && cpu_has("avx2") && cpu_has("fma");
+  EXPECT_EQ(isa_supported(Isa::Avx2), avx2);
   EXPECT_TRUE(isa_supported(Isa::Scalar));
+  EXPECT_TRUE(isa_supported(Isa::Auto));
+  // The default: MFQAT_ISA=scalar forces the scalar path, otherwise the best the CPU has.
+  const char* env = std::getenv("MFQAT_ISA");
+  const bool forced_scalar = env != nullptr && std::string(env) == "scalar";
+  EXPECT_EQ(default_isa(), avx2 && !forced_scalar ? Isa::Avx2 : Isa::Scalar) << "MFQAT_ISA=" << (env ? env : "(unset)");
+  EXPECT_EQ(&detail::kernels_for(Isa::Auto), &detail::kernels_for(default_isa()));
+  // Forcing a path gives its own kernel table, or an error.
+  EXPECT_EQ(&detail::kernels_for(Isa::Scalar), &detail::scalar_kernels());
+  if (avx2) {
+    EXPECT_EQ(&detail::kernels_for(Isa::Avx2), detail::avx2_kernels());
+    EXPECT_NE(detail::avx2_kernels(), &detail::scalar_kernels());
+  } else {
+    EXPECT_THROW(detail::kernels_for(Isa::Avx2), std::runtime_error);
+  }
+  // ... and each forced path runs: the same bits through each, an error where it is missing.
+  const Format f = find_format("mxfp4");
+  const std::vector<float> x = random_tensor(3 * 100, 1, 1);
+  const PackedMatrix ref = quantize(f, x.data(), 3, 100, {}, Isa::Scalar);
+  for (Isa isa : {Isa::Auto, Isa::Scalar, Isa::Avx2}) {
+    if (!isa_supported(isa)) {
+      EXPECT_THROW(quantize(f, x.data(), 3, 100, {}, isa), std::runtime_error) << isa_name(isa);
+      continue;
+    }
+    const PackedMatrix q = quantize(f, x.data(), 3, 100, {}, isa);
+    EXPECT_EQ(q.elements, ref.elements) << isa_name(isa);
+    EXPECT_EQ(q.scales, ref.scales) << isa_name(isa);
+  }
+  // The runtime's 512-bit loops (the process default of its Isa overloads) are on exactly where
+  // CPUID has F, BW, VL, DQ and VNNI, the vpermb lookup where the CPU also has VBMI; switching
+  // them off and on again is seen.
+  const bool avx512 = avx2 && cpu_has("avx512f") && cpu_has("avx512bw") && cpu_has("avx512vl") && cpu_has("avx512dq") &&
+                      cpu_has("avx512vnni");
+  const bool vbmi = avx512 && cpu_has("avx512vbmi");
+  EXPECT_EQ(mfqat::runtime::avx512_active(), avx512);
+  EXPECT_EQ(mfqat::runtime::vbmi_active(), vbmi);
+  mfqat::runtime::set_vbmi(false);
+  EXPECT_FALSE(mfqat::runtime::vbmi_active());
+  mfqat::runtime::set_vbmi(true);
+  mfqat::runtime::set_avx512(false);
+  EXPECT_FALSE(mfqat::runtime::avx512_active());
+  EXPECT_FALSE(mfqat::runtime::vbmi_active());
+  mfqat::runtime::set_avx512(true);
+  EXPECT_EQ(mfqat::runtime::avx512_active(), avx512);
+  EXPECT_EQ(mfqat::runtime::vbmi_active(), vbmi);
+  std::printf("paths: default %s; CPU: avx2+fma %s, avx512 f/bw/vl/dq/vnni %s, avx512vbmi %s; runtime: 512-bit loops %s, vpermb lookup %s\n",
+              isa_name(default_isa()), avx2 ? "yes" : "no", avx512 ? "yes" : "no", vbmi ? "yes" : "no",
+              mfqat::runtime::avx512_active() ? "on" : "off", mfqat::runtime::vbmi_active() ? "on" : "off");
 }
 
 TEST(Simd, FakeQuantMatchesScalar) {
+  if (simd_isas().empty()) GTEST_SKIP() << "no AVX2+FMA on this CPU: the scalar path is the only one";
   for (Isa isa : simd_isas()) {
     for (int bs : {32, 16, 7}) {
       for (const Format& f : all_test_formats(bs)) {
@@ -64,6 +142,7 @@ TEST(Simd, FakeQuantMatchesScalar) {
 }
 
 TEST(Simd, QuantizeDequantizeMatchScalar) {
+  if (simd_isas().empty()) GTEST_SKIP() << "no AVX2+FMA on this CPU: the scalar path is the only one";
   for (Isa isa : simd_isas()) {
     for (int bs : {32, 16, 7}) {
       for (const Format& f : all_test_formats(bs)) {
