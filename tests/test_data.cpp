@@ -3,11 +3,17 @@
 #include <zlib.h>
 
 #include <filesystem>
+#include <map>
+#include <stdexcept>
+#include <string>
+#include <typeinfo>
+#include <vector>
 
 #include "mfqat/ckpt/file.h"
 #include "mfqat/data/idx.h"
 #include "mfqat/data/prepare.h"
 #include "mfqat/data/rdata.h"
+#include "../fuzz/harness_data.h"
 
 using namespace mfqat;
 using namespace mfqat::data;
@@ -216,4 +222,47 @@ TEST(Prepare, SplitsAreDeterministic) {
   EXPECT_EQ(s.valid.size(), (5 + 2) * 2u);   // 5 % of 100 and of 40 lines
   EXPECT_EQ(s.train.size(), (95 + 38) * 2u);
   EXPECT_EQ(s.train.substr(0, 2), "e\n");
+}
+
+// The data-set fuzz targets' seed corpora (fuzz/corpus/{rdata,idx,gzip}) and regressions
+// (fuzz/regressions/{rdata,idx,gzip}-*) through the same code the targets run (fuzz/harness_data.h):
+// each seed must be accepted (bad_* rejected), each regression accepted or rejected, and a
+// rejection must be a one-line std::runtime_error naming the input. Anything else fails.
+TEST(FuzzRegressions, DataParsersHandleEveryKnownInput) {
+  const fs::path fuzz_dir = fs::path(__FILE__).parent_path().parent_path() / "fuzz";
+  using Run = void (*)(const std::vector<std::uint8_t>&, const std::string&);
+  const std::map<std::string, Run> targets = {{"rdata", &fuzz::rdata}, {"idx", &fuzz::idx}, {"gzip", &fuzz::gzip}};
+  auto replay = [](Run run, const fs::path& p) -> std::string {  // "" when accepted
+    try {
+      run(ckpt::read_file(p.string()), p.string());
+      return "";
+    } catch (const std::runtime_error& e) {
+      const std::string w = e.what();
+      EXPECT_EQ(w.rfind(p.string() + ": ", 0), 0u) << w;
+      EXPECT_EQ(w.find('\n'), std::string::npos) << w;
+      return w.empty() ? "?" : w;
+    } catch (const std::exception& e) {
+      ADD_FAILURE() << p << ": unexpected exception " << typeid(e).name() << ": " << e.what();
+    } catch (...) {
+      ADD_FAILURE() << p << ": unexpected non-std exception";
+    }
+    return "?";
+  };
+  int seeds = 0;
+  for (const auto& [name, run] : targets) {
+    const fs::path d = fuzz_dir / "corpus" / name;
+    ASSERT_TRUE(fs::is_directory(d)) << d;
+    for (const auto& e : fs::directory_iterator(d)) {
+      ++seeds;
+      const bool bad = e.path().filename().string().rfind("bad_", 0) == 0;
+      const std::string why = replay(run, e.path());
+      EXPECT_EQ(why.empty(), !bad) << name << " <- " << e.path().filename() << ": " << why;
+    }
+  }
+  EXPECT_GE(seeds, 8);
+  for (const auto& e : fs::directory_iterator(fuzz_dir / "regressions")) {
+    const std::string f = e.path().filename().string();
+    const auto it = targets.find(f.substr(0, f.find('-')));
+    if (it != targets.end()) (void)replay(it->second, e.path());
+  }
 }

@@ -3,6 +3,8 @@
 
 #include <cstring>
 #include <filesystem>
+#include <type_traits>
+#include <utility>
 
 #include "common.h"
 #include "mfqat/ckpt/file.h"
@@ -150,4 +152,57 @@ TEST(Safetensors, WriterRejectsBadTensors) {
   w.add("x", DType::F32, {1}, b);
   EXPECT_THROW(w.add("x", DType::F32, {1}, b), std::invalid_argument);
   EXPECT_THROW(w.add("__metadata__", DType::U8, {4}, b), std::invalid_argument);
+}
+
+// SafetensorsFile holds pointers into its own tensor list (MxTensorInfo::elements / ::scales):
+// it must not be copyable, and a move must leave those pointers valid in the new owner.
+static_assert(!std::is_copy_constructible_v<SafetensorsFile>);
+static_assert(!std::is_copy_assignable_v<SafetensorsFile>);
+static_assert(std::is_nothrow_move_constructible_v<SafetensorsFile>);
+static_assert(std::is_nothrow_move_assignable_v<SafetensorsFile>);
+
+TEST(Safetensors, MovesKeepMxPointersValid) {
+  const auto bytes = sample_writer().to_bytes();
+  auto expect_consistent = [&](const SafetensorsFile& f) {
+    ASSERT_EQ(f.mx_tensors().size(), 2u);
+    for (const auto& m : f.mx_tensors()) {
+      // the parts point into this object's own tensor list, not a moved-from one
+      EXPECT_EQ(m.elements, f.find(m.name + kMxElementsSuffix)) << m.name;
+      EXPECT_EQ(m.scales, f.find(m.name + kMxScalesSuffix)) << m.name;
+      EXPECT_TRUE(f.is_mx_part(*m.elements));
+      EXPECT_EQ(f.data(*m.scales).size(), static_cast<std::size_t>(m.rows * m.format.blocks_per_row(m.cols)));
+    }
+    auto x = random_tensor(3 * 70, 1, 1);
+    EXPECT_EQ(f.load_mx(*f.find_mx("layers.0.attn.wq")).elements, mx::quantize(mx::find_format("mxint8"), x.data(), 3, 70).elements);
+  };
+  auto a = SafetensorsFile::from_bytes(bytes, "mem");
+  const TensorInfo* el = a.find_mx("layers.0.mlp.w1")->elements;
+  SafetensorsFile b(std::move(a));
+  expect_consistent(b);
+  EXPECT_EQ(b.find_mx("layers.0.mlp.w1")->elements, el);  // the same storage, now b's
+  SafetensorsFile c = SafetensorsFile::from_bytes(sample_writer().to_bytes(), "other");
+  c = std::move(b);
+  expect_consistent(c);
+  EXPECT_EQ(c.name(), "mem");
+  EXPECT_EQ(c.find_mx("layers.0.mlp.w1")->elements, el);
+}
+
+TEST(Safetensors, MxMetadataFieldsMustAgree) {
+  const std::string el = R"("w.mx_elements": {"dtype": "U8", "shape": [2, 20], "data_offsets": [0, 40]})";
+  const std::string sc = R"("w.mx_scales": {"dtype": "U8", "shape": [2, 2], "data_offsets": [40, 44]})";
+  auto with = [&](const std::string& from, const std::string& to) {
+    std::string m = kMxMeta;
+    m.replace(m.find(from), from.size(), to);
+    return image("{\"__metadata__\": {" + m + "}, " + el + ", " + sc + "}", 44);
+  };
+  const std::string ok = R"(\"packing\":\"lsb-first\")";
+  EXPECT_NO_THROW(SafetensorsFile::from_bytes(with(ok, ok + R"(,\"element_bits\":4,\"axis\":\"last\")"), "ok"));
+  expect_error(with(ok, ok + R"(,\"element_bits\":8)"), "element_bits 8 disagrees with mxint4 (4 bits)", "w");
+  expect_error(with(ok, ok + R"(,\"element_bits\":\"4\")"), "element_bits", "w");
+  expect_error(with(ok, ok + R"(,\"axis\":\"first\")"), "unsupported MX axis", "w");
+  // numbers that get<int>() would have truncated to a valid value
+  expect_error(with("32", "32.5"), "block_size 32.5 is not an integer", "w");
+  expect_error(with("32", "4294967328"), "block_size 4294967328 is out of range", "w");
+  expect_error(with("32", "0"), "out of range", "w");
+  expect_error(with("[2,40]", "[2.5,40]"), "bad MX shape", "w");
 }

@@ -75,12 +75,12 @@ Matrix parse_npy(const std::vector<std::uint8_t>& b, const std::string& name) {
 
   const std::string_view descr = dict_value(h, "descr", name);
   if (descr != "'<f4'" && descr != "\"<f4\"") {
-    bad(name, "dtype " + std::string(descr) + " is not float32 little-endian ('<f4')");
+    bad(name, "dtype " + printable(descr) + " is not float32 little-endian ('<f4')");
   }
   const std::string_view fo = dict_value(h, "fortran_order", name);
   if (fo != "False") bad(name, "fortran_order arrays are not supported (need C order)");
   const std::string_view shp = dict_value(h, "shape", name);
-  if (shp.size() < 2 || shp.front() != '(' || shp.back() != ')') bad(name, "malformed shape " + std::string(shp));
+  if (shp.size() < 2 || shp.front() != '(' || shp.back() != ')') bad(name, "malformed shape " + printable(shp));
   std::vector<std::int64_t> dims;
   std::size_t i = 1;
   while (true) {
@@ -94,7 +94,7 @@ Matrix parse_npy(const std::vector<std::uint8_t>& b, const std::string& name) {
       ++i;
       ++digits;
     }
-    if (digits == 0) bad(name, "malformed shape " + std::string(shp));
+    if (digits == 0) bad(name, "malformed shape " + printable(shp));
     dims.push_back(v);
     i = skip_ws(shp, i);
     if (i < shp.size() && shp[i] == ',') ++i;

@@ -105,9 +105,10 @@ SafetensorsFile SafetensorsFile::from_bytes(std::vector<std::uint8_t> bytes, con
   return f;
 }
 
-void SafetensorsFile::fail(const std::string& why) const { throw std::runtime_error(name_ + ": " + why); }
+// Tensor names, metadata keys and values come from the file: printable() keeps the message one line.
+void SafetensorsFile::fail(const std::string& why) const { throw std::runtime_error(name_ + ": " + printable(why, 1000)); }
 void SafetensorsFile::fail(const std::string& tensor, const std::string& why) const {
-  throw std::runtime_error(name_ + ": tensor '" + tensor + "': " + why);
+  throw std::runtime_error(name_ + ": tensor '" + printable(tensor) + "': " + printable(why, 1000));
 }
 
 void SafetensorsFile::parse() {
@@ -206,16 +207,32 @@ void SafetensorsFile::parse() {
     MxTensorInfo mt;
     mt.name = name;
     try {
-      const int bs = m.at("block_size").get<int>();
-      mt.format = mx::find_format(m.at("format").get<std::string>(), bs);
+      // Integers must be JSON integers: get<int>() would silently truncate 32.5 or 2^32 + 32.
+      const json& bsj = m.at("block_size");
+      if (!bsj.is_number_integer()) fail(name, "bad MX metadata (block_size " + bsj.dump() + " is not an integer)");
+      if (bsj.get<std::int64_t>() < 1 || bsj.get<std::int64_t>() > mx::kMaxBlockSize) {
+        fail(name, "MX block_size " + bsj.dump() + " is out of range 1.." + std::to_string(mx::kMaxBlockSize));
+      }
+      mt.format = mx::find_format(m.at("format").get<std::string>(), bsj.get<int>());
       const auto& shp = m.at("shape");
       if (!shp.is_array() || shp.size() != 2) fail(name, "MX shape must be [rows, cols]");
+      if (!shp[0].is_number_integer() || !shp[1].is_number_integer()) fail(name, "bad MX shape " + shp.dump());
       mt.rows = shp[0].get<std::int64_t>();
       mt.cols = shp[1].get<std::int64_t>();
       if (mt.rows < 0 || mt.cols < 0 || mt.rows > kMaxDim || mt.cols > kMaxDim) fail(name, "bad MX shape " + shp.dump());
       if (m.at("scale").get<std::string>() != "e8m0") fail(name, "unsupported scale rule '" + m.at("scale").get<std::string>() + "'");
       if (m.at("packing").get<std::string>() != "lsb-first") {
         fail(name, "unsupported packing '" + m.at("packing").get<std::string>() + "'");
+      }
+      // Optional descriptive fields (the writer always sets them): when present they must agree.
+      if (const auto eb = m.find("element_bits"); eb != m.end()) {
+        if (!eb->is_number_integer() || eb->get<std::int64_t>() != mt.format.bits) {
+          fail(name, "MX element_bits " + eb->dump() + " disagrees with " + mt.format.name + " (" +
+                         std::to_string(mt.format.bits) + " bits)");
+        }
+      }
+      if (const auto ax = m.find("axis"); ax != m.end() && !(ax->is_string() && ax->get<std::string>() == "last")) {
+        fail(name, "unsupported MX axis " + ax->dump() + " (blocks run along the last axis)");
       }
       mt.rounding = m.value("rounding", std::string("even"));
     } catch (const json::exception& e) {

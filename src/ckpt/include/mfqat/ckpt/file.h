@@ -3,6 +3,7 @@
 
 #include <cstdint>
 #include <string>
+#include <string_view>
 #include <vector>
 
 namespace mfqat::ckpt {
@@ -32,6 +33,10 @@ class AtomicWriter {
 // Throws (as AtomicWriter would) unless a file can be written at PATH: a temporary file is
 // created beside it and removed. For jobs that write only at the end, to fail at the start.
 void check_writable(const std::string& path);
+
+// Text from an input file, fit for a one-line error message: control characters (newlines
+// included) become \n, \r, \t or \xNN, and text over `max` bytes is cut, ending in "...".
+std::string printable(std::string_view s, std::size_t max = 200);
 
 // Convenience: atomically replace PATH with `bytes`.
 void write_file_atomic(const std::string& path, const void* data, std::size_t n);

@@ -44,11 +44,26 @@ inline constexpr const char* kMxMetaPrefix = "mfqat.mx.";          // + logical 
 inline constexpr const char* kFormatVersionKey = "mfqat.format_version";
 inline constexpr const char* kModelConfigKey = "mfqat.model_config";
 inline constexpr const char* kAnchorKey = "mfqat.anchor";  // an anchor checkpoint: the format of its MX weights
+// An anchor's block size (decimal string, e.g. "32"); written by export and kept by convert. Files
+// without it (older anchors) take the block size of their MX tensors, which must all agree.
+inline constexpr const char* kAnchorBlockSizeKey = "mfqat.anchor_block_size";
 
 // A safetensors file mapped read-only. Every offset, size, dtype and MX metadata field is checked
 // on open; errors are std::runtime_error("FILE: [tensor 'NAME': ]reason"), one line.
+//
+// Move-only: MxTensorInfo::elements / ::scales and the pointers returned by find() / find_mx()
+// point into the heap buffers of tensors_ and mx_. A move hands those buffers over unchanged (the
+// std::vector move guarantee), so they stay valid and now belong to the moved-to object; a copy
+// would have pointed into the source, so copying is deleted.
 class SafetensorsFile {
  public:
+  SafetensorsFile() = default;  // an empty file (no tensors); assign one from open()/from_bytes()
+  SafetensorsFile(const SafetensorsFile&) = delete;
+  SafetensorsFile& operator=(const SafetensorsFile&) = delete;
+  SafetensorsFile(SafetensorsFile&&) noexcept = default;
+  SafetensorsFile& operator=(SafetensorsFile&&) noexcept = default;
+  ~SafetensorsFile() = default;
+
   static SafetensorsFile open(const std::string& path);  // mmap
   // Parses an in-memory image (tests, fuzzing). `name` is used in messages.
   static SafetensorsFile from_bytes(std::vector<std::uint8_t> bytes, const std::string& name);

@@ -1,0 +1,93 @@
+// What each libFuzzer target does with one input, shared with the unit tests that replay the seed
+// corpora and fuzz/regressions/ (tests/test_fuzz_regressions.cpp), so that both run the same code.
+//
+// Each function either returns (the input was accepted and every accessor ran on it) or throws
+// one of the exception types its parser documents; anything else (another exception type, a
+// crash, a sanitizer report, a broken invariant: InvariantBroken, see invariant.h) is a finding.
+// The fuzz targets catch only the documented types, so an unexpected exception fails the run.
+#pragma once
+
+#include <cstddef>
+#include <cstdint>
+#include <stdexcept>
+#include <string>
+#include <vector>
+
+#include "invariant.h"
+#include "mfqat/ckpt/npy.h"
+#include "mfqat/ckpt/safetensors.h"
+#include "mfqat/model/checkpoint.h"
+#include "mfqat/model/config.h"
+#include "mfqat/mx/format.h"
+#include "mfqat/mx/quantize.h"
+#include "mfqat/runtime/server.h"
+
+namespace mfqat::fuzz {
+
+// safetensors reader + MX metadata validation, then every accessor; a file with a model config
+// then goes through the model checkpoint checks (Checkpoint::from_file) and has its parameters read.
+// Throws std::runtime_error (file, checkpoint) or std::invalid_argument (bad model config).
+inline void safetensors(const std::vector<std::uint8_t>& bytes, const std::string& name) {
+  try {
+    auto f = ckpt::SafetensorsFile::from_bytes(bytes, name);
+    std::uint64_t sum = 0;
+    for (const auto& t : f.tensors()) {
+      const auto d = f.data(t);
+      if (!d.empty()) sum += d[0] + d[d.size() - 1];
+      require(f.find(t.name) == &t, "find() of a listed tensor");
+      (void)f.is_mx_part(t);
+    }
+    for (const auto& m : f.mx_tensors()) {
+      require(f.find_mx(m.name) == &m && f.is_mx_part(*m.elements) && f.is_mx_part(*m.scales), "MX tensor parts");
+      if (m.rows * m.cols > (1 << 16)) continue;
+      const auto p = f.load_mx(m);
+      const auto v = mx::dequantize(p);
+      if (!v.empty()) sum += static_cast<std::uint64_t>(v[0] == v[0]);
+    }
+    volatile std::uint64_t sink = sum;
+    (void)sink;
+    if (!f.metadata().count(ckpt::kModelConfigKey)) return;
+    const auto c = model::Checkpoint::from_file(std::move(f));
+    for (const auto& p : c.params()) {
+      std::int64_t n = 1;
+      for (auto d : p.shape) n *= d;
+      if (n > (1 << 16)) continue;
+      const auto v = c.values(p);
+      require(static_cast<std::int64_t>(v.size()) == n, "parameter size");
+    }
+  } catch (const std::exception& e) {
+    check_one_line(e);
+    throw;
+  }
+}
+
+// The .npy parser. Throws std::runtime_error.
+inline void npy(const std::vector<std::uint8_t>& bytes, const std::string& name) {
+  try {
+    const auto m = ckpt::parse_npy(bytes, name);
+    require(static_cast<std::int64_t>(m.data.size()) == m.rows * m.cols, "npy size");
+  } catch (const std::exception& e) {
+    check_one_line(e);
+    throw;
+  }
+}
+
+// The model config JSON; an accepted config must describe a buildable model and round-trip.
+// Throws std::invalid_argument.
+inline void config(const std::string& text, const std::string& name) {
+  const auto c = model::ModelConfig::from_json(text, name);
+  volatile std::int64_t n = c.param_count();
+  (void)n;
+  require(model::ModelConfig::from_json(c.to_json(), "round-trip").to_json() == c.to_json(), "config round trip");
+}
+
+// The HTTP completion request body; an accepted request must respect the limits.
+// Throws std::invalid_argument.
+inline void request(const std::string& body) {
+  const auto r = runtime::parse_completion_request(body, 255, 256, [](const std::string& f) {
+    return f == "anchor" || f == "fp32" ? f : mx::find_format(f).name;  // throws std::invalid_argument
+  });
+  require(r.prompt.size() <= 255 && r.max_tokens >= 1 && r.max_tokens <= 256 && r.sampling.temperature >= 0, "request limits");
+}
+
+}  // namespace mfqat::fuzz
