@@ -1,16 +1,18 @@
+// The engine: opening an anchor or master checkpoint (or making a synthetic anchor), deriving a
+// format's weights into an arena (Slice-and-Scale straight from the anchor's bytes), the cache of
+// derived formats (derivation outside the mutex, other callers of that format waiting on its
+// future), and the pool of idle KV buffers. The forward pass: session.cpp.
 #include "mfqat/runtime/engine.h"
-
-#include <sys/mman.h>
 
 #include <algorithm>
 #include <chrono>
 #include <cmath>
 #include <cstdlib>
 #include <future>
-#include <numeric>
 #include <stdexcept>
 
 #include "mfqat/convert/slice.h"
+#include "mfqat/hf/tokenizer.h"
 #include "mfqat/mx/codec.h"
 #include "mfqat/mx/parallel.h"
 
@@ -66,39 +68,6 @@ void check_finite(const MxView& m, const std::string& file, const std::string& n
   }
 }
 
-float silu(float x) { return x / (1.0f + std::exp(-x)); }
-
-// Attention's inner products over one head (head_dim floats), written with 16 independent
-// partial sums so that the compiler vectorizes them without reassociating a reduction, and
-// cloned per instruction set (chosen at load time by the dynamic linker).
-// (Not under the sanitizers: their run time is not up yet when the dynamic linker runs the resolvers.)
-#if defined(__x86_64__) && !defined(__SANITIZE_ADDRESS__) && !defined(__SANITIZE_THREAD__)
-#define MFQAT_CLONES __attribute__((target_clones("avx512f", "avx2", "default")))
-#else
-#define MFQAT_CLONES
-#endif
-MFQAT_CLONES float dot(const float* a, const float* b, std::int64_t n) {
-  float acc[16] = {};
-  std::int64_t i = 0;
-  for (; i + 16 <= n; i += 16) {
-    for (int j = 0; j < 16; ++j) acc[j] += a[i + j] * b[i + j];
-  }
-  for (; i < n; ++i) acc[0] += a[i] * b[i];
-  float s = 0;
-  for (float v : acc) s += v;
-  return s;
-}
-MFQAT_CLONES void axpy(float alpha, const float* x, float* y, std::int64_t n) {
-  for (std::int64_t i = 0; i < n; ++i) y[i] += alpha * x[i];
-}
-
-void rmsnorm(const float* x, const float* w, std::int64_t dim, double eps, float* out) {
-  double ss = 0;
-  for (std::int64_t i = 0; i < dim; ++i) ss += static_cast<double>(x[i]) * x[i];
-  const float r = static_cast<float>(1.0 / std::sqrt(ss / static_cast<double>(dim) + eps));
-  for (std::int64_t i = 0; i < dim; ++i) out[i] = x[i] * r * w[i];
-}
-
 // A fast approximately-normal draw (sum of four uniforms, unit variance) for synthetic weights.
 struct FastNormal {
   std::uint64_t s;
@@ -116,60 +85,13 @@ struct FastNormal {
 
 }  // namespace
 
-std::uint64_t Linear::bytes() const {
-  if (!is_mx) return static_cast<std::uint64_t>(rows * cols) * 4;
-  return static_cast<std::uint64_t>(mx.rows) * (mx.format->packed_row_bytes(mx.cols) + mx.format->blocks_per_row(mx.cols));
-}
-
-void Linear::forward(const float* x, std::int64_t n, float* y, const KernelOptions& k) const {
-  if (is_mx) {
-    if (n == 1 && k.int8_acts && q8_supported(*mx.format)) {
-      gemv_q8(mx, x, y, k);
-    } else if (n == 1) {
-      gemv(mx, x, y, k);
-    } else {
-      gemm(mx, x, n, y, k);
-    }
-  } else if (n == 1) {
-    gemv_f32(f32, rows, cols, x, y);
-  } else {
-    gemm_f32(f32, rows, cols, x, n, y);
-  }
-}
-
-void Linear::forward_shared(std::initializer_list<std::pair<const Linear*, float*>> ls, const float* x, std::int64_t n, const KernelOptions& k,
-                            bool shared) {
-  // gemv_shared takes matrices of one format (name and block size) and one width; other sets
-  // run one forward each
-  if (ls.size() == 0) return;
-  const Linear& l0 = *ls.begin()->first;
-  bool fused = shared && n == 1 && !k.int8_acts && ls.size() > 1 && l0.is_mx;
-  for (const auto& [l, y] : ls) {
-    fused = fused && l->is_mx && l->mx.cols == l0.mx.cols && l->mx.format->name == l0.mx.format->name &&
-            l->mx.format->block_size == l0.mx.format->block_size;
-  }
-  if (!fused) {
-    for (const auto& [l, y] : ls) l->forward(x, n, y, k);
-    return;
-  }
-  MxView ws[4];
-  float* ys[4];
-  std::size_t m = 0;
-  for (const auto& [l, y] : ls) {
-    if (m == 4) throw std::invalid_argument("forward_shared: at most 4 linears");
-    ws[m] = l->mx;
-    ys[m++] = y;
-  }
-  gemv_shared({ws, m}, x, {ys, m}, k);
-}
-
-std::unique_ptr<Engine> Engine::open(const std::string& path) {
+std::unique_ptr<Engine> Engine::open(const std::string& path, std::int64_t ctx) {
   std::unique_ptr<Engine> e(new Engine());
-  e->ck_.emplace(model::Checkpoint::open(path));
+  e->ck_.emplace(model::Checkpoint::open(path, ctx));
   if (e->ck_->config().kind != model::Kind::Lm) throw std::invalid_argument(path + ": a classifier checkpoint; the runtime serves language models");
   e->cfg_ = e->ck_->config().lm;
   e->anchor_ = e->ck_->anchor_format();
-  e->anchor_bytes_ = e->ck_->file().file_size();
+  e->anchor_bytes_ = e->ck_->bytes();
   if (e->anchor_) {
     const auto& file = e->ck_->file();
     for (const auto& p : e->ck_->params()) {
@@ -181,6 +103,13 @@ std::unique_ptr<Engine> Engine::open(const std::string& path) {
     }
   }
   e->init_fixed();
+  if (const auto tj = e->ck_->tokenizer_json()) {
+    e->tokenizer_ = std::make_shared<const hf::Tokenizer>(hf::Tokenizer::from_json(*tj, path + " (tokenizer.json)"));
+    if (static_cast<std::int64_t>(e->tokenizer_->vocab_size()) > e->cfg_.vocab) {
+      throw std::invalid_argument(path + ": the tokenizer has " + std::to_string(e->tokenizer_->vocab_size()) + " tokens, the model's vocabulary " +
+                                  std::to_string(e->cfg_.vocab));
+    }
+  }
   return e;
 }
 
@@ -249,19 +178,35 @@ void Engine::init_fixed() {
     emb_ = get("tok_emb.weight");
     norm_ = get("norm.weight");
     for (std::int64_t l = 0; l < c.n_layers; ++l) {
-      attn_norms_.push_back(get("blocks." + std::to_string(l) + ".attn_norm.weight"));
-      mlp_norms_.push_back(get("blocks." + std::to_string(l) + ".mlp_norm.weight"));
+      const std::string b = "blocks." + std::to_string(l) + ".";
+      attn_norms_.push_back(get(b + "attn_norm.weight"));
+      mlp_norms_.push_back(get(b + "mlp_norm.weight"));
+      if (c.qkv_bias) biases_.push_back({get(b + "wq.bias"), get(b + "wk.bias"), get(b + "wv.bias")});
+      if (c.qk_norm) qk_norms_.push_back({get(b + "q_norm.weight"), get(b + "k_norm.weight")});
     }
-    if (!c.quantize_head) head_f32_ = get("head.weight");
+    if (c.tie_embeddings) {
+      head_f32_ = emb_;  // the head is the embedding
+    } else if (!c.quantize_head) {
+      head_f32_ = get("head.weight");
+    }
+  } else {  // synthetic: zero biases, unit q/k norms where the config has them
+    for (std::int64_t l = 0; l < c.n_layers; ++l) {
+      if (c.qkv_bias) {
+        biases_.push_back({std::vector<float>(static_cast<std::size_t>(c.q_dim())), std::vector<float>(static_cast<std::size_t>(c.kv_dim())),
+                           std::vector<float>(static_cast<std::size_t>(c.kv_dim()))});
+      }
+      if (c.qk_norm) qk_norms_.push_back({std::vector<float>(static_cast<std::size_t>(c.head_dim()), 1.0f), std::vector<float>(static_cast<std::size_t>(c.head_dim()), 1.0f)});
+    }
+    if (c.tie_embeddings) head_f32_ = emb_;
   }
   // Rotary tables exactly as the trainer builds them (angles in double, then fp32).
   const std::int64_t half = c.head_dim() / 2;
+  const std::vector<double> inv_freq = model::rope_inv_freq(c);
   cos_.resize(static_cast<std::size_t>(c.max_seq * half));
   sin_.resize(cos_.size());
   for (std::int64_t t = 0; t < c.max_seq; ++t) {
     for (std::int64_t i = 0; i < half; ++i) {
-      const double inv = std::pow(c.rope_theta, -static_cast<double>(i) * 2.0 / static_cast<double>(c.head_dim()));
-      const double a = static_cast<double>(t) * inv;
+      const double a = static_cast<double>(t) * inv_freq[static_cast<std::size_t>(i)];
       cos_[t * half + i] = static_cast<float>(std::cos(a));
       sin_[t * half + i] = static_cast<float>(std::sin(a));
     }
@@ -334,27 +279,25 @@ std::shared_ptr<Weights> Engine::build(const std::optional<mx::Format>& f) const
     } else {
       auto* dst = w->arena->as<std::uint8_t>() + used;
       used += arena_bytes(p);
+      // From an anchor (a mapped file's or the synthetic one's bytes) straight into the arena;
+      // from an fp32 master through its values.
+      const MxView* a = anchor_ ? &anchor_views_.at(p.name) : nullptr;
       if (f) {
-        const MxPlacement m_at = place(*f, L.rows, L.cols);
-        std::uint8_t* sc = dst + m_at.scales_at;
-        if (ck_) {
-          const mx::PackedMatrix m = ck_->packed(p, *f);
-          if (m.elements.size() != m_at.codes || m.scales.size() != m_at.scales) throw std::logic_error("derived " + p.name + " has an unexpected size");
-          std::copy(m.elements.begin(), m.elements.end(), dst);
-          std::copy(m.scales.begin(), m.scales.end(), sc);
-        } else {  // straight from the synthetic anchor into the arena
-          const MxView& a = anchor_views_.at(p.name);
-          convert::slice(*a.format, a.elements, a.scales, a.rows, a.cols, *f, dst, sc);
+        std::uint8_t* sc = dst + place(*f, L.rows, L.cols).scales_at;
+        if (a) {
+          convert::slice(*a->format, a->elements, a->scales, a->rows, a->cols, *f, dst, sc);
+        } else {
+          const std::vector<float> v = ck_->values(p);
+          mx::quantize(*f, v.data(), L.rows, L.cols, dst, sc);
         }
         L.mx = MxView{&*w->mx_format, dst, sc, L.rows, L.cols};
       } else {
         auto* out = reinterpret_cast<float*>(dst);  // 2 MiB- or 64-byte-aligned storage
-        if (ck_) {
+        if (a) {
+          mx::dequantize(*a->format, a->elements, a->scales, a->rows, a->cols, out);
+        } else {
           const std::vector<float> v = ck_->values(p);
           std::copy(v.begin(), v.end(), out);
-        } else {
-          const MxView& a = anchor_views_.at(p.name);
-          mx::dequantize(*a.format, a.elements, a.scales, a.rows, a.cols, out);
         }
         L.f32 = out;
       }
@@ -383,7 +326,7 @@ std::shared_ptr<Weights> Engine::build(const std::optional<mx::Format>& f) const
 
 std::shared_ptr<const Weights> Engine::weights(const std::string& name) {
   std::optional<mx::Format> f;
-  if (name != "fp32") f = resolve(name);
+  if (name != "fp32" && !(name == "anchor" && !anchor_)) f = resolve(name);
   const std::string key = f ? f->name : "fp32";
   std::promise<std::shared_ptr<const Weights>> mine;
   {
@@ -467,27 +410,11 @@ void Engine::evict(const std::string& name) {
   lru_.remove(key);
 }
 
-// ---- KV buffers ----
+// ---- the KV pool (idle sessions' buffers) ----
 
 namespace {
-constexpr std::size_t kHuge = std::size_t{2} << 20;
-std::size_t kv_floats(const model::LmConfig& c) { return static_cast<std::size_t>(2 * c.n_layers * c.max_seq * c.dim); }
+std::size_t kv_floats(const model::LmConfig& c) { return static_cast<std::size_t>(2 * c.n_layers * c.max_seq * c.kv_dim()); }
 }  // namespace
-
-HugeBuffer::HugeBuffer(std::size_t bytes) {
-  // Huge pages from 8 MiB up; a small model's buffers stay in 4 KiB pages (one 2 MiB page would
-  // be zeroed on first touch for a cache of a few KiB).
-  huge_ = bytes >= 4 * kHuge;
-  const std::size_t align = huge_ ? kHuge : 64;
-  bytes_ = (std::max<std::size_t>(bytes, 1) + align - 1) / align * align;
-  p_ = std::aligned_alloc(align, bytes_);
-  if (!p_) throw std::bad_alloc();
-#ifdef MADV_HUGEPAGE
-  if (huge_) madvise(p_, bytes_, MADV_HUGEPAGE);  // advice only: without THP the pages stay 4 KiB
-#endif
-}
-
-HugeBuffer::~HugeBuffer() { std::free(p_); }
 
 std::unique_ptr<KvBuffer> Engine::take_kv() const {
   {
@@ -518,190 +445,6 @@ std::uint64_t Engine::idle_kv_bytes() const {
   std::uint64_t n = 0;
   for (const auto& b : idle_kv_) n += b->bytes();
   return n;
-}
-
-// ---- Session ----
-
-Session::Session(const Engine& e, std::shared_ptr<const Weights> w) : e_(e), w_(std::move(w)), kv_(e.take_kv()) {
-  k_ = kv_->data();
-  v_ = k_ + kv_->floats() / 2;
-}
-
-Session::~Session() { e_.give_kv(std::move(kv_)); }
-
-std::vector<float> Session::feed(const std::vector<int>& tokens) {
-  std::vector<float> out;
-  forward(tokens, false, &out);
-  return out;
-}
-
-std::vector<float> Session::feed_all(const std::vector<int>& tokens) {
-  std::vector<float> out;
-  forward(tokens, true, &out);
-  return out;
-}
-
-void Session::forward(const std::vector<int>& tokens, bool all_logits, std::vector<float>* out) {
-  const auto& c = e_.config();
-  const std::int64_t T = static_cast<std::int64_t>(tokens.size()), D = c.dim, H = c.n_heads, hd = c.head_dim(), half = hd / 2;
-  const std::int64_t F = c.hidden();
-  if (T == 0) throw std::invalid_argument("no tokens to feed");
-  if (pos_ + T > c.max_seq) {
-    throw std::invalid_argument("sequence of " + std::to_string(pos_ + T) + " tokens exceeds max_seq " + std::to_string(c.max_seq));
-  }
-  for (int t : tokens) {
-    if (t < 0 || t >= c.vocab) throw std::invalid_argument("token " + std::to_string(t) + " is out of the vocabulary");
-  }
-  std::vector<float> x(static_cast<std::size_t>(T * D)), h(x.size()), q(x.size()), k(x.size()), v(x.size()), o(x.size()), tmp(x.size());
-  std::vector<float> a(static_cast<std::size_t>(T * F)), b(a.size());
-  for (std::int64_t t = 0; t < T; ++t) std::copy_n(e_.embedding().data() + tokens[t] * D, D, x.data() + t * D);
-  const float inv_sqrt = 1.0f / std::sqrt(static_cast<float>(hd));
-  // The cache is [layer, head, position, head_dim]: a head's keys (values) are contiguous, so
-  // attention streams them instead of taking head_dim floats every dim floats.
-  auto kv_at = [&](std::int64_t l, std::int64_t hh, std::int64_t s) { return ((l * H + hh) * c.max_seq + s) * hd; };
-  const KernelOptions& kern = e_.kernels();
-  for (std::int64_t l = 0; l < c.n_layers; ++l) {
-    const LayerWeights& L = w_->layers[static_cast<std::size_t>(l)];
-    for (std::int64_t t = 0; t < T; ++t) rmsnorm(x.data() + t * D, e_.attn_norm(l).data(), D, c.norm_eps, h.data() + t * D);
-    Linear::forward_shared({{&L.wq, q.data()}, {&L.wk, k.data()}, {&L.wv, v.data()}}, h.data(), T, kern, e_.shared_decode());
-    for (std::int64_t t = 0; t < T; ++t) {
-      const std::int64_t pos = pos_ + t;
-      const float* cs = e_.rope_cos().data() + pos * half;
-      const float* sn = e_.rope_sin().data() + pos * half;
-      for (float* vec : {q.data() + t * D, k.data() + t * D}) {
-        for (std::int64_t hh = 0; hh < H; ++hh) {
-          float* p = vec + hh * hd;
-          for (std::int64_t i = 0; i < half; ++i) {
-            const float x1 = p[i], x2 = p[i + half];
-            p[i] = x1 * cs[i] - x2 * sn[i];
-            p[i + half] = x1 * sn[i] + x2 * cs[i];
-          }
-        }
-      }
-      for (std::int64_t hh = 0; hh < H; ++hh) {
-        std::copy_n(k.data() + t * D + hh * hd, hd, k_ + kv_at(l, hh, pos));
-        std::copy_n(v.data() + t * D + hh * hd, hd, v_ + kv_at(l, hh, pos));
-      }
-    }
-    // causal attention against the cache, the heads shared among the threads (each head by
-    // one thread in a fixed order: the result does not depend on the thread count)
-    parallel_for(H, 1, [&](std::int64_t h0, std::int64_t h1) {
-      std::vector<float> att(static_cast<std::size_t>(pos_ + T));
-      for (std::int64_t t = 0; t < T; ++t) {
-        const std::int64_t n = pos_ + t + 1;
-        for (std::int64_t hh = h0; hh < h1; ++hh) {
-          const float* qh = q.data() + t * D + hh * hd;
-          float mx_ = -INFINITY;
-          for (std::int64_t s = 0; s < n; ++s) {
-            att[s] = dot(qh, k_ + kv_at(l, hh, s), hd) * inv_sqrt;
-            mx_ = std::max(mx_, att[s]);
-          }
-          float sum = 0;
-          for (std::int64_t s = 0; s < n; ++s) {
-            att[s] = std::exp(att[s] - mx_);
-            sum += att[s];
-          }
-          float* oh = o.data() + t * D + hh * hd;
-          std::fill_n(oh, hd, 0.0f);
-          for (std::int64_t s = 0; s < n; ++s) axpy(att[s] / sum, v_ + kv_at(l, hh, s), oh, hd);
-        }
-      }
-    });
-    L.wo.forward(o.data(), T, tmp.data(), kern);
-    for (std::size_t i = 0; i < x.size(); ++i) x[i] += tmp[i];
-    for (std::int64_t t = 0; t < T; ++t) rmsnorm(x.data() + t * D, e_.mlp_norm(l).data(), D, c.norm_eps, h.data() + t * D);
-    Linear::forward_shared({{&L.w1, a.data()}, {&L.w3, b.data()}}, h.data(), T, kern, e_.shared_decode());
-    for (std::size_t i = 0; i < a.size(); ++i) a[i] = silu(a[i]) * b[i];
-    L.w2.forward(a.data(), T, tmp.data(), kern);
-    for (std::size_t i = 0; i < x.size(); ++i) x[i] += tmp[i];
-  }
-  const std::int64_t first = all_logits ? 0 : T - 1, m = T - first;
-  for (std::int64_t t = first; t < T; ++t) rmsnorm(x.data() + t * D, e_.final_norm().data(), D, c.norm_eps, h.data() + (t - first) * D);
-  out->assign(static_cast<std::size_t>(m * c.vocab), 0.0f);
-  w_->head.forward(h.data(), m, out->data(), kern);
-  pos_ += T;
-}
-
-// ---- sampling, generation, perplexity ----
-
-int Sampler::sample(const std::vector<float>& logits) {
-  const int V = static_cast<int>(logits.size());
-  if (o_.temperature <= 0) return static_cast<int>(std::max_element(logits.begin(), logits.end()) - logits.begin());
-  std::vector<int> idx(static_cast<std::size_t>(V));
-  std::iota(idx.begin(), idx.end(), 0);
-  std::stable_sort(idx.begin(), idx.end(), [&](int a, int b) { return logits[a] > logits[b]; });
-  std::size_t keep = idx.size();
-  if (o_.top_k > 0) keep = std::min<std::size_t>(keep, static_cast<std::size_t>(o_.top_k));
-  std::vector<double> p(keep);
-  const double mx_ = logits[idx[0]];
-  double sum = 0;
-  for (std::size_t i = 0; i < keep; ++i) sum += p[i] = std::exp((logits[idx[i]] - mx_) / o_.temperature);
-  if (o_.top_p < 1.0) {
-    double cum = 0;
-    std::size_t n = 0;
-    while (n < keep && cum < o_.top_p * sum) cum += p[n++];
-    keep = std::max<std::size_t>(1, n);
-    sum = cum;
-  }
-  const double u = std::uniform_real_distribution<double>(0.0, sum)(rng_);
-  double cum = 0;
-  for (std::size_t i = 0; i < keep; ++i) {
-    cum += p[i];
-    if (u < cum) return idx[i];
-  }
-  return idx[keep - 1];
-}
-
-Generation generate(const Engine& e, std::shared_ptr<const Weights> w, const std::string& prompt, std::int64_t n, const SamplingOptions& s) {
-  Session sess(e, std::move(w));
-  Sampler sampler(s);
-  Generation g;
-  std::vector<int> toks;
-  for (unsigned char ch : prompt.empty() ? std::string("\n") : prompt) toks.push_back(ch);
-  if (static_cast<std::int64_t>(toks.size()) > e.config().max_seq) {
-    throw std::invalid_argument("prompt of " + std::to_string(toks.size()) + " bytes exceeds max_seq " + std::to_string(e.config().max_seq));
-  }
-  g.prompt_tokens = static_cast<std::int64_t>(toks.size());
-  auto t0 = std::chrono::steady_clock::now();
-  std::vector<float> logits = sess.feed(toks);
-  g.prefill_seconds = seconds_since(t0);
-  t0 = std::chrono::steady_clock::now();
-  for (std::int64_t i = 0; i < n; ++i) {
-    const int tok = sampler.sample(logits);
-    g.text.push_back(static_cast<char>(tok));
-    ++g.new_tokens;
-    if (sess.position() >= e.config().max_seq) break;
-    logits = sess.feed({tok});
-  }
-  g.decode_seconds = seconds_since(t0);
-  return g;
-}
-
-Perplexity perplexity(const Engine& e, const std::shared_ptr<const Weights>& w, const std::vector<std::uint8_t>& text, std::int64_t seq,
-                      std::int64_t max_windows) {
-  const std::int64_t len = std::min<std::int64_t>(seq + 1, static_cast<std::int64_t>(text.size()));
-  if (len < 2) throw std::invalid_argument("text too short for perplexity");
-  const std::int64_t span = static_cast<std::int64_t>(text.size()) - len, V = e.config().vocab;
-  const std::int64_t all = span / (len - 1) + 1;
-  const bool spread = max_windows > 0 && max_windows < all;
-  const std::int64_t n = spread ? max_windows : all;
-  double sum = 0;
-  std::int64_t bytes = 0;
-  for (std::int64_t i = 0; i < n; ++i) {
-    const std::int64_t s0 = !spread ? i * (len - 1) : n == 1 ? 0 : i * span / (n - 1);
-    Session sess(e, w);
-    std::vector<int> toks(text.begin() + s0, text.begin() + s0 + len - 1);
-    const std::vector<float> lg = sess.feed_all(toks);
-    for (std::int64_t t = 0; t < len - 1; ++t) {
-      const float* r = lg.data() + t * V;
-      const float m = *std::max_element(r, r + V);
-      double z = 0;
-      for (std::int64_t i = 0; i < V; ++i) z += std::exp(static_cast<double>(r[i] - m));
-      sum += std::log(z) + m - r[text[s0 + t + 1]];
-      ++bytes;
-    }
-  }
-  return {sum / static_cast<double>(bytes), bytes};
 }
 
 }  // namespace mfqat::runtime

@@ -21,24 +21,38 @@ torch::Tensor apply_rope(const torch::Tensor& x, const torch::Tensor& cos, const
   return torch::cat({x1 * c - x2 * s, x1 * s + x2 * c}, 3);
 }
 
-BlockImpl::BlockImpl(const LmConfig& c) : n_heads_(c.n_heads), head_dim_(c.head_dim()) {
+BlockImpl::BlockImpl(const LmConfig& c) : n_heads_(c.n_heads), n_kv_heads_(c.kv_heads()), head_dim_(c.head_dim()) {
   attn_norm = register_module("attn_norm", RmsNorm(c.dim, c.norm_eps));
   mlp_norm = register_module("mlp_norm", RmsNorm(c.dim, c.norm_eps));
-  wq = register_module("wq", QuantLinear(c.dim, c.dim));
-  wk = register_module("wk", QuantLinear(c.dim, c.dim));
-  wv = register_module("wv", QuantLinear(c.dim, c.dim));
-  wo = register_module("wo", QuantLinear(c.dim, c.dim));
+  wq = register_module("wq", QuantLinear(c.dim, c.q_dim(), c.qkv_bias));
+  wk = register_module("wk", QuantLinear(c.dim, c.kv_dim(), c.qkv_bias));
+  wv = register_module("wv", QuantLinear(c.dim, c.kv_dim(), c.qkv_bias));
+  wo = register_module("wo", QuantLinear(c.q_dim(), c.dim));
   w1 = register_module("w1", QuantLinear(c.dim, c.hidden()));
   w2 = register_module("w2", QuantLinear(c.hidden(), c.dim));
   w3 = register_module("w3", QuantLinear(c.dim, c.hidden()));
+  if (c.qk_norm) {  // Qwen3: RMSNorm over each head's q and k before the rotation
+    q_norm = register_module("q_norm", RmsNorm(c.head_dim(), c.norm_eps));
+    k_norm = register_module("k_norm", RmsNorm(c.head_dim(), c.norm_eps));
+  }
 }
 
 torch::Tensor BlockImpl::forward(const torch::Tensor& x, const torch::Tensor& cos, const torch::Tensor& sin) {
   const std::int64_t B = x.size(0), T = x.size(1);
   const torch::Tensor h = attn_norm->forward(x);
-  torch::Tensor q = apply_rope(wq->forward(h).view({B, T, n_heads_, head_dim_}), cos, sin).transpose(1, 2);
-  torch::Tensor k = apply_rope(wk->forward(h).view({B, T, n_heads_, head_dim_}), cos, sin).transpose(1, 2);
-  torch::Tensor v = wv->forward(h).view({B, T, n_heads_, head_dim_}).transpose(1, 2);
+  torch::Tensor q = wq->forward(h).view({B, T, n_heads_, head_dim_});
+  torch::Tensor k = wk->forward(h).view({B, T, n_kv_heads_, head_dim_});
+  if (q_norm) {
+    q = q_norm->forward(q);
+    k = k_norm->forward(k);
+  }
+  q = apply_rope(q, cos, sin).transpose(1, 2);
+  k = apply_rope(k, cos, sin).transpose(1, 2);
+  torch::Tensor v = wv->forward(h).view({B, T, n_kv_heads_, head_dim_}).transpose(1, 2);
+  if (n_kv_heads_ != n_heads_) {  // grouped-query attention: query head i reads kv head i / group
+    k = k.repeat_interleave(n_heads_ / n_kv_heads_, 1);
+    v = v.repeat_interleave(n_heads_ / n_kv_heads_, 1);
+  }
   torch::Tensor att = torch::matmul(q, k.transpose(-2, -1)) / std::sqrt(static_cast<double>(head_dim_));
   const torch::Tensor mask = torch::ones({T, T}, torch::kBool).triu(1);
   att = torch::softmax(att.masked_fill(mask, -std::numeric_limits<float>::infinity()), -1);
@@ -53,10 +67,10 @@ TransformerLmImpl::TransformerLmImpl(const LmConfig& c) : cfg_(c) {
   blocks = register_module("blocks", torch::nn::ModuleList());
   for (std::int64_t i = 0; i < c.n_layers; ++i) blocks->push_back(Block(c));
   norm = register_module("norm", RmsNorm(c.dim, c.norm_eps));
-  head = register_module("head", QuantLinear(c.dim, c.vocab));
+  if (!c.tie_embeddings) head = register_module("head", QuantLinear(c.dim, c.vocab));
   torch::nn::init::normal_(tok_emb->weight, 0.0, 0.02);
-  const std::int64_t half = c.head_dim() / 2;
-  const torch::Tensor inv = torch::pow(c.rope_theta, -torch::arange(0, half, torch::kFloat64) * 2.0 / c.head_dim());
+  const std::vector<double> inv_freq = model::rope_inv_freq(c);
+  const torch::Tensor inv = torch::tensor(inv_freq, torch::kFloat64);
   const torch::Tensor ang = torch::outer(torch::arange(0, c.max_seq, torch::kFloat64), inv);
   cos_ = register_buffer("rope_cos", torch::cos(ang).to(torch::kFloat32));
   sin_ = register_buffer("rope_sin", torch::sin(ang).to(torch::kFloat32));
@@ -68,6 +82,7 @@ torch::Tensor TransformerLmImpl::forward(const torch::Tensor& tokens) {
   }
   torch::Tensor x = tok_emb->forward(tokens);
   for (const auto& b : *blocks) x = b->as<Block>()->forward(x, cos_, sin_);
+  if (cfg_.tie_embeddings) return torch::nn::functional::linear(norm->forward(x), tok_emb->weight);
   return head->forward(norm->forward(x));
 }
 
@@ -80,7 +95,7 @@ std::vector<std::pair<std::string, QuantLinear>> TransformerLmImpl::quant_linear
       out.emplace_back(p + n + ".weight", l);
     }
   }
-  if (cfg_.quantize_head) out.emplace_back("head.weight", head);
+  if (cfg_.quantize_head && head) out.emplace_back("head.weight", head);
   return out;
 }
 

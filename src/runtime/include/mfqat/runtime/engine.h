@@ -2,6 +2,9 @@
 // any requested format by Slice-and-Scale on first use and caches them (bytes counted, LRU
 // eviction under a budget), and runs the Llama-style byte LM of the trainer on the fused MX
 // kernels with a KV cache. Switching format never re-reads the file.
+// Including this header gives the whole LM API of the runtime: the engine and its weights (here),
+// Linear (linear.h), HugeBuffer and KvBuffer (memory.h), Session (session.h), Sampler
+// (sampling.h), generate and perplexity (generate.h), the kernels (gemv.h).
 #pragma once
 
 #include <atomic>
@@ -21,62 +24,17 @@
 
 #include "mfqat/model/checkpoint.h"
 #include "mfqat/runtime/gemv.h"
+#include "mfqat/runtime/generate.h"  // generate, perplexity
+#include "mfqat/runtime/linear.h"    // Linear
+#include "mfqat/runtime/memory.h"    // HugeBuffer, KvBuffer
+#include "mfqat/runtime/sampling.h"  // SamplingOptions, Sampler
+#include "mfqat/runtime/session.h"   // Session
+
+namespace mfqat::hf {
+class Tokenizer;
+}
 
 namespace mfqat::runtime {
-
-// One linear layer's weight: MX-packed, or fp32 (the "fp32" format). An MX weight in the
-// anchor's own format borrows the anchor's bytes (a view into the file mapping or the synthetic
-// anchor); a derived one (and an fp32 one) lives in its Weights' arena.
-struct Linear {
-  bool is_mx = false;
-  MxView mx;                   // is_mx: the anchor's bytes or the arena's
-  const float* f32 = nullptr;  // fp32: rows x cols in the arena (the head: the engine's)
-  std::int64_t rows = 0, cols = 0;
-  std::uint64_t bytes() const;  // bytes of this weight in its format
-  // y [n, rows] = x [n, cols] W^T with the loops k selects; k.int8_acts: decode (n = 1) with int8
-  // activations where the format has an integer path (gemv_q8), fp32 elsewhere.
-  void forward(const float* x, std::int64_t n, float* y, const KernelOptions& k = {}) const;
-  // Several linears that read the same x (Q, K, V; W1, W3): the same results as forward on each,
-  // decode (n = 1, fp32 activations, all MX of one format and width) in one gemv_shared call.
-  static void forward_shared(std::initializer_list<std::pair<const Linear*, float*>> ls, const float* x, std::int64_t n,
-                             const KernelOptions& k = {}, bool shared = true);
-};
-
-// Memory for the large, long-lived buffers: a format's weights, the synthetic anchor, KV caches.
-// From 8 MiB up it is aligned to 2 MiB and advised for transparent huge pages (a no-op where THP
-// is off): on the development VM (PVM, shadow page tables) 4-bit decode of the large synthetic
-// model ran 7-33 % faster with its weights in 2 MiB pages (three alternating runs, docs/perf.md), and a 4 KiB page fault
-// costs ~20 us (a fresh KV cache touched two new pages per layer and token). Left uninitialised.
-class HugeBuffer {
- public:
-  explicit HugeBuffer(std::size_t bytes);
-  ~HugeBuffer();
-  HugeBuffer(const HugeBuffer&) = delete;
-  HugeBuffer& operator=(const HugeBuffer&) = delete;
-  template <class T>
-  T* as() const { return static_cast<T*>(p_); }
-  std::uint64_t bytes() const { return bytes_; }
-  bool huge() const { return huge_; }  // 2 MiB-aligned and advised
-
- private:
-  void* p_ = nullptr;
-  std::uint64_t bytes_ = 0;
-  bool huge_ = false;
-};
-
-// One session's KV cache: keys then values, [layers, heads, max_seq, head_dim] each, in one
-// HugeBuffer (a position is written before it is read).
-class KvBuffer {
- public:
-  explicit KvBuffer(std::size_t floats) : buf_(floats * sizeof(float)), n_(floats) {}
-  float* data() const { return buf_.as<float>(); }
-  std::size_t floats() const { return n_; }
-  std::uint64_t bytes() const { return buf_.bytes(); }
-
- private:
-  HugeBuffer buf_;
-  std::size_t n_ = 0;
-};
 
 struct LayerWeights {
   Linear wq, wk, wv, wo, w1, w2, w3;
@@ -105,7 +63,9 @@ class Engine {
  public:
   // Opens an anchor or a master checkpoint (LM only; mmap'd, validated; an anchor with NaN/Inf
   // codes or scales is refused naming the tensor).
-  static std::unique_ptr<Engine> open(const std::string& path);
+  // `path` may be a Hugging Face model directory (served as an fp32 master: see model/hf.h).
+  // ctx > 0 sizes the context (KV cache and rotary tables) instead of the config's max_seq.
+  static std::unique_ptr<Engine> open(const std::string& path, std::int64_t ctx = 0);
   // A random-weight model of the given shape stored as an anchor in `anchor` (no file).
   static std::unique_ptr<Engine> synthetic(const model::LmConfig& c, const mx::Format& anchor, std::uint64_t seed = 1);
 
@@ -114,9 +74,11 @@ class Engine {
   const std::optional<mx::Format>& anchor_format() const { return anchor_; }  // nullopt: an fp32 master
   // Formats this engine can serve: the anchor's family at or below its precision (+ "fp32").
   std::vector<std::string> formats() const;
-  // The canonical name of a servable format ("anchor" -> the anchor's name); throws
+  // The canonical name of a servable format ("anchor" -> the anchor's name, "fp32" for a master); throws
   // std::invalid_argument naming it when it is unknown or cannot be derived.
-  std::string canonical_format(const std::string& name) const { return name == "fp32" ? name : resolve(name).name; }
+  std::string canonical_format(const std::string& name) const {
+    return name == "fp32" || (name == "anchor" && !anchor_) ? std::string("fp32") : resolve(name).name;
+  }
   // The weights in `format` (a format name, "anchor", or "fp32"), derived once and cached.
   // Throws std::invalid_argument naming the format when it cannot be derived.
   std::shared_ptr<const Weights> weights(const std::string& format);
@@ -162,6 +124,18 @@ class Engine {
   const std::vector<float>& final_norm() const { return norm_; }
   const std::vector<float>& attn_norm(std::int64_t l) const { return attn_norms_[static_cast<std::size_t>(l)]; }
   const std::vector<float>& mlp_norm(std::int64_t l) const { return mlp_norms_[static_cast<std::size_t>(l)]; }
+  // Qwen2's q/k/v biases (empty vectors elsewhere) and Qwen3's per-head q/k norms of layer l.
+  struct QkvBias {
+    std::vector<float> q, k, v;
+  };
+  struct QkNorm {
+    std::vector<float> q, k;
+  };
+  const QkvBias* qkv_bias(std::int64_t l) const { return biases_.empty() ? nullptr : &biases_[static_cast<std::size_t>(l)]; }
+  const QkNorm* qk_norm(std::int64_t l) const { return qk_norms_.empty() ? nullptr : &qk_norms_[static_cast<std::size_t>(l)]; }
+  // The model's tokenizer (Hugging Face models: embedded by import, or the directory's
+  // tokenizer.json); nullptr for mfqat's byte-level LM, whose tokens are bytes.
+  const hf::Tokenizer* tokenizer() const { return tokenizer_.get(); }
   const std::vector<float>& rope_cos() const { return cos_; }
   const std::vector<float>& rope_sin() const { return sin_; }
 
@@ -179,6 +153,9 @@ class Engine {
   std::uint64_t anchor_bytes_ = 0;
   std::vector<float> emb_, norm_, head_f32_;
   std::vector<std::vector<float>> attn_norms_, mlp_norms_;
+  std::vector<QkvBias> biases_;    // per layer, qkv_bias only
+  std::vector<QkNorm> qk_norms_;  // per layer, qk_norm only
+  std::shared_ptr<const hf::Tokenizer> tokenizer_;
   std::vector<float> cos_, sin_;  // [max_seq, head_dim/2]
   mutable std::mutex mu_;
   std::map<std::string, std::shared_ptr<const Weights>> cache_;
@@ -192,69 +169,5 @@ class Engine {
   std::function<void(const std::string&)> derive_observer_;
   std::size_t idle_kv_limit_ = 1;
 };
-
-// One sequence: its KV cache and position, at one format (switch formats between sequences).
-class Session {
- public:
-  Session(const Engine& e, std::shared_ptr<const Weights> w);
-  ~Session();
-  Session(const Session&) = delete;
-  Session& operator=(const Session&) = delete;
-  // Runs the tokens through the model (prefill when several); returns the logits [vocab] of the
-  // last one. Throws when the sequence would exceed max_seq.
-  std::vector<float> feed(const std::vector<int>& tokens);
-  // All positions' logits [n, vocab] of the fed tokens (for perplexity).
-  std::vector<float> feed_all(const std::vector<int>& tokens);
-  std::int64_t position() const { return pos_; }
-  const Weights& weights() const { return *w_; }
-
- private:
-  void forward(const std::vector<int>& tokens, bool all_logits, std::vector<float>* out);
-  const Engine& e_;
-  std::shared_ptr<const Weights> w_;
-  std::int64_t pos_ = 0;
-  // from the engine's idle buffers when one is there (see KvBuffer); k_, v_ point into it
-  std::unique_ptr<KvBuffer> kv_;
-  float* k_ = nullptr;
-  float* v_ = nullptr;
-};
-
-struct SamplingOptions {
-  double temperature = 0;  // 0: greedy
-  int top_k = 0;           // 0: off
-  double top_p = 1.0;      // 1: off
-  std::uint64_t seed = 0;
-};
-
-class Sampler {
- public:
-  explicit Sampler(const SamplingOptions& o) : o_(o), rng_(o.seed) {}
-  int sample(const std::vector<float>& logits);
-
- private:
-  SamplingOptions o_;
-  std::mt19937_64 rng_;
-};
-
-struct Generation {
-  std::string text;  // the generated bytes (prompt excluded)
-  std::int64_t prompt_tokens = 0, new_tokens = 0;
-  double prefill_seconds = 0, decode_seconds = 0;
-};
-
-// Prompt -> up to n new bytes (stops early at max_seq).
-Generation generate(const Engine& e, std::shared_ptr<const Weights> w, const std::string& prompt, std::int64_t n,
-                    const SamplingOptions& s);
-
-// Mean next-byte cross-entropy (nats) over windows of `seq` + 1 bytes of `text`. max_windows 0
-// (or more windows than the text holds): consecutive windows, every byte after the first scored
-// once; otherwise max_windows windows spread evenly from the start to the end of the text (as
-// the trainer's evaluation does), so that a sample is not just the text's opening pages.
-struct Perplexity {
-  double loss = 0;
-  std::int64_t bytes = 0;
-};
-Perplexity perplexity(const Engine& e, const std::shared_ptr<const Weights>& w, const std::vector<std::uint8_t>& text, std::int64_t seq,
-                      std::int64_t max_windows = 0);
 
 }  // namespace mfqat::runtime

@@ -45,10 +45,11 @@ class BlockImpl : public torch::nn::Module {
   explicit BlockImpl(const LmConfig& c);
   torch::Tensor forward(const torch::Tensor& x, const torch::Tensor& cos, const torch::Tensor& sin);
   RmsNorm attn_norm{nullptr}, mlp_norm{nullptr};
+  RmsNorm q_norm{nullptr}, k_norm{nullptr};  // qk_norm only
   QuantLinear wq{nullptr}, wk{nullptr}, wv{nullptr}, wo{nullptr}, w1{nullptr}, w2{nullptr}, w3{nullptr};
 
  private:
-  std::int64_t n_heads_, head_dim_;
+  std::int64_t n_heads_, n_kv_heads_, head_dim_;
 };
 TORCH_MODULE(Block);
 
@@ -64,7 +65,7 @@ class TransformerLmImpl : public QuantModelImpl {
   torch::nn::Embedding tok_emb{nullptr};
   torch::nn::ModuleList blocks{nullptr};
   RmsNorm norm{nullptr};
-  QuantLinear head{nullptr};
+  QuantLinear head{nullptr};  // null with tie_embeddings (the head is tok_emb's weight)
 
  private:
   LmConfig cfg_;

@@ -98,7 +98,7 @@ MFQAT_AVX512 void gemv_rows_512(const Decoder& d, const MxView& w, const float* 
   const std::int64_t nb = f.blocks_per_row(w.cols), full = w.cols / 32, cols = w.cols;
   const std::int64_t rb = static_cast<std::int64_t>(f.packed_row_bytes(cols));
   const X512 kind = x512_layout(d);
-  const Fp32Block block{kind, _mm512_loadu_ps(d.p.lut), _mm512_set1_epi16(static_cast<short>(0x8000)), _mm512_set1_epi16(0x7F),
+  const Fp32Block block{kind, _mm512_loadu_ps(d.lut), _mm512_set1_epi16(static_cast<short>(0x8000)), _mm512_set1_epi16(0x7F),
                         _mm_cvtsi32_si128(10 - d.mbits)};
   const float m = kind == X512::Int8 ? d.int_mul : 1.0f;
   const std::int64_t bpb = kind == X512::Nibble ? 16 : 32;  // bytes per block

@@ -69,7 +69,7 @@ MFQAT_AVX2 inline void decode32(const Decoder& d, const std::uint8_t* p, __m256 
   alignas(32) std::uint8_t buf[32];
   const std::uint8_t* codes = p;
   if (d.bits != 8) {
-    mx::detail::unpack_codes_at(p, 0, 32, d.bits, buf);
+    mx::unpack_codes_at(p, 0, 32, d.bits, buf);
     codes = buf;
   }
   for (int k = 0; k < 4; ++k) {
@@ -104,9 +104,9 @@ MFQAT_AVX2 void decode_row(const Decoder& d, const MxView& w, std::int64_t r, fl
   }
   if (full < nb) {  // partial last block: the reference
     std::uint8_t codes[32];
-    mx::detail::unpack_codes_at(row, full * 32 * f.bits, w.cols - full * 32, f.bits, codes);
+    mx::unpack_codes_at(row, full * 32 * f.bits, w.cols - full * 32, f.bits, codes);
     const float s = kScales.v[w.scales[r * nb + full]];
-    for (std::int64_t i = 0; i < w.cols - full * 32; ++i) out[full * 32 + i] = d.p.lut[codes[i]] * s;
+    for (std::int64_t i = 0; i < w.cols - full * 32; ++i) out[full * 32 + i] = d.lut[codes[i]] * s;
   }
 }
 

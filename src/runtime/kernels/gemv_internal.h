@@ -1,4 +1,8 @@
-// Internal: per-format decoder parameters and the kernel table of the fused MX products.
+// Internal to src/runtime/kernels/: per-format decoder parameters, the activation layouts and
+// the row loops of the fused MX products, shared by the reference loops (reference.cpp), the
+// activation preparation (activations.cpp), the dispatch (dispatch.cpp) and the ISA files
+// (gemv_avx2.cpp, gemv_avx512.cpp + gemv_fx512.inc). Only the white-box tests include it
+// from outside.
 #pragma once
 
 #include <bit>
@@ -8,7 +12,7 @@
 #include <new>
 #include <vector>
 
-#include "kernels.h"  // mx internal: KernelParams (decode table), unpack_codes_at
+#include "mfqat/mx/packed_view.h"  // the decode table, unpack_codes_at
 #include "mfqat/runtime/gemv.h"
 
 namespace mfqat::runtime::detail {
@@ -38,7 +42,7 @@ extern const ScaleTable kScales;
 
 // How a block of codes becomes fp32 values (before the block scale).
 struct Decoder {
-  mx::detail::KernelParams p;  // lut[code] is the reference decode of every code
+  alignas(32) float lut[256] = {};  // the reference decode of every code (mx::decode_table)
   bool is_int = false;
   int bits = 0, mbits = 0, bias = 0;
   // Fast paths need whole, byte-aligned blocks of 32.

@@ -1,0 +1,116 @@
+#include "mfqat/runtime/generate.h"
+
+#include <algorithm>
+#include <chrono>
+#include <cmath>
+#include <optional>
+#include <stdexcept>
+
+#include "mfqat/hf/tokenizer.h"
+
+#include "mfqat/runtime/engine.h"
+#include "mfqat/runtime/sampling.h"
+#include "mfqat/runtime/session.h"
+
+namespace mfqat::runtime {
+
+namespace {
+
+double seconds_since(std::chrono::steady_clock::time_point t0) {
+  return std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
+}
+
+}  // namespace
+
+Generation generate(const Engine& e, std::shared_ptr<const Weights> w, const std::string& prompt, std::int64_t n, const SamplingOptions& s) {
+  Session sess(e, std::move(w));
+  Sampler sampler(s);
+  Generation g;
+  const hf::Tokenizer* tok = e.tokenizer();
+  std::vector<int>& toks = g.prompt_ids;
+  if (tok) {
+    for (const std::int32_t id : tok->encode(prompt)) toks.push_back(id);
+    if (toks.empty()) throw std::invalid_argument("an empty prompt (this tokenizer adds no BOS): give some text");
+  } else {
+    for (unsigned char ch : prompt.empty() ? std::string("\n") : prompt) toks.push_back(ch);
+  }
+  if (static_cast<std::int64_t>(toks.size()) > e.config().max_seq) {
+    throw std::invalid_argument("prompt of " + std::to_string(toks.size()) + " tokens exceeds the context of " + std::to_string(e.config().max_seq));
+  }
+  g.prompt_tokens = static_cast<std::int64_t>(toks.size());
+  std::optional<hf::StreamDecoder> dec;
+  if (tok) dec.emplace(*tok);
+  auto t0 = std::chrono::steady_clock::now();
+  std::vector<float> logits = sess.feed(toks);
+  g.prefill_seconds = seconds_since(t0);
+  t0 = std::chrono::steady_clock::now();
+  for (std::int64_t i = 0; i < n; ++i) {
+    const int id = sampler.sample(logits);
+    g.token_ids.push_back(id);
+    ++g.new_tokens;
+    if (tok) {
+      if (tok->is_special(id)) break;  // end of text / of turn
+      g.text += dec->push(id);
+    } else {
+      g.text.push_back(static_cast<char>(id));
+    }
+    if (sess.position() >= e.config().max_seq) break;
+    logits = sess.feed({id});
+  }
+  if (dec) g.text += dec->finish();
+  g.decode_seconds = seconds_since(t0);
+  return g;
+}
+
+TokenScore score_windows(const Engine& e, const std::shared_ptr<const Weights>& w, const std::vector<int>& ids, std::int64_t ctx) {
+  if (ctx < 2) throw std::invalid_argument("--ctx must be at least 2 tokens");
+  if (ctx > e.config().max_seq) throw std::invalid_argument("--ctx " + std::to_string(ctx) + " exceeds the model's context of " + std::to_string(e.config().max_seq));
+  const std::int64_t V = e.config().vocab, N = static_cast<std::int64_t>(ids.size());
+  double sum = 0;
+  TokenScore out;
+  for (std::int64_t s0 = 0; s0 + 1 < N; s0 += ctx) {
+    const std::int64_t len = std::min(ctx, N - s0);
+    Session sess(e, w);
+    const std::vector<float> lg = sess.feed_all(std::vector<int>(ids.begin() + s0, ids.begin() + s0 + len));
+    for (std::int64_t t = 0; t + 1 < len; ++t) {
+      const float* r = lg.data() + t * V;
+      const float m = *std::max_element(r, r + V);
+      double z = 0;
+      for (std::int64_t i = 0; i < V; ++i) z += std::exp(static_cast<double>(r[i] - m));
+      sum += std::log(z) + m - r[ids[static_cast<std::size_t>(s0 + t + 1)]];
+      ++out.tokens;
+    }
+  }
+  if (out.tokens == 0) throw std::invalid_argument("the text has fewer than 2 tokens: nothing to score");
+  out.nll = sum / static_cast<double>(out.tokens);
+  return out;
+}
+
+Perplexity perplexity(const Engine& e, const std::shared_ptr<const Weights>& w, const std::vector<std::uint8_t>& text, std::int64_t seq,
+                      std::int64_t max_windows) {
+  const std::int64_t len = std::min<std::int64_t>(seq + 1, static_cast<std::int64_t>(text.size()));
+  if (len < 2) throw std::invalid_argument("text too short for perplexity");
+  const std::int64_t span = static_cast<std::int64_t>(text.size()) - len, V = e.config().vocab;
+  const std::int64_t all = span / (len - 1) + 1;
+  const bool spread = max_windows > 0 && max_windows < all;
+  const std::int64_t n = spread ? max_windows : all;
+  double sum = 0;
+  std::int64_t bytes = 0;
+  for (std::int64_t i = 0; i < n; ++i) {
+    const std::int64_t s0 = !spread ? i * (len - 1) : n == 1 ? 0 : i * span / (n - 1);
+    Session sess(e, w);
+    std::vector<int> toks(text.begin() + s0, text.begin() + s0 + len - 1);
+    const std::vector<float> lg = sess.feed_all(toks);
+    for (std::int64_t t = 0; t < len - 1; ++t) {
+      const float* r = lg.data() + t * V;
+      const float m = *std::max_element(r, r + V);
+      double z = 0;
+      for (std::int64_t i = 0; i < V; ++i) z += std::exp(static_cast<double>(r[i] - m));
+      sum += std::log(z) + m - r[text[s0 + t + 1]];
+      ++bytes;
+    }
+  }
+  return {sum / static_cast<double>(bytes), bytes};
+}
+
+}  // namespace mfqat::runtime

@@ -1,0 +1,30 @@
+#include "mfqat/runtime/memory.h"
+
+#include <sys/mman.h>
+
+#include <algorithm>
+#include <cstdlib>
+#include <new>
+
+namespace mfqat::runtime {
+
+namespace {
+constexpr std::size_t kHuge = std::size_t{2} << 20;
+}  // namespace
+
+HugeBuffer::HugeBuffer(std::size_t bytes) {
+  // Huge pages from 8 MiB up; a small model's buffers stay in 4 KiB pages (one 2 MiB page would
+  // be zeroed on first touch for a cache of a few KiB).
+  huge_ = bytes >= 4 * kHuge;
+  const std::size_t align = huge_ ? kHuge : 64;
+  bytes_ = (std::max<std::size_t>(bytes, 1) + align - 1) / align * align;
+  p_ = std::aligned_alloc(align, bytes_);
+  if (!p_) throw std::bad_alloc();
+#ifdef MADV_HUGEPAGE
+  if (huge_) madvise(p_, bytes_, MADV_HUGEPAGE);  // advice only: without THP the pages stay 4 KiB
+#endif
+}
+
+HugeBuffer::~HugeBuffer() { std::free(p_); }
+
+}  // namespace mfqat::runtime

@@ -1,0 +1,167 @@
+// What is trained on and how it is scored: the LM's byte windows and loss, Fashion-MNIST's
+// images, the two Tasks the training loop samples from, and the held-out evaluations.
+#include <fstream>
+#include <stdexcept>
+
+#include "mfqat/data/idx.h"
+#include "mfqat/train/trainer.h"
+
+namespace mfqat::train {
+
+namespace {
+
+// [B, T+1] windows starting at the given offsets.
+torch::Tensor windows(const std::vector<std::uint8_t>& text, const std::vector<std::int64_t>& starts, std::int64_t len) {
+  torch::Tensor out = torch::empty({static_cast<std::int64_t>(starts.size()), len}, torch::kInt64);
+  auto a = out.accessor<std::int64_t, 2>();
+  for (std::size_t b = 0; b < starts.size(); ++b) {
+    for (std::int64_t i = 0; i < len; ++i) a[b][i] = text[starts[b] + i];
+  }
+  return out;
+}
+
+torch::Tensor lm_loss(QuantModelImpl& m, const torch::Tensor& win) {
+  const std::int64_t T = win.size(1) - 1;
+  const torch::Tensor logits = m.forward(win.slice(1, 0, T));
+  return torch::nn::functional::cross_entropy(logits.reshape({-1, logits.size(-1)}), win.slice(1, 1, T + 1).reshape({-1}));
+}
+
+}  // namespace
+
+Metrics evaluate_lm(QuantModelImpl& model, const std::vector<std::uint8_t>& text, std::int64_t seq, std::int64_t batches,
+                    std::int64_t batch) {
+  torch::NoGradGuard ng;
+  const bool was_training = model.is_training();
+  model.eval();
+  const std::int64_t len = std::min<std::int64_t>(seq + 1, static_cast<std::int64_t>(text.size()));
+  if (len < 2) throw std::runtime_error("text too short to evaluate");
+  const std::int64_t span = static_cast<std::int64_t>(text.size()) - len;
+  std::vector<std::int64_t> all;
+  if (batches > 0) {
+    const std::int64_t total = batches * batch;
+    for (std::int64_t k = 0; k < total; ++k) all.push_back(total > 1 ? span * k / (total - 1) : 0);  // evenly spread
+  } else {
+    for (std::int64_t s0 = 0; s0 <= span; s0 += len - 1) all.push_back(s0);  // every byte after the first scored once
+  }
+  double sum = 0;
+  for (std::size_t i = 0; i < all.size(); i += static_cast<std::size_t>(batch)) {
+    const std::vector<std::int64_t> starts(all.begin() + static_cast<std::ptrdiff_t>(i),
+                                           all.begin() + static_cast<std::ptrdiff_t>(std::min(all.size(), i + static_cast<std::size_t>(batch))));
+    sum += lm_loss(model, windows(text, starts, len)).item<double>() * static_cast<double>(starts.size());
+  }
+  if (was_training) model.train();
+  Metrics m;
+  m.loss = sum / static_cast<double>(all.size());
+  m.units = static_cast<std::int64_t>(all.size()) * (len - 1);
+  return m;
+}
+
+Metrics evaluate_classifier(QuantModelImpl& model, const torch::Tensor& images, const torch::Tensor& labels) {
+  torch::NoGradGuard ng;
+  const bool was_training = model.is_training();
+  model.eval();
+  double loss = 0;
+  std::int64_t correct = 0;
+  const std::int64_t n = images.size(0);
+  for (std::int64_t i = 0; i < n; i += 1000) {
+    const std::int64_t e = std::min(n, i + 1000);
+    const torch::Tensor logits = model.forward(images.slice(0, i, e));
+    const torch::Tensor y = labels.slice(0, i, e);
+    loss += torch::nn::functional::cross_entropy(logits, y, torch::nn::functional::CrossEntropyFuncOptions().reduction(torch::kSum)).item<double>();
+    correct += logits.argmax(1).eq(y).sum().item<std::int64_t>();
+  }
+  if (was_training) model.train();
+  Metrics m;
+  m.loss = loss / static_cast<double>(n);
+  m.accuracy = static_cast<double>(correct) / static_cast<double>(n);
+  m.units = n;
+  return m;
+}
+
+namespace {
+
+constexpr std::int64_t kFmnistValid = 5000;  // the last training images
+
+// One IDX pair ("train" or "t10k"), checked: images [n, 784] uint8, labels [n] int64.
+std::pair<torch::Tensor, torch::Tensor> read_fmnist(const std::string& data_dir, bool test) {
+  const std::string base = data_dir + "/fashion-mnist/" + (test ? "t10k" : "train");
+  for (const char* part : {"-images-idx3-ubyte.gz", "-labels-idx1-ubyte.gz"}) {
+    if (!std::ifstream(base + part)) {
+      throw std::runtime_error(base + part + ": missing; run `mfqat data prepare --data-dir " + data_dir + "` first");
+    }
+  }
+  const data::IdxArray img = data::read_idx(base + "-images-idx3-ubyte.gz"), lab = data::read_idx(base + "-labels-idx1-ubyte.gz");
+  if (img.dims.size() != 3 || lab.dims.size() != 1 || img.dims[0] != lab.dims[0] || (!test && img.dims[0] <= kFmnistValid)) {
+    throw std::runtime_error(base + ": images and labels do not match");
+  }
+  const std::int64_t n = img.dims[0], px = img.dims[1] * img.dims[2];
+  const torch::Tensor x = torch::from_blob(const_cast<std::uint8_t*>(img.values.data()), {n, px}, torch::kUInt8).clone();
+  const torch::Tensor y = torch::from_blob(const_cast<std::uint8_t*>(lab.values.data()), {n}, torch::kUInt8).to(torch::kInt64);
+  if (y.max().item<std::int64_t>() > 9) throw std::runtime_error(base + ": label out of range 0..9");
+  return {x, y};
+}
+
+// Rows [b, e) as normalised floats with Fashion-MNIST's pixel mean and standard deviation
+// (over the training set, /255).
+std::pair<torch::Tensor, torch::Tensor> fmnist_rows(const std::pair<torch::Tensor, torch::Tensor>& xy, std::int64_t b, std::int64_t e) {
+  return {xy.first.slice(0, b, e).to(torch::kFloat32).div_(255.0f).sub_(0.2860f).div_(0.3530f), xy.second.slice(0, b, e)};
+}
+
+class LmTask : public Task {
+ public:
+  LmTask(std::vector<std::uint8_t> train, std::vector<std::uint8_t> valid, std::int64_t seq, std::int64_t eval_batches)
+      : train_(std::move(train)), valid_(std::move(valid)), seq_(seq), eval_batches_(eval_batches) {
+    if (static_cast<std::int64_t>(train_.size()) <= seq_ + 1) throw std::runtime_error("training text is shorter than one window");
+  }
+  std::int64_t items() const override { return static_cast<std::int64_t>(train_.size()) - seq_; }
+  std::int64_t units_per_item() const override { return seq_; }
+  torch::Tensor loss(QuantModelImpl& m, const std::vector<std::int64_t>& items) override {
+    return lm_loss(m, windows(train_, items, seq_ + 1));
+  }
+  Metrics validate(QuantModelImpl& m) override { return evaluate_lm(m, valid_, seq_, eval_batches_); }
+  bool has_validation() const override { return !valid_.empty(); }
+
+ private:
+  std::vector<std::uint8_t> train_, valid_;
+  std::int64_t seq_, eval_batches_;
+};
+
+class FmnistTask : public Task {
+ public:
+  explicit FmnistTask(const std::string& dir) {
+    const auto xy = read_fmnist(dir, false);  // one read for both splits
+    const std::int64_t n = xy.first.size(0);
+    std::tie(x_, y_) = fmnist_rows(xy, 0, n - kFmnistValid);
+    std::tie(vx_, vy_) = fmnist_rows(xy, n - kFmnistValid, n);
+  }
+  std::int64_t items() const override { return x_.size(0); }
+  std::int64_t units_per_item() const override { return 1; }
+  torch::Tensor loss(QuantModelImpl& m, const std::vector<std::int64_t>& items) override {
+    const torch::Tensor idx = torch::tensor(items, torch::kInt64);
+    return torch::nn::functional::cross_entropy(m.forward(x_.index_select(0, idx)), y_.index_select(0, idx));
+  }
+  Metrics validate(QuantModelImpl& m) override { return evaluate_classifier(m, vx_, vy_); }
+  bool has_validation() const override { return true; }
+
+ private:
+  torch::Tensor x_, y_, vx_, vy_;
+};
+
+}  // namespace
+
+std::unique_ptr<Task> lm_task(std::vector<std::uint8_t> train, std::vector<std::uint8_t> valid, std::int64_t seq,
+                              std::int64_t eval_batches) {
+  return std::make_unique<LmTask>(std::move(train), std::move(valid), seq, eval_batches);
+}
+
+std::unique_ptr<Task> fmnist_task(const std::string& data_dir) { return std::make_unique<FmnistTask>(data_dir); }
+
+std::pair<torch::Tensor, torch::Tensor> fmnist_split(const std::string& data_dir, const std::string& split) {
+  const bool test = split == "test";
+  if (!test && split != "train" && split != "valid") throw std::invalid_argument("unknown split '" + split + "' (train, valid, test)");
+  const auto xy = read_fmnist(data_dir, test);
+  const std::int64_t n = xy.first.size(0);
+  return fmnist_rows(xy, split == "valid" ? n - kFmnistValid : 0, split == "train" ? n - kFmnistValid : n);
+}
+
+}  // namespace mfqat::train
