@@ -10,6 +10,7 @@
 #include <cstddef>
 #include <cstdint>
 #include <stdexcept>
+#include <optional>
 #include <string>
 #include <vector>
 
@@ -18,6 +19,7 @@
 #include "mfqat/ckpt/safetensors.h"
 #include "mfqat/model/checkpoint.h"
 #include "mfqat/model/config.h"
+#include "mfqat/model/hf.h"
 #include "mfqat/mx/format.h"
 #include "mfqat/mx/quantize.h"
 #include "mfqat/runtime/server.h"
@@ -73,8 +75,23 @@ inline void npy(const std::vector<std::uint8_t>& bytes, const std::string& name)
 }
 
 // The model config JSON; an accepted config must describe a buildable model and round-trip.
-// Throws std::invalid_argument.
+// Accepted also as a Hugging Face config.json (model/hf.h), which must then give an mfqat config
+// that round-trips. Throws std::invalid_argument.
 inline void config(const std::string& text, const std::string& name) {
+  std::optional<model::ModelConfig> hf;
+  try {
+    model::ModelConfig h;
+    h.lm = model::hf_config(text, name);
+    hf = h;
+  } catch (const std::invalid_argument& e) {
+    check_one_line(e);
+  }
+  if (hf) {  // a Hugging Face config.json: accepted
+    volatile std::int64_t n = hf->param_count();
+    (void)n;
+    require(model::ModelConfig::from_json(hf->to_json(), "round-trip").to_json() == hf->to_json(), "hf config round trip");
+    return;
+  }
   const auto c = model::ModelConfig::from_json(text, name);
   volatile std::int64_t n = c.param_count();
   (void)n;

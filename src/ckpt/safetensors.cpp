@@ -89,6 +89,7 @@ SafetensorsFile SafetensorsFile::open(const std::string& path) {
   ::close(fd);
   if (p == MAP_FAILED) throw std::runtime_error(path + ": mmap failed: " + std::strerror(errno));
   const std::uint64_t len = f.size_;
+  f.mapped_ = true;
   f.base_ = std::shared_ptr<const std::uint8_t>(static_cast<const std::uint8_t*>(p),
                                                 [len](const std::uint8_t* q) { ::munmap(const_cast<std::uint8_t*>(q), len); });
   f.parse();
@@ -284,6 +285,16 @@ bool SafetensorsFile::is_mx_part(const TensorInfo& t) const {
 
 std::span<const std::uint8_t> SafetensorsFile::data(const TensorInfo& t) const {
   return {base_.get() + 8 + header_len_ + t.begin, static_cast<std::size_t>(t.end - t.begin)};
+}
+
+void SafetensorsFile::release(const TensorInfo& t) const {
+  if (!mapped_) return;
+  // whole pages inside the tensor's bytes only: a neighbour's page may still be in use
+  const auto page = static_cast<std::uintptr_t>(::sysconf(_SC_PAGESIZE));
+  const auto b = reinterpret_cast<std::uintptr_t>(base_.get() + 8 + header_len_ + t.begin);
+  const auto e = reinterpret_cast<std::uintptr_t>(base_.get() + 8 + header_len_ + t.end);
+  const std::uintptr_t pb = (b + page - 1) / page * page, pe = e / page * page;
+  if (pe > pb) ::madvise(reinterpret_cast<void*>(pb), pe - pb, MADV_DONTNEED);  // a hint: failure changes nothing
 }
 
 mx::PackedMatrix SafetensorsFile::load_mx(const MxTensorInfo& m) const {

@@ -64,12 +64,13 @@ Command add_bench(CLI::App& app) {
   auto* sub = app.add_subcommand("bench", "Per format: bits/weight, resident bytes, derive time, prefill/decode tokens/s, perplexity");
   struct Opts {
     KernelFlags kf;
+    std::int64_t ctx = 0;
     std::string model, synthetic, anchor = "mxint8", formats = "all,fp32", text;
     std::int64_t prompt = 64, tokens = 32, ppl_windows = 4, seq = 0, rounds = 1;
     bool json = false;
   };
   auto o = std::make_shared<Opts>();
-  sub->add_option("model", o->model, "anchor or fp32 master (.safetensors)");
+  sub->add_option("model", o->model, "anchor or fp32 master (.safetensors), or a Hugging Face model directory");
   sub->add_option("--synthetic", o->synthetic, "random-weight model instead: default, medium, large (2048 wide, 16 layers) or a config JSON");
   sub->add_option("--anchor", o->anchor,
                   "--synthetic: the anchor format (default mxint8); a list (mxint8,mxfp8_e4m3) builds one model per anchor from the same "
@@ -84,6 +85,8 @@ Command add_bench(CLI::App& app) {
   sub->add_option("--text", o->text, "also measure perplexity on this text");
   sub->add_option("--ppl-windows", o->ppl_windows, "--text: windows of max_seq bytes to score, spread over the text (0: all of it)")->check(CLI::NonNegativeNumber);
   sub->add_flag("--json", o->json, "JSON lines, one per format");
+  sub->add_option("--ctx", o->ctx, "context in tokens: sizes the KV cache (default: the model's max_seq; Hugging Face models: min(max_position_embeddings, 4096))")
+      ->check(CLI::PositiveNumber);
   add_kernel_flags(sub, o->kf);
   return {sub, [o]() {
     const runtime::KernelOptions kern = kernel_options(o->kf);
@@ -91,7 +94,7 @@ Command add_bench(CLI::App& app) {
     const auto t0 = std::chrono::steady_clock::now();
     std::vector<std::unique_ptr<runtime::Engine>> engines;
     if (o->synthetic.empty()) {
-      engines.push_back(runtime::Engine::open(o->model));
+      engines.push_back(runtime::Engine::open(o->model, o->ctx));
     } else {
       const model::LmConfig cfg = synthetic_config(o->synthetic);
       for (const std::string& a : split_list(o->anchor)) engines.push_back(runtime::Engine::synthetic(cfg, mx::find_format(a)));

@@ -1,18 +1,78 @@
 #include <fmt/core.h>
 
+#include <chrono>
 #include <nlohmann/json.hpp>
 #include "mfqat/mx/parallel.h"
 
+#include <cmath>
+#include <memory>
+
 #include "commands.h"
+#include "mfqat/ckpt/file.h"
+#include "mfqat/hf/tokenizer.h"
+#include "mfqat/model/checkpoint.h"
+#include "mfqat/runtime/engine.h"
+#include "mfqat/runtime/generate.h"
 #include "mfqat/train/api.h"
 
 namespace mfqat::cli {
+
+namespace {
+
+// Models with a tokenizer (Hugging Face directories, imported masters and their anchors): the
+// evaluation contract of docs/models.md on the torch-free engine: the whole text encoded as the
+// tokenizer does by default, consecutive windows of ctx tokens, every token after a window's
+// first scored, one JSON line per format {format, tokens, nll, ppl, ...}.
+int eval_tokens(const train::EvalJob& j, std::int64_t ctx, bool json) {
+  if (j.text.empty()) throw std::invalid_argument("--text FILE is required for a model with a tokenizer");
+  auto e = runtime::Engine::open(j.model, ctx);
+  if (!e->tokenizer()) throw std::invalid_argument(j.model + ": no tokenizer (mfqat's byte LM is evaluated without --ctx)");
+  if (ctx == 0) ctx = e->config().max_seq;
+  const auto bytes = ckpt::read_file(j.text);
+  std::vector<int> ids;
+  try {
+    for (const std::int32_t id : e->tokenizer()->encode(std::string_view(reinterpret_cast<const char*>(bytes.data()), bytes.size()))) ids.push_back(id);
+  } catch (const hf::TokenizerError& ex) {
+    throw std::invalid_argument(j.text + ": " + ex.what());
+  }
+  const std::string list = j.formats.empty() ? "all" : j.formats;
+  std::vector<std::string> names;
+  for (const auto& f : model::select_formats(list, e->anchor_format(), /*allow_fp32=*/!e->anchor_format().has_value())) {
+    names.push_back(f ? f->name : "fp32");
+  }
+  if (!json) fmt::print("{:<12} {:>6} {:>9} {:>10} {:>9}\n", "format", "bpw", "nll", "ppl", "tokens");
+  for (const auto& name : names) {
+    const auto w = e->weights(name);
+    const auto t0 = std::chrono::steady_clock::now();
+    const runtime::TokenScore s = runtime::score_windows(*e, w, ids, ctx);
+    const double secs = std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
+    if (json) {
+      fmt::print("{}\n", nlohmann::json{{"format", w->format}, {"bits_per_weight", w->bits_per_weight}, {"tokens", s.tokens}, {"nll", s.nll},
+                                        {"ppl", std::exp(s.nll)}, {"ctx", ctx}, {"text_tokens", ids.size()}, {"seconds", secs}}
+                             .dump());
+    } else {
+      fmt::print("{:<12} {:>6.2f} {:>9.4f} {:>10.3f} {:>9}\n", w->format, w->bits_per_weight, s.nll, std::exp(s.nll), s.tokens);
+    }
+    std::fflush(stdout);
+  }
+  return 0;
+}
+
+bool has_tokenizer(const std::string& model) {
+  if (model::is_hf_dir(model)) return true;
+  return model::Checkpoint::open(model).tokenizer_json().has_value();
+}
+
+}  // namespace
 
 Command add_eval(CLI::App& app) {
   auto* sub = app.add_subcommand("eval", "Evaluate a master or an anchor at each format: loss, perplexity, bits/byte or accuracy");
   auto j = std::make_shared<train::EvalJob>();
   auto json = std::make_shared<bool>(false);
-  sub->add_option("model", j->model, "fp32 master or MX anchor (.safetensors)")->required();
+  auto ctx = std::make_shared<std::int64_t>(0);
+  sub->add_option("model", j->model, "fp32 master or MX anchor (.safetensors), or a Hugging Face model directory")->required();
+  sub->add_option("--ctx", *ctx, "models with a tokenizer: window of N tokens (default: the model's context); see docs/models.md")
+      ->check(CLI::PositiveNumber);
   sub->add_option("--formats", j->formats, "comma-separated formats, int, fp or all (default all; fp32 = unquantized master)");
   sub->add_option("--from", j->from, "master: quantize the fp32 weights; anchor: Slice-and-Scale from the anchor (default: what the file is)")
       ->check(CLI::IsMember({"master", "anchor"}));
@@ -23,7 +83,9 @@ Command add_eval(CLI::App& app) {
   sub->add_option("--batches", j->batches, "LM: batches of windows spread over the text (0: the whole text)")->check(CLI::NonNegativeNumber);
   sub->add_option("--batch", j->batch, "LM: windows per batch")->check(CLI::PositiveNumber);
   sub->add_flag("--json", *json, "print JSON lines, one per format");
-  return {sub, [j, json]() {
+  return {sub, [j, json, ctx]() {
+    if (has_tokenizer(j->model)) return eval_tokens(*j, *ctx, *json);
+    if (*ctx > 0) throw std::invalid_argument("--ctx: " + j->model + " has no tokenizer (mfqat's byte LM: use --seq)");
     j->threads = num_threads();  // --threads / MFQAT_NUM_THREADS / all cores
     bool header = false;
     train::run_eval(*j, [&](const train::EvalRow& r) {

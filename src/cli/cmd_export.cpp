@@ -4,6 +4,7 @@
 #include <stdexcept>
 
 #include "commands.h"
+#include "mfqat/hf/tokenizer.h"
 #include "mfqat/model/checkpoint.h"
 #include "util.h"
 
@@ -16,7 +17,7 @@ Command add_export(CLI::App& app) {
     bool json = false;
   };
   auto o = std::make_shared<Opts>();
-  sub->add_option("checkpoint", o->input, "fp32 master checkpoint (from `mfqat train`)")->required();
+  sub->add_option("checkpoint", o->input, "fp32 master checkpoint (from `mfqat train` or `mfqat import`) or a Hugging Face model directory")->required();
   sub->add_option("--anchor", o->anchor, "anchor format: mxint8 (integer family) or mxfp8_e4m3 (FP family); any format is accepted")
       ->required();
   sub->add_option("-o,--output", o->output, "anchor .safetensors to write")->required();
@@ -25,6 +26,8 @@ Command add_export(CLI::App& app) {
     if (!is_safetensors(o->output)) throw std::invalid_argument(o->output + ": output must be .safetensors");
     const mx::Format f = mx::find_format(o->anchor);
     const model::Checkpoint master = model::Checkpoint::open(o->input);
+    // the tokenizer travels with the anchor: refuse one the runtime could not load, before writing
+    if (const auto tj = master.tokenizer_json()) (void)hf::Tokenizer::from_json(*tj, o->input + " (tokenizer.json)");
     const model::ExportStats s = model::export_anchor(master, f, o->output);
     if (o->json) {
       fmt::print("{}\n", nlohmann::json{{"anchor", f.name},

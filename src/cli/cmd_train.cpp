@@ -53,7 +53,8 @@ Command add_train(CLI::App& app) {
   sub->add_option("--config", j->config, "model config JSON (default: the --init checkpoint's, else the built-in --model)");
   sub->add_option("--model", j->model, "built-in model: lm (byte-level LM on Austen) or mlp (Fashion-MNIST classifier)")
       ->check(CLI::IsMember({"lm", "mlp"}));
-  sub->add_option("--init", j->init, "fp32 checkpoint to start from (QAT starts from a pretrained model)");
+  sub->add_option("--init", j->init, "fp32 checkpoint or Hugging Face model directory to start from (QAT starts from a pretrained model)");
+  sub->add_option("--text", j->text, "LM: train on this text file (its last tenth validates; tokenized with the --init model's tokenizer where it has one)");
   sub->add_option("-o,--output", j->output, "fp32 master checkpoint to write (.safetensors)")->required();
   sub->add_option("--data-dir", j->data_dir, "prepared data (see `mfqat data prepare`; default data)");
   sub->add_option("--mode", j->mode, "fp32 | sf | mf")->check(CLI::IsMember({"fp32", "sf", "mf"}));

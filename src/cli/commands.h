@@ -24,6 +24,8 @@ Command add_export(CLI::App& app);
 Command add_generate(CLI::App& app);
 Command add_bench(CLI::App& app);
 Command add_serve(CLI::App& app);
+Command add_tokenize(CLI::App& app);
+Command add_import(CLI::App& app);
 #if MFQAT_HAVE_TRAIN
 Command add_train(CLI::App& app);
 Command add_eval(CLI::App& app);

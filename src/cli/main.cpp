@@ -28,6 +28,8 @@ int main(int argc, char** argv) {
       mfqat::cli::add_generate(app),
       mfqat::cli::add_bench(app),
       mfqat::cli::add_serve(app),
+      mfqat::cli::add_tokenize(app),
+      mfqat::cli::add_import(app),
 #if MFQAT_HAVE_TRAIN
       mfqat::cli::add_train(app),
       mfqat::cli::add_eval(app),

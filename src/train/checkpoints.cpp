@@ -70,8 +70,13 @@ void load_state(QuantModelImpl& model, torch::optim::AdamW& adam, LoopState* st,
 
 }  // namespace detail
 
-void save_checkpoint(QuantModelImpl& model, const std::string& path, const std::map<std::string, std::string>& extra) {
+void save_checkpoint(QuantModelImpl& model, const std::string& path, const std::map<std::string, std::string>& extra,
+                     const std::optional<std::string>& tokenizer_json) {
   ckpt::SafetensorsWriter w;
+  if (tokenizer_json) {
+    w.add(model::kTokenizerTensor, ckpt::DType::U8, {static_cast<std::int64_t>(tokenizer_json->size())},
+          {reinterpret_cast<const std::uint8_t*>(tokenizer_json->data()), tokenizer_json->size()});
+  }
   for (const auto& p : model.named_parameters()) {
     const torch::Tensor t = p.value().detach().contiguous();
     w.add_f32(p.key(), t.sizes().vec(), {t.data_ptr<float>(), static_cast<std::size_t>(t.numel())});
@@ -81,7 +86,10 @@ void save_checkpoint(QuantModelImpl& model, const std::string& path, const std::
   w.write(path);
 }
 
-ModelConfig checkpoint_config(const std::string& path) { return model::read_config(ckpt::SafetensorsFile::open(path)); }
+ModelConfig checkpoint_config(const std::string& path) {
+  if (model::is_hf_dir(path)) return model::Checkpoint::open(path).config();
+  return model::read_config(ckpt::SafetensorsFile::open(path));
+}
 
 void load_weights(QuantModelImpl& m, const model::Checkpoint& ck, const std::optional<mx::Format>& target) {
   torch::NoGradGuard ng;

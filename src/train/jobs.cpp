@@ -8,6 +8,8 @@
 #include <stdexcept>
 
 #include "mfqat/ckpt/file.h"
+#include "mfqat/hf/tokenizer.h"
+#include "mfqat/model/checkpoint.h"
 #include "mfqat/train/dist.h"
 #include "mfqat/train/trainer.h"
 
@@ -71,9 +73,34 @@ TrainSummary run_train(const TrainJob& job, const std::function<void(const std::
     throw std::invalid_argument("unknown --ste '" + job.ste + "' (plain, clipped)");
   }
   std::unique_ptr<Task> task;
+  std::optional<std::string> tokenizer_json;  // a model imported with its tokenizer trains on its ids
+  if (!job.init.empty()) tokenizer_json = model::Checkpoint::open(job.init).tokenizer_json();
   if (lm) {
-    task = lm_task(load_text(job.data_dir + "/austen/train.txt", job.data_dir), load_text(job.data_dir + "/austen/valid.txt", job.data_dir),
-                   job.seq, job.eval_batches);
+    std::vector<std::uint8_t> train_text, valid_text;
+    if (!job.text.empty()) {
+      const auto t = ckpt::read_file(job.text);
+      const std::size_t cut = t.size() - t.size() / 10;  // the last tenth validates
+      train_text.assign(t.begin(), t.begin() + static_cast<std::ptrdiff_t>(cut));
+      valid_text.assign(t.begin() + static_cast<std::ptrdiff_t>(cut), t.end());
+    } else {
+      train_text = load_text(job.data_dir + "/austen/train.txt", job.data_dir);
+      valid_text = load_text(job.data_dir + "/austen/valid.txt", job.data_dir);
+    }
+    if (tokenizer_json) {
+      const hf::Tokenizer tok = hf::Tokenizer::from_json(*tokenizer_json, job.init + " (tokenizer.json)");
+      auto encode = [&](const std::vector<std::uint8_t>& b, const std::string& what) {
+        try {
+          const auto ids = tok.encode(std::string_view(reinterpret_cast<const char*>(b.data()), b.size()));
+          return std::vector<std::int32_t>(ids.begin(), ids.end());
+        } catch (const hf::TokenizerError& e) {
+          throw std::invalid_argument(what + ": " + e.what());
+        }
+      };
+      const std::string src = job.text.empty() ? job.data_dir + "/austen" : job.text;
+      task = lm_task(encode(train_text, src), encode(valid_text, src + " (held-out tenth)"), job.seq, job.eval_batches);
+    } else {
+      task = lm_task(std::move(train_text), std::move(valid_text), job.seq, job.eval_batches);
+    }
   } else {
     task = fmnist_task(job.data_dir);
   }
@@ -126,7 +153,7 @@ TrainSummary run_train(const TrainJob& job, const std::function<void(const std::
                          {"seed", job.seed},
                          {"valid_loss", r.valid_loss}};
   if (r.valid_accuracy >= 0) meta["valid_accuracy"] = r.valid_accuracy;
-  save_checkpoint(*m, job.output, {{"mfqat.train", meta.dump()}});
+  save_checkpoint(*m, job.output, {{"mfqat.train", meta.dump()}}, tokenizer_json);
   return r;
 }
 

@@ -10,8 +10,9 @@ namespace mfqat::train {
 
 namespace {
 
-// [B, T+1] windows starting at the given offsets.
-torch::Tensor windows(const std::vector<std::uint8_t>& text, const std::vector<std::int64_t>& starts, std::int64_t len) {
+// [B, T+1] windows starting at the given offsets (of bytes, or of a tokenizer's ids).
+template <class Tok>
+torch::Tensor windows(const std::vector<Tok>& text, const std::vector<std::int64_t>& starts, std::int64_t len) {
   torch::Tensor out = torch::empty({static_cast<std::int64_t>(starts.size()), len}, torch::kInt64);
   auto a = out.accessor<std::int64_t, 2>();
   for (std::size_t b = 0; b < starts.size(); ++b) {
@@ -28,8 +29,10 @@ torch::Tensor lm_loss(QuantModelImpl& m, const torch::Tensor& win) {
 
 }  // namespace
 
-Metrics evaluate_lm(QuantModelImpl& model, const std::vector<std::uint8_t>& text, std::int64_t seq, std::int64_t batches,
-                    std::int64_t batch) {
+namespace {
+
+template <class Tok>
+Metrics evaluate_windows(QuantModelImpl& model, const std::vector<Tok>& text, std::int64_t seq, std::int64_t batches, std::int64_t batch) {
   torch::NoGradGuard ng;
   const bool was_training = model.is_training();
   model.eval();
@@ -47,13 +50,23 @@ Metrics evaluate_lm(QuantModelImpl& model, const std::vector<std::uint8_t>& text
   for (std::size_t i = 0; i < all.size(); i += static_cast<std::size_t>(batch)) {
     const std::vector<std::int64_t> starts(all.begin() + static_cast<std::ptrdiff_t>(i),
                                            all.begin() + static_cast<std::ptrdiff_t>(std::min(all.size(), i + static_cast<std::size_t>(batch))));
-    sum += lm_loss(model, windows(text, starts, len)).item<double>() * static_cast<double>(starts.size());
+    sum += lm_loss(model, windows(text, starts, len)).template item<double>() * static_cast<double>(starts.size());
   }
   if (was_training) model.train();
   Metrics m;
   m.loss = sum / static_cast<double>(all.size());
   m.units = static_cast<std::int64_t>(all.size()) * (len - 1);
   return m;
+}
+
+}  // namespace
+
+Metrics evaluate_lm(QuantModelImpl& model, const std::vector<std::uint8_t>& text, std::int64_t seq, std::int64_t batches, std::int64_t batch) {
+  return evaluate_windows(model, text, seq, batches, batch);
+}
+
+Metrics evaluate_lm(QuantModelImpl& model, const std::vector<std::int32_t>& ids, std::int64_t seq, std::int64_t batches, std::int64_t batch) {
+  return evaluate_windows(model, ids, seq, batches, batch);
 }
 
 Metrics evaluate_classifier(QuantModelImpl& model, const torch::Tensor& images, const torch::Tensor& labels) {
@@ -109,7 +122,7 @@ std::pair<torch::Tensor, torch::Tensor> fmnist_rows(const std::pair<torch::Tenso
 
 class LmTask : public Task {
  public:
-  LmTask(std::vector<std::uint8_t> train, std::vector<std::uint8_t> valid, std::int64_t seq, std::int64_t eval_batches)
+  LmTask(std::vector<std::int32_t> train, std::vector<std::int32_t> valid, std::int64_t seq, std::int64_t eval_batches)
       : train_(std::move(train)), valid_(std::move(valid)), seq_(seq), eval_batches_(eval_batches) {
     if (static_cast<std::int64_t>(train_.size()) <= seq_ + 1) throw std::runtime_error("training text is shorter than one window");
   }
@@ -122,7 +135,7 @@ class LmTask : public Task {
   bool has_validation() const override { return !valid_.empty(); }
 
  private:
-  std::vector<std::uint8_t> train_, valid_;
+  std::vector<std::int32_t> train_, valid_;  // bytes, or a tokenizer's ids
   std::int64_t seq_, eval_batches_;
 };
 
@@ -149,9 +162,13 @@ class FmnistTask : public Task {
 
 }  // namespace
 
+std::unique_ptr<Task> lm_task(std::vector<std::int32_t> train, std::vector<std::int32_t> valid, std::int64_t seq, std::int64_t eval_batches) {
+  return std::make_unique<LmTask>(std::move(train), std::move(valid), seq, eval_batches);
+}
+
 std::unique_ptr<Task> lm_task(std::vector<std::uint8_t> train, std::vector<std::uint8_t> valid, std::int64_t seq,
                               std::int64_t eval_batches) {
-  return std::make_unique<LmTask>(std::move(train), std::move(valid), seq, eval_batches);
+  return lm_task(std::vector<std::int32_t>(train.begin(), train.end()), std::vector<std::int32_t>(valid.begin(), valid.end()), seq, eval_batches);
 }
 
 std::unique_ptr<Task> fmnist_task(const std::string& data_dir) { return std::make_unique<FmnistTask>(data_dir); }

@@ -73,6 +73,10 @@ class SafetensorsFile {
   const std::vector<TensorInfo>& tensors() const { return tensors_; }  // in offset order
   const TensorInfo* find(std::string_view name) const;
   std::span<const std::uint8_t> data(const TensorInfo& t) const;
+  // Drops the mapped pages of a tensor read once (streaming import/export): they leave the
+  // process's resident set and are read again from the page cache or disk if touched. No-op for
+  // a file read into memory.
+  void release(const TensorInfo& t) const;
   std::uint64_t file_size() const { return size_; }
   std::uint64_t header_size() const { return header_len_; }
 
@@ -92,6 +96,7 @@ class SafetensorsFile {
 
   std::string name_;
   std::shared_ptr<const std::uint8_t> base_;  // mapping or owned buffer
+  bool mapped_ = false;
   std::uint64_t size_ = 0, header_len_ = 0;
   std::map<std::string, std::string> metadata_;
   std::vector<TensorInfo> tensors_;

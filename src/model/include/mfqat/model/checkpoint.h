@@ -11,19 +11,38 @@
 #include "mfqat/ckpt/safetensors.h"
 #include "mfqat/convert/slice.h"
 #include "mfqat/model/config.h"
+#include "mfqat/model/hf.h"
 
 namespace mfqat::model {
 
 using ckpt::kAnchorKey;
 
+// The tensor (U8, 1-D) in which `mfqat import` embeds the model's tokenizer.json.
+inline constexpr const char* kTokenizerTensor = "tokenizer.json";
+
 class Checkpoint {
  public:
   // Maps the file and checks it against its config: every parameter present with its shape
-  // (F32, or MX for the quantized weights of an anchor). Errors are one line naming the file
-  // and, where there is one, the tensor.
-  static Checkpoint open(const std::string& path);
+  // (F32, or MX for the quantized weights of an anchor). An anchor's MX tensors must all be in
+  // the format its metadata names (mfqat.anchor) with one block size (mfqat.anchor_block_size
+  // when present); a master has no MX tensors. Errors are one line naming the file and, where
+  // there is one, the tensor: std::runtime_error, or std::invalid_argument for a bad model config.
+  //
+  // `path` may also be a Hugging Face model directory (config.json + safetensors shards, BF16/F16/
+  // F32): it opens as an fp32 master whose tensors are read and widened one at a time (hf.h).
+  // ctx > 0 sets the LM's max_seq (the runtime's KV cache and rotary tables).
+  static Checkpoint open(const std::string& path, std::int64_t ctx = 0);
+  // The same checks on a file already read (tests, fuzzing: SafetensorsFile::from_bytes).
+  static Checkpoint from_file(ckpt::SafetensorsFile file);
 
-  const std::string& path() const { return file_.name(); }
+  const std::string& path() const { return hf_ ? hf_->dir() : file_.name(); }
+  // The Hugging Face directory this master reads from (nullptr: an mfqat file).
+  const HfWeights* hf() const { return hf_.get(); }
+  // Bytes of the checkpoint on disk (every shard of a Hugging Face directory).
+  std::uint64_t bytes() const { return hf_ ? hf_->bytes() : file_.file_size(); }
+  // The model's tokenizer.json text: embedded by `mfqat import` (tensor kTokenizerTensor) or the
+  // directory's own; nullopt for mfqat's byte-level LM.
+  std::optional<std::string> tokenizer_json() const;
   const ModelConfig& config() const { return config_; }
   const std::vector<Param>& params() const { return params_; }
   const Param* find_param(const std::string& name) const;  // nullptr when the config has none
@@ -43,6 +62,7 @@ class Checkpoint {
 
  private:
   ckpt::SafetensorsFile file_;
+  std::shared_ptr<const HfWeights> hf_;
   ModelConfig config_;
   std::vector<Param> params_;
   std::optional<mx::Format> anchor_;
@@ -64,6 +84,11 @@ struct ExportStats {
   std::int64_t mx_tensors = 0, f32_tensors = 0;
   std::uint64_t bytes_in = 0, bytes_out = 0;
 };
+// Streams: one tensor in memory at a time (an 8B-parameter master exports in a few GB).
 ExportStats export_anchor(const Checkpoint& master, const mx::Format& anchor, const std::string& out);
+
+// Writes an mfqat fp32 master of `src` (a Hugging Face directory, typically): every parameter
+// F32 under mfqat's names, the config and the tokenizer embedded, streamed tensor by tensor.
+ExportStats write_master(const Checkpoint& src, const std::string& out);
 
 }  // namespace mfqat::model

@@ -11,7 +11,8 @@ namespace mfqat::train {
 struct TrainJob {
   std::string config;     // model config JSON file; empty = the built-in default of `model` (or the --init checkpoint's)
   std::string model = "lm";  // lm | mlp: which built-in default config
-  std::string init;       // fp32 checkpoint to start from
+  std::string init;       // fp32 checkpoint (or Hugging Face directory) to start from
+  std::string text;       // LM: train on this text file (its last tenth validates) instead of the prepared novels
   std::string output;     // fp32 checkpoint to write (.safetensors)
   std::string data_dir = "data";
   std::string mode = "fp32", format, formats, strategy = "joint", weights, ste = "plain";

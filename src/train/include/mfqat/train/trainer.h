@@ -62,6 +62,8 @@ class Task {
 };
 
 // Next-byte prediction on windows of seq + 1 bytes of a text; validation on `valid` (may be empty).
+// Token ids (a tokenizer's; models with a vocabulary of their own):
+std::unique_ptr<Task> lm_task(std::vector<std::int32_t> train, std::vector<std::int32_t> valid, std::int64_t seq, std::int64_t eval_batches);
 std::unique_ptr<Task> lm_task(std::vector<std::uint8_t> train, std::vector<std::uint8_t> valid, std::int64_t seq,
                               std::int64_t eval_batches);
 // Fashion-MNIST: the first 55000 training images train, the last 5000 validate.
@@ -83,6 +85,7 @@ double train_step(QuantModelImpl& model, Task& task, const std::vector<std::int6
 
 // LM: mean next-byte cross-entropy (nats) over `batches` x `batch` windows of seq + 1 bytes
 // spread evenly over `text` (batches = 0: every non-overlapping window, the whole text).
+Metrics evaluate_lm(QuantModelImpl& model, const std::vector<std::int32_t>& ids, std::int64_t seq, std::int64_t batches, std::int64_t batch = 8);
 Metrics evaluate_lm(QuantModelImpl& model, const std::vector<std::uint8_t>& text, std::int64_t seq, std::int64_t batches,
                     std::int64_t batch = 8);
 // Classifier: loss and accuracy over images [N, inputs] (float) and labels [N] (int64).
@@ -91,8 +94,10 @@ Metrics evaluate_classifier(QuantModelImpl& model, const torch::Tensor& images, 
 std::pair<torch::Tensor, torch::Tensor> fmnist_split(const std::string& data_dir, const std::string& split);
 
 // fp32 checkpoints: every parameter as F32, config in metadata "mfqat.model_config".
-void save_checkpoint(QuantModelImpl& model, const std::string& path, const std::map<std::string, std::string>& extra = {});
-// Reads the config from a checkpoint (throws naming the file when it has none).
+// A model with a tokenizer (imported from Hugging Face) keeps it in the file (model::kTokenizerTensor).
+void save_checkpoint(QuantModelImpl& model, const std::string& path, const std::map<std::string, std::string>& extra = {},
+                     const std::optional<std::string>& tokenizer_json = std::nullopt);
+// Reads the config from a checkpoint or a Hugging Face directory (throws naming the file when it has none).
 ModelConfig checkpoint_config(const std::string& path);
 // Copies a checkpoint's parameters into the model; names and shapes must match the model's
 // ("PATH: tensor 'N': ..."). From an anchor, quantized weights are derived in `target` by
