@@ -2,8 +2,8 @@
 // elements + scales), in anchor bytes per second, against the dequantize -> requantize path
 // (the library's SIMD kernels through an fp32 buffer), alternated in one loop, and memcpy of the
 // anchor, in one run. Figures are minima over the iterations (see bm_pair).
-//   build/release/bench/convert_bench --benchmark_out=docs/convert_bench.json --benchmark_out_format=json
-//   /usr/bin/python3 scripts/convert_table.py docs/convert_bench.json
+//   build/release/bench/convert_bench --benchmark_out=bench/results/convert_bench.json --benchmark_out_format=json
+//   /usr/bin/python3 scripts/convert_table.py bench/results/convert_bench.json
 #include <benchmark/benchmark.h>
 
 #include <algorithm>

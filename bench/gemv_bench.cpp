@@ -4,8 +4,8 @@
 // matrix's own bytes timed right after every GEMV call (of_read = GEMV GB/s / read GB/s), a read of
 // a buffer of the same size class, and fp32 GEMV (OpenBLAS cblas_sgemv) on the same matrix
 // shape. Scalar reference paths for two formats show what the fused SIMD decode buys.
-//   build/release/bench/gemv_bench --benchmark_format=json > docs/gemv_bench.json
-//   python3 scripts/gemv_table.py docs/gemv_bench.json
+//   build/release/bench/gemv_bench --benchmark_format=json > bench/results/gemv_bench.json
+//   python3 scripts/gemv_table.py bench/results/gemv_bench.json
 #include <benchmark/benchmark.h>
 #include <cblas.h>
 #include <immintrin.h>

@@ -44,8 +44,8 @@ std::atomic<int> g_threads{0};
 //    belongs to g.
 //  * A part that throws is caught on its thread, the first exception is kept (err_mu_) and
 //    rethrown by the caller after all parts are done; the part still counts as done.
-//  * Hot path without locks (decode runs ~130 regions per token; a locked hand-off measured
-//    ~2.7 us per empty region against ~1 us). Workers and the caller spin for up to 200 us and
+//  * Hot path without locks (decode runs ~130 regions per token, and a locked hand-off costs
+//    several times a lock-free one: docs/perf.md). Workers and the caller spin for up to 200 us and
 //    then sleep on a mutex + condition variable. Lost wake-ups are excluded Dekker-style with
 //    sequentially consistent atomics: a worker increments `sleepers_` and then re-checks
 //    `claim_` (under mu_), the caller stores `claim_` and then reads `sleepers_` (notifying

@@ -13,7 +13,7 @@ namespace mfqat::runtime {
 // OpenBLAS runs single-threaded inside each part of the mfqat pool. Its own worker threads spin
 // (sched_yield) for a long while after every multi-threaded call; on a machine with as many
 // threads as cores they then take a core from the next MX GEMV's pool thread (decode, where the
-// fp32 head runs once per token: MX decode 25-45 % slower). The caller's OpenBLAS thread count
+// fp32 head runs once per token; docs/perf.md). The caller's OpenBLAS thread count
 // (libtorch's matmuls may use it) is restored after the call.
 namespace {
 template <class F>

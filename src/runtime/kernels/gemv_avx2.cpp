@@ -271,8 +271,8 @@ MFQAT_AVX2 void q8_rows_avx2(const Decoder& d, const MxView& w, const Q8Acts& a,
     __m256 acc0 = _mm256_setzero_ps(), acc1 = _mm256_setzero_ps();
     for (std::int64_t g = 0; g < grouped; g += 8) {
       // Software prefetch 4 KiB ahead in the weight stream (the lines this group will need then):
-      // measured +20 % (MXINT8) to +45 % (4-bit) on matrices far beyond the cache, where the
-      // hardware prefetcher alone kept one core at ~15 GB/s. Past the end it is a harmless hint.
+      // the hardware prefetcher alone does not keep one core's stream at the memory's speed on
+      // matrices far beyond the cache (docs/perf.md). Past the end it is a harmless hint.
       // The address is formed in integers: it may lie past the matrix, where pointer arithmetic
       // would be undefined.
       // NOLINTNEXTLINE(performance-no-int-to-ptr)

@@ -101,7 +101,7 @@ class Engine {
   }
   const KernelOptions& kernels() const { return kernels_; }
   // Opt-in: decode GEMVs with int8 activations (MXINT8 and 4-bit formats; see gemv.h). Faster,
-  // and no longer equal to the trainer's forward within 1e-4 (activation rounding).
+  // and no longer equal to the trainer's forward within 1e-5 (activation rounding).
   void set_int8_activations(bool on) { kernels_.int8_acts = on; }
   bool int8_activations() const { return kernels_.int8_acts; }
   // Decode runs Q/K/V and W1/W3 as one gemv_shared call each (default; 64 parallel regions and

@@ -50,7 +50,7 @@ void gemm(const MxView& w, const float* x, std::int64_t n, float* y, const Kerne
 // MXINT8 and every 4-bit format with an int8 shuffle table (MXINT4, MXFP4, ...): q8_supported().
 // Error (tested): |y - W x| <= sum_blocks |s_w| * (sum |w_int|) * s_x / 2 + the fp32 summation
 // bound, i.e. the activation rounding, which the fp32 path does not have: the runtime's
-// 1e-4 agreement with the trainer holds for the fp32 path only.
+// 1e-5 agreement with the trainer holds for the fp32 path only.
 bool q8_supported(const mx::Format& f);
 void gemv_q8(const MxView& w, const float* x, float* y, mx::Isa isa = mx::Isa::Auto);
 void gemv_q8(const MxView& w, const float* x, float* y, const KernelOptions& k);

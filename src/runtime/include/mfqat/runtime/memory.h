@@ -9,9 +9,9 @@ namespace mfqat::runtime {
 
 // Memory for the large, long-lived buffers: a format's weights, the synthetic anchor, KV caches.
 // From 8 MiB up it is aligned to 2 MiB and advised for transparent huge pages (a no-op where THP
-// is off): on the development VM (PVM, shadow page tables) 4-bit decode of the large synthetic
-// model ran 7-33 % faster with its weights in 2 MiB pages (three alternating runs, docs/perf.md), and a 4 KiB page fault
-// costs ~20 us (a fresh KV cache touched two new pages per layer and token). Left uninitialised.
+// is off): where page walks are expensive (a VM with shadow page tables) decode reads its weights
+// faster from 2 MiB pages, and a fresh KV cache no longer faults in two 4 KiB pages per layer and
+// token (docs/perf.md). Left uninitialised.
 class HugeBuffer {
  public:
   explicit HugeBuffer(std::size_t bytes);
