@@ -8,10 +8,14 @@ PACKAGES=(
   build-essential cmake ninja-build pkg-config git
   libgtest-dev libgmock-dev libbenchmark-dev
   libcli11-dev nlohmann-json3-dev libfmt-dev
-  python3 python3-matplotlib zlib1g-dev
+  python3 python3-matplotlib python3-numpy zlib1g-dev
   clang clang-tidy libclang-rt-14-dev
   libtorch-dev libgloo-dev libopenblas-dev libcpp-httplib-dev
+  libpcre2-dev libicu-dev nodejs
 )
+# npm: Debian's package, unless npm is already there (NodeSource's nodejs bundles it and conflicts
+# with Debian's npm).
+command -v npm >/dev/null 2>&1 || PACKAGES+=(npm)
 
 missing=()
 for p in "${PACKAGES[@]}"; do
