@@ -49,8 +49,11 @@ Generation generate(const Engine& e, std::shared_ptr<const Weights> w, const std
     g.token_ids.push_back(id);
     ++g.new_tokens;
     if (tok) {
-      if (tok->is_special(id)) break;  // end of text / of turn
-      g.text += dec->push(id);
+      // a model's vocabulary may be padded past its tokenizer's (Qwen: 151936 rows, 151669
+      // tokens): such an id has no text, as in Hugging Face's decode
+      const bool text = static_cast<std::size_t>(id) < tok->vocab_size() && !tok->id_to_token(id).empty();
+      if (text && tok->is_special(id)) break;  // end of text / of turn
+      if (text) g.text += dec->push(id);
     } else {
       g.text.push_back(static_cast<char>(id));
     }

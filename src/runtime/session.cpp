@@ -8,7 +8,6 @@
 #include <cmath>
 #include <stdexcept>
 #include <string>
-#include <tuple>
 
 #include "mfqat/mx/parallel.h"
 #include "mfqat/runtime/engine.h"
@@ -82,8 +81,8 @@ void Session::forward(const std::vector<int>& tokens, bool all_logits, std::vect
   for (int t : tokens) {
     if (t < 0 || t >= c.vocab) throw std::invalid_argument("token " + std::to_string(t) + " is out of the vocabulary");
   }
-  std::vector<float> x(static_cast<std::size_t>(T * D)), h(x.size()), tmp(x.size());
-  std::vector<float> q(static_cast<std::size_t>(T * QD)), o(q.size()), k(static_cast<std::size_t>(T * KD)), v(k.size());
+  std::vector<float> x(static_cast<std::size_t>(T * D)), h(x.size()), q(static_cast<std::size_t>(T * QD)), k(static_cast<std::size_t>(T * KD)),
+      v(k.size()), o(q.size()), tmp(x.size());
   std::vector<float> a(static_cast<std::size_t>(T * F)), b(a.size());
   for (std::int64_t t = 0; t < T; ++t) std::copy_n(e_.embedding().data() + tokens[t] * D, D, x.data() + t * D);
   const float inv_sqrt = 1.0f / std::sqrt(static_cast<float>(hd));
@@ -110,8 +109,8 @@ void Session::forward(const std::vector<int>& tokens, bool all_logits, std::vect
       const std::int64_t pos = pos_ + t;
       const float* cs = e_.rope_cos().data() + pos * half;
       const float* sn = e_.rope_sin().data() + pos * half;
-      for (const auto& [vec, heads, nw] : {std::tuple{q.data() + t * QD, H, qkn ? qkn->q.data() : nullptr},
-                                           std::tuple{k.data() + t * KD, KV, qkn ? qkn->k.data() : nullptr}}) {
+      // q's heads, then k's (Qwen3: each normed first)
+      auto rotate = [&](float* vec, std::int64_t heads, const float* nw) {
         for (std::int64_t hh = 0; hh < heads; ++hh) {
           float* p = vec + hh * hd;
           if (nw) {
@@ -124,7 +123,9 @@ void Session::forward(const std::vector<int>& tokens, bool all_logits, std::vect
             p[i + half] = x1 * sn[i] + x2 * cs[i];
           }
         }
-      }
+      };
+      rotate(q.data() + t * QD, H, qkn ? qkn->q.data() : nullptr);
+      rotate(k.data() + t * KD, KV, qkn ? qkn->k.data() : nullptr);
       for (std::int64_t hh = 0; hh < KV; ++hh) {
         std::copy_n(k.data() + t * KD + hh * hd, hd, k_ + kv_at(l, hh, pos));
         std::copy_n(v.data() + t * KD + hh * hd, hd, v_ + kv_at(l, hh, pos));
