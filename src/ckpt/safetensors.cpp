@@ -362,15 +362,22 @@ void SafetensorsWriter::add_non_mx(const SafetensorsFile& in) {
 void SafetensorsWriter::set_metadata(const std::string& key, const std::string& value) { metadata_[key] = value; }
 
 std::string SafetensorsWriter::header() const {
+  std::vector<HeaderEntry> es;
+  es.reserve(entries_.size());
+  for (const auto& e : entries_) es.push_back({e.name, e.dtype, e.shape, e.bytes.size()});
+  return make_header(metadata_, es);
+}
+
+std::string make_header(const std::map<std::string, std::string>& metadata, const std::vector<HeaderEntry>& entries) {
   nlohmann::ordered_json h;
   nlohmann::ordered_json meta = nlohmann::ordered_json::object();
   meta[kFormatVersionKey] = "1";
-  for (const auto& [k, v] : metadata_) meta[k] = v;
+  for (const auto& [k, v] : metadata) meta[k] = v;
   h["__metadata__"] = meta;
   std::uint64_t off = 0;
-  for (const auto& e : entries_) {
-    h[e.name] = {{"dtype", dtype_name(e.dtype)}, {"shape", e.shape}, {"data_offsets", {off, off + e.bytes.size()}}};
-    off += e.bytes.size();
+  for (const auto& e : entries) {
+    h[e.name] = {{"dtype", dtype_name(e.dtype)}, {"shape", e.shape}, {"data_offsets", {off, off + e.bytes}}};
+    off += e.bytes;
   }
   std::string s = h.dump();
   s.append((8 - s.size() % 8) % 8, ' ');  // data starts 8-byte aligned

@@ -1,6 +1,5 @@
 #include "mfqat/ckpt/stream_writer.h"
 
-#include <nlohmann/json.hpp>
 #include <stdexcept>
 
 namespace mfqat::ckpt {
@@ -29,19 +28,7 @@ void SafetensorsStreamWriter::declare_mx(const std::string& name, const mx::Form
 }
 
 void SafetensorsStreamWriter::start() {
-  // The same header SafetensorsWriter writes: metadata first, tensors in order, data 8-aligned.
-  nlohmann::ordered_json h;
-  nlohmann::ordered_json meta = nlohmann::ordered_json::object();
-  meta[kFormatVersionKey] = "1";
-  for (const auto& [k, v] : metadata_) meta[k] = v;
-  h["__metadata__"] = meta;
-  std::uint64_t off = 0;
-  for (const auto& e : entries_) {
-    h[e.name] = {{"dtype", dtype_name(e.dtype)}, {"shape", e.shape}, {"data_offsets", {off, off + e.bytes}}};
-    off += e.bytes;
-  }
-  std::string s = h.dump();
-  s.append((8 - s.size() % 8) % 8, ' ');
+  const std::string s = make_header(metadata_, entries_);
   std::uint8_t len[8];
   for (int i = 0; i < 8; ++i) len[i] = static_cast<std::uint8_t>(static_cast<std::uint64_t>(s.size()) >> (8 * i));
   out_ = std::make_unique<AtomicWriter>(path_);

@@ -1,3 +1,4 @@
+#include "json_object.h"
 #include "mfqat/model/config.h"
 
 #include <cmath>
@@ -74,15 +75,7 @@ struct Reader {
 }  // namespace
 
 ModelConfig ModelConfig::from_json(const std::string& text, const std::string& name) {
-  json j;
-  try {
-    j = json::parse(text);
-  } catch (const json::exception& e) {
-    std::string w = e.what();
-    for (auto& ch : w) ch = ch == '\n' ? ' ' : ch;
-    throw std::invalid_argument(name + ": not valid JSON (" + w + ")");
-  }
-  if (!j.is_object()) throw std::invalid_argument(name + ": config must be a JSON object");
+  const json j = detail::parse_json_object(text, name);
   const Reader r{j, name};
   ModelConfig c;
   std::string model = "lm";

@@ -3,6 +3,7 @@
 #include <nlohmann/json.hpp>
 #include <stdexcept>
 
+#include "json_object.h"
 #include "mfqat/model/hf.h"
 
 namespace mfqat::model {
@@ -46,15 +47,7 @@ struct HfReader {
 }  // namespace
 
 LmConfig hf_config(const std::string& text, const std::string& name, std::int64_t ctx) {
-  json j;
-  try {
-    j = json::parse(text);
-  } catch (const json::exception& e) {
-    std::string w = e.what();
-    for (auto& ch : w) ch = ch == '\n' ? ' ' : ch;
-    throw std::invalid_argument(name + ": not valid JSON (" + w + ")");
-  }
-  if (!j.is_object()) throw std::invalid_argument(name + ": config must be a JSON object");
+  const json j = detail::parse_json_object(text, name);
   const HfReader r{j, name};
   if (!r.has("architectures") || !j["architectures"].is_array() || j["architectures"].size() != 1 || !j["architectures"][0].is_string()) {
     r.fail("'architectures' must list one architecture");

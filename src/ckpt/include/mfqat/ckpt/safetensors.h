@@ -132,6 +132,16 @@ class SafetensorsWriter {
   std::map<std::string, std::string> metadata_;
 };
 
+// The header (JSON, padded so that the data starts 8-byte aligned) of a file with these tensors in
+// this order: what SafetensorsWriter and SafetensorsStreamWriter write.
+struct HeaderEntry {
+  std::string name;
+  DType dtype;
+  std::vector<std::int64_t> shape;
+  std::uint64_t bytes;
+};
+std::string make_header(const std::map<std::string, std::string>& metadata, const std::vector<HeaderEntry>& entries);
+
 // The JSON metadata value that describes one MX tensor.
 std::string mx_metadata_json(const mx::Format& f, std::int64_t rows, std::int64_t cols, mx::Rounding rounding);
 

@@ -33,12 +33,7 @@ class SafetensorsStreamWriter {
   const std::string& path() const { return path_; }
 
  private:
-  struct Entry {
-    std::string name;
-    DType dtype;
-    std::vector<std::int64_t> shape;
-    std::uint64_t bytes;
-  };
+  using Entry = HeaderEntry;
   void start();
   std::string path_;
   std::map<std::string, std::string> metadata_;
