@@ -158,7 +158,6 @@ std::shared_ptr<const HfWeights> HfWeights::open(const std::string& dir_in, std:
     const auto it = by_hf.find(t);
     if (it == by_hf.end()) {
       // buffers, not weights (older Llama checkpoints), and a tied model's stored copy of the head
-      if (t.size() > 20 && t.compare(t.size() - 20, 20, "rotary_emb.inv_freq") == 0) continue;
       if (t.find("rotary_emb.inv_freq") != std::string::npos) continue;
       if (c.tie_embeddings && t == "lm_head.weight") continue;
       throw std::runtime_error(file.name() + ": tensor '" + ckpt::printable(t) + "' is not part of a " + c.arch + " model as config.json describes it");

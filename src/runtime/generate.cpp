@@ -20,6 +20,14 @@ double seconds_since(std::chrono::steady_clock::time_point t0) {
   return std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
 }
 
+// -log softmax(row)[target] over V logits, the sum in double.
+double token_nll(const float* row, std::int64_t V, std::int64_t target) {
+  const float m = *std::max_element(row, row + V);
+  double z = 0;
+  for (std::int64_t i = 0; i < V; ++i) z += std::exp(static_cast<double>(row[i] - m));
+  return std::log(z) + m - row[target];
+}
+
 }  // namespace
 
 Generation generate(const Engine& e, std::shared_ptr<const Weights> w, const std::string& prompt, std::int64_t n, const SamplingOptions& s) {
@@ -76,11 +84,7 @@ TokenScore score_windows(const Engine& e, const std::shared_ptr<const Weights>& 
     Session sess(e, w);
     const std::vector<float> lg = sess.feed_all(std::vector<int>(ids.begin() + s0, ids.begin() + s0 + len));
     for (std::int64_t t = 0; t + 1 < len; ++t) {
-      const float* r = lg.data() + t * V;
-      const float m = *std::max_element(r, r + V);
-      double z = 0;
-      for (std::int64_t i = 0; i < V; ++i) z += std::exp(static_cast<double>(r[i] - m));
-      sum += std::log(z) + m - r[ids[static_cast<std::size_t>(s0 + t + 1)]];
+      sum += token_nll(lg.data() + t * V, V, ids[static_cast<std::size_t>(s0 + t + 1)]);
       ++out.tokens;
     }
   }
@@ -105,11 +109,7 @@ Perplexity perplexity(const Engine& e, const std::shared_ptr<const Weights>& w, 
     std::vector<int> toks(text.begin() + s0, text.begin() + s0 + len - 1);
     const std::vector<float> lg = sess.feed_all(toks);
     for (std::int64_t t = 0; t < len - 1; ++t) {
-      const float* r = lg.data() + t * V;
-      const float m = *std::max_element(r, r + V);
-      double z = 0;
-      for (std::int64_t i = 0; i < V; ++i) z += std::exp(static_cast<double>(r[i] - m));
-      sum += std::log(z) + m - r[text[s0 + t + 1]];
+      sum += token_nll(lg.data() + t * V, V, text[static_cast<std::size_t>(s0 + t + 1)]);
       ++bytes;
     }
   }
