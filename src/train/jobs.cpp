@@ -44,12 +44,15 @@ std::vector<double> parse_weights(const std::string& s) {
 
 TrainSummary run_train(const TrainJob& job, const std::function<void(const std::string&)>& log) {
   if (job.output.empty()) throw std::invalid_argument("--output is required");
+  // the starting checkpoint (or Hugging Face directory), opened once: its config, tokenizer, weights
+  std::optional<model::Checkpoint> init;
+  if (!job.init.empty()) init.emplace(model::Checkpoint::open(job.init));
   ModelConfig cfg;
   if (!job.config.empty()) {
     const auto bytes = ckpt::read_file(job.config);
     cfg = ModelConfig::from_json(std::string(bytes.begin(), bytes.end()), job.config);
-  } else if (!job.init.empty()) {
-    cfg = checkpoint_config(job.init);
+  } else if (init) {
+    cfg = init->config();
   } else if (job.model == "mlp") {
     cfg = ModelConfig::default_mlp();
   } else if (job.model != "lm") {
@@ -74,7 +77,7 @@ TrainSummary run_train(const TrainJob& job, const std::function<void(const std::
   }
   std::unique_ptr<Task> task;
   std::optional<std::string> tokenizer_json;  // a model imported with its tokenizer trains on its ids
-  if (!job.init.empty()) tokenizer_json = model::Checkpoint::open(job.init).tokenizer_json();
+  if (init) tokenizer_json = init->tokenizer_json();
   if (lm) {
     std::vector<std::uint8_t> train_text, valid_text;
     if (!job.text.empty()) {
@@ -127,7 +130,7 @@ TrainSummary run_train(const TrainJob& job, const std::function<void(const std::
   if (job.threads > 0) at::set_num_threads(job.threads);
   torch::manual_seed(job.seed);
   const auto m = make_model(cfg);
-  if (!job.init.empty()) load_checkpoint(*m, job.init);
+  if (init) load_weights(*m, *init);
   const bool lead = job.rank == 0;
   if (lead) {  // fail now, not after the training, when the checkpoint cannot be written
     ckpt::check_writable(job.output);
