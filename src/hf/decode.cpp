@@ -47,9 +47,7 @@ struct Builder {
   void add(const json& j, const std::string& path) {
     const std::string t = ctx.type(j, path);
     if (t == "Sequence") {
-      const json& arr = ctx.member(j, "decoders", path);
-      if (!arr.is_array()) ctx.fail(path + ".decoders", "expected an array");
-      for (std::size_t i = 0; i < arr.size(); ++i) add(arr[i], path + ".decoders[" + std::to_string(i) + "]");
+      ctx.each(j, "decoders", path, [&](const json& e, const std::string& at) { add(e, at); });
       return;
     }
     if (t == "Fuse") {

@@ -64,6 +64,13 @@ struct JsonCtx {
     return x;
   }
   std::string type(const json& obj, const std::string& path) const { return string(obj, "type", path); }
+  // Calls f(element, its path) for each element of the array obj[key] (a Sequence's parts).
+  template <class F>
+  void each(const json& obj, const char* key, const std::string& path, F&& f) const {
+    const json& arr = member(obj, key, path);
+    if (!arr.is_array()) fail(path + "." + key, "expected an array");
+    for (std::size_t i = 0; i < arr.size(); ++i) f(arr[i], path + "." + key + "[" + std::to_string(i) + "]");
+  }
 };
 
 }  // namespace mfqat::hf::detail

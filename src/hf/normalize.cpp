@@ -141,13 +141,10 @@ NormalizerPtr make_normalizer(const json& j, const JsonCtx& ctx, const std::stri
   if (j.is_null()) return nullptr;
   const std::string t = ctx.type(j, path);
   if (t == "Sequence") {
-    const json& arr = ctx.member(j, "normalizers", path);
-    if (!arr.is_array()) ctx.fail(path + ".normalizers", "expected an array");
     std::vector<NormalizerPtr> parts;
-    for (std::size_t i = 0; i < arr.size(); ++i) {
-      auto p = make_normalizer(arr[i], ctx, path + ".normalizers[" + std::to_string(i) + "]");
-      if (p) parts.push_back(std::move(p));
-    }
+    ctx.each(j, "normalizers", path, [&](const json& e, const std::string& at) {
+      if (auto p = make_normalizer(e, ctx, at)) parts.push_back(std::move(p));
+    });
     return std::make_unique<SequenceNormalizer>(std::move(parts));
   }
   if (t == "Prepend") return std::make_unique<PrependNormalizer>(ctx.string(j, "prepend", path));

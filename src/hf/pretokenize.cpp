@@ -234,13 +234,10 @@ PreTokenizerPtr make_pre_tokenizer(const json& j, const JsonCtx& ctx, const std:
   if (j.is_null()) return nullptr;
   const std::string t = ctx.type(j, path);
   if (t == "Sequence") {
-    const json& arr = ctx.member(j, "pretokenizers", path);
-    if (!arr.is_array()) ctx.fail(path + ".pretokenizers", "expected an array");
     std::vector<PreTokenizerPtr> parts;
-    for (std::size_t i = 0; i < arr.size(); ++i) {
-      auto p = make_pre_tokenizer(arr[i], ctx, path + ".pretokenizers[" + std::to_string(i) + "]");
-      if (p) parts.push_back(std::move(p));
-    }
+    ctx.each(j, "pretokenizers", path, [&](const json& e, const std::string& at) {
+      if (auto p = make_pre_tokenizer(e, ctx, at)) parts.push_back(std::move(p));
+    });
     return std::make_unique<SequencePreTokenizer>(std::move(parts));
   }
   if (t == "Split") {

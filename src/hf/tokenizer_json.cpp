@@ -87,9 +87,7 @@ void parse_post(const json& j, const JsonCtx& ctx, const std::string& path, cons
   const std::string t = ctx.type(j, path);
   if (t == "ByteLevel") return;  // offsets only
   if (t == "Sequence") {
-    const json& arr = ctx.member(j, "processors", path);
-    if (!arr.is_array()) ctx.fail(path + ".processors", "expected an array");
-    for (std::size_t i = 0; i < arr.size(); ++i) parse_post(arr[i], ctx, path + ".processors[" + std::to_string(i) + "]", impl, post);
+    ctx.each(j, "processors", path, [&](const json& e, const std::string& at) { parse_post(e, ctx, at, impl, post); });
     return;
   }
   if (t == "BertProcessing" || t == "RobertaProcessing") {
