@@ -1,23 +1,70 @@
 #include <fmt/core.h>
 
 #include <nlohmann/json.hpp>
+#include <cstdio>
+#include <cstring>
 
 #include "commands.h"
 #include "mfqat/ckpt/safetensors.h"
+#include "mfqat/export/gguf.h"
 #include "util.h"
 
 namespace mfqat::cli {
 
+namespace {
+
+bool is_gguf(const std::string& path) {
+  if (path.size() >= 5 && path.compare(path.size() - 5, 5, ".gguf") == 0) return true;
+  std::FILE* f = std::fopen(path.c_str(), "rb");
+  if (!f) return false;
+  char magic[4] = {};
+  const bool yes = std::fread(magic, 1, 4, f) == 4 && std::memcmp(magic, "GGUF", 4) == 0;
+  std::fclose(f);
+  return yes;
+}
+
+int inspect_gguf(const std::string& path, bool json) {
+  const gguf::File f = gguf::File::open(path);
+  nlohmann::json tensors = nlohmann::json::array(), meta = nlohmann::json::object();
+  std::uint64_t total = 0;
+  for (const auto& t : f.tensors()) {
+    const double n = static_cast<double>(t.numel());
+    tensors.push_back({{"name", t.name}, {"type", gguf::info(t.type).name}, {"ne", t.ne}, {"offset", t.offset}, {"bytes", t.bytes},
+                       {"bits_per_weight", n > 0 ? 8.0 * static_cast<double>(t.bytes) / n : 0.0}});
+    total += t.bytes;
+  }
+  for (const auto& [k, v] : f.metadata()) meta[k] = v.type == gguf::ValueType::String ? nlohmann::json(v.s) : nlohmann::json(v.to_string());
+  if (json) {
+    fmt::print("{}\n", nlohmann::json{{"file", path}, {"format", "gguf"}, {"version", f.version()}, {"alignment", f.alignment()},
+                                      {"file_bytes", f.file_size()}, {"data_offset", f.data_offset()}, {"tensor_bytes", total},
+                                      {"tensors", tensors}, {"metadata", meta}}
+                           .dump(2));
+    return 0;
+  }
+  fmt::print("{}: GGUF v{}, {} ({} header), {} tensors, {} metadata keys, alignment {}\n", path, f.version(),
+             human_bytes(static_cast<double>(f.file_size())), human_bytes(static_cast<double>(f.data_offset())), f.tensors().size(),
+             f.metadata().size(), f.alignment());
+  fmt::print("{:<40} {:<8} {:>20} {:>12} {:>6}\n", "tensor", "type", "ne", "bytes", "bpw");
+  for (const auto& t : tensors)
+    fmt::print("{:<40} {:<8} {:>20} {:>12} {:>6.2f}\n", t["name"].get<std::string>(), t["type"].get<std::string>(), t["ne"].dump(),
+               human_bytes(t["bytes"].get<double>()), t["bits_per_weight"].get<double>());
+  for (const auto& [k, v] : f.metadata()) fmt::print("metadata {} = {}\n", k, v.to_string());
+  return 0;
+}
+
+}  // namespace
+
 Command add_inspect(CLI::App& app) {
-  auto* sub = app.add_subcommand("inspect", "List the tensors, formats, sizes and metadata of a safetensors file");
+  auto* sub = app.add_subcommand("inspect", "List the tensors, formats, sizes and metadata of a safetensors or GGUF file");
   struct Opts {
     std::string input;
     bool json = false;
   };
   auto o = std::make_shared<Opts>();
-  sub->add_option("file", o->input, ".safetensors file")->required();
+  sub->add_option("file", o->input, ".safetensors or .gguf file")->required();
   sub->add_flag("--json", o->json, "machine-readable output");
   return {sub, [o]() {
+    if (is_gguf(o->input)) return inspect_gguf(o->input, o->json);
     const auto in = ckpt::SafetensorsFile::open(o->input);
     nlohmann::json tensors = nlohmann::json::array();
     std::uint64_t total_bytes = 0, weights = 0, mx_bytes = 0;
