@@ -17,6 +17,8 @@
 #include "invariant.h"
 #include "mfqat/ckpt/npy.h"
 #include "mfqat/ckpt/safetensors.h"
+#include "mfqat/export/ggml_blocks.h"
+#include "mfqat/export/gguf.h"
 #include "mfqat/model/checkpoint.h"
 #include "mfqat/model/config.h"
 #include "mfqat/model/hf.h"
@@ -96,6 +98,39 @@ inline void config(const std::string& text, const std::string& name) {
   volatile std::int64_t n = c.param_count();
   (void)n;
   require(model::ModelConfig::from_json(c.to_json(), "round-trip").to_json() == c.to_json(), "config round trip");
+}
+
+// The GGUF reader (src/export), then every accessor: metadata values, tensor lookups and data
+// spans, and the values of every small tensor of a type mfqat reads. Throws std::runtime_error.
+inline void gguf_file(const std::vector<std::uint8_t>& bytes, const std::string& name) {
+  try {
+    const auto f = gguf::File::from_bytes(bytes, name);
+    std::uint64_t sum = 0;
+    for (const auto& [k, v] : f.metadata()) {
+      require(f.find_value(k) == &v, "find_value() of a listed key");
+      sum += v.to_string().size();
+      if (v.is_integer()) sum += static_cast<std::uint64_t>(v.as_int() & 1);
+    }
+    for (const auto& t : f.tensors()) {
+      require(f.find(t.name) == &t, "find() of a listed tensor");
+      const auto d = f.data(t);
+      require(d.size() == t.bytes && t.offset % f.alignment() == 0, "tensor span");
+      require(f.data_offset() + t.offset + t.bytes <= f.file_size(), "tensor inside the file");
+      if (!d.empty()) sum += d[0] + d[d.size() - 1];
+      using gguf::GgmlType;
+      const bool readable = t.type == GgmlType::F32 || t.type == GgmlType::F16 || t.type == GgmlType::BF16 ||
+                            t.type == GgmlType::Q8_0 || t.type == GgmlType::Q5_0 || t.type == GgmlType::Q4_0 || t.type == GgmlType::MXFP4;
+      if (!readable || t.numel() > (1 << 16)) continue;
+      std::vector<float> v(static_cast<std::size_t>(t.numel()));
+      gguf::to_f32(t.type, d, t.numel(), v.data());
+      if (!v.empty()) sum += static_cast<std::uint64_t>(v[0] == v[0]);
+    }
+    volatile std::uint64_t sink = sum;
+    (void)sink;
+  } catch (const std::exception& e) {
+    check_one_line(e);
+    throw;
+  }
 }
 
 // The HTTP completion request body; an accepted request must respect the limits.

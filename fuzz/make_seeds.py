@@ -8,6 +8,8 @@ corpus/idx      IDX images and labels, plain and gzip'd
 corpus/gzip     a gzip file and an .rdb blob (4-byte big-endian length + zlib stream)
 (bad_* files are malformed on purpose: the unit tests require them to be rejected, the others accepted)
 corpus/safetensors/{anchor_mlp,master_mlp,bad_ckpt_*}.safetensors   tiny MLP checkpoints
+corpus/gguf     GGUF v3 files (every metadata type, tensors of every type mfqat reads), written by
+                this script (not by mfqat's writer), a truncated one and a bad alignment
 regressions/npy-newline-in-dtype.npy  a .npy whose dtype text has a newline (echoed into the error)
 regressions/checkpoint-*.safetensors   anchors whose MX tensors or metadata disagree (refused by
                                        model::Checkpoint, naming the tensor; see
@@ -151,6 +153,53 @@ def mlp_checkpoint(anchor=True, fmt=None, bs=None, meta=None):
     return safetensors(tensors, metadata)
 
 
+# ---------------------------------------------------------------- GGUF (written here, not by mfqat)
+
+def gguf(kv, tensors, alignment=32):
+    """kv: [(key, type id, value)]; tensors: [(name, ne list, ggml type, bytes)]. GGUF v3."""
+    def s(x):
+        b = x.encode()
+        return struct.pack("<Q", len(b)) + b
+    scalar = {0: "<B", 1: "<b", 2: "<H", 3: "<h", 4: "<I", 5: "<i", 6: "<f", 7: "<B", 10: "<Q", 11: "<q", 12: "<d"}
+
+    def val(t, v):
+        if t == 8:
+            return s(v)
+        if t == 9:
+            et, items = v
+            return struct.pack("<IQ", et, len(items)) + b"".join(val(et, i) for i in items)
+        return struct.pack(scalar[t], v)
+    out = b"GGUF" + struct.pack("<IQQ", 3, len(tensors), len(kv))
+    for k, t, v in kv:
+        out += s(k) + struct.pack("<I", t) + val(t, v)
+    off = 0
+    for name, ne, gt, data in tensors:
+        out += s(name) + struct.pack("<I", len(ne)) + b"".join(struct.pack("<Q", n) for n in ne) + struct.pack("<IQ", gt, off)
+        off += (len(data) + alignment - 1) // alignment * alignment
+    out += b"\0" * (-len(out) % alignment)
+    for _, _, _, data in tensors:
+        out += data + b"\0" * (-len(data) % alignment)
+    return out
+
+
+def gguf_model():
+    kv = [("general.architecture", 8, "llama"), ("llama.block_count", 4, 1), ("llama.rope.freq_base", 6, 10000.0),
+          ("tokenizer.ggml.add_bos_token", 7, 0), ("u8", 0, 7), ("i8", 1, -7), ("u16", 2, 7), ("i16", 3, -7), ("i32", 5, -7),
+          ("u64", 10, 1 << 40), ("i64", 11, -(1 << 40)), ("f64", 12, 0.25),
+          ("tokenizer.ggml.tokens", 9, (8, ["a", "\u0120b", ""])), ("tokenizer.ggml.token_type", 9, (5, [1, 1, 3]))]
+    half_one = struct.pack("<H", 0x3C00)
+    tensors = [
+        ("f32", [4, 2], 0, struct.pack("<8f", *range(8))),
+        ("f16", [2], 1, half_one * 2),
+        ("bf16", [2], 30, struct.pack("<HH", 0x3F80, 0xBF80)),
+        ("q8_0", [32], 8, half_one + bytes(range(32))),
+        ("q4_0", [32], 2, half_one + bytes(range(16))),
+        ("q5_0", [32], 6, half_one + b"\x0f\xf0\x00\xff" + bytes(range(16))),
+        ("mxfp4", [64], 39, bytes([120] + list(range(16)) + [255] + list(range(16, 32)))),
+    ]
+    return gguf(kv, tensors)
+
+
 def main():
     put("corpus/rdata/strings_v3.rds", header(3) + strsxp(["It is a truth", "", None, "universally acknowledged"]))
     put("corpus/rdata/index_v2.rds", header(2) + lazyload_index())
@@ -173,6 +222,12 @@ def main():
     put("corpus/safetensors/master_mlp.safetensors", mlp_checkpoint(anchor=False))
     put("corpus/safetensors/bad_ckpt_mixed_block_size.safetensors", mlp_checkpoint(bs={"layers.1.weight": 16}))
     put("corpus/safetensors/bad_ckpt_mixed_format.safetensors", mlp_checkpoint(fmt={"layers.1.weight": "mxint4"}))
+
+    model = gguf_model()
+    put("corpus/gguf/model.gguf", model)
+    put("corpus/gguf/aligned64.gguf", gguf([("general.alignment", 4, 64)], [("t", [3], 0, struct.pack("<3f", 1, 2, 3))], alignment=64))
+    put("corpus/gguf/bad_truncated.gguf", model[:-40])  # into the last tensor, past its padding
+    put("corpus/gguf/bad_misaligned.gguf", gguf([("general.alignment", 4, 48)], []))
 
     hdr = b"{'descr': '<f4\n', 'fortran_order': False, 'shape': (1,), }"
     hdr += b" " * ((64 - (10 + len(hdr) + 1) % 64) % 64) + b"\n"

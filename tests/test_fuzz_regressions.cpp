@@ -46,6 +46,7 @@ const std::map<std::string, Target>& targets() {
       {"npy", {[](const Bytes& b, const std::string& n) { fuzz::npy(b, n); }, true, false}},
       {"config", {[](const Bytes& b, const std::string& n) { fuzz::config(std::string(b.begin(), b.end()), n); }, false, true}},
       {"request", {[](const Bytes& b, const std::string&) { fuzz::request(std::string(b.begin(), b.end())); }, false, true}},
+      {"gguf", {[](const Bytes& b, const std::string& n) { fuzz::gguf_file(b, n); }, true, false}},
   };
   return t;
 }
@@ -86,6 +87,8 @@ const std::map<std::string, Known>& known_regressions() {
       {"npy-empty-shape-memcpy.npy", {Outcome::Accepted, ""}},
       // A dtype with a newline was echoed into the message, which then spanned two lines.
       {"npy-newline-in-dtype.npy", {Outcome::Rejected, "dtype '<f4\\n' is not float32"}},
+      // UBSan: memcpy from a null pointer for an F32 tensor of 0 elements (found by fuzz_gguf).
+      {"gguf-empty-tensor-memcpy.gguf", {Outcome::Accepted, ""}},
       // Anchors whose MX tensors or metadata disagree (model::Checkpoint names the tensor).
       {"checkpoint-mixed-block-size.safetensors",
        {Outcome::Rejected, "tensor 'layers.1.weight' is mxint8 (block size 16), but the anchor's block size is 32 (metadata mfqat.anchor_block_size = 32)"}},

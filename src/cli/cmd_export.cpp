@@ -4,6 +4,7 @@
 #include <stdexcept>
 
 #include "commands.h"
+#include "mfqat/export/compressed_tensors.h"
 #include "mfqat/export/ggml_blocks.h"
 #include "mfqat/export/gguf_export.h"
 #include "mfqat/hf/tokenizer.h"
@@ -23,15 +24,16 @@ Command add_export(CLI::App& app) {
   auto o = std::make_shared<Opts>();
   sub->add_option("checkpoint", o->input, "fp32 master checkpoint (from `mfqat train` or `mfqat import`) or a Hugging Face model directory")->required();
   sub->add_option("--anchor", o->anchor, "anchor format: mxint8 (integer family) or mxfp8_e4m3 (FP family); any format is accepted");
-  sub->add_option("--to", o->to, "mfqat (an MX anchor, the default) or gguf (llama.cpp)")->check(CLI::IsMember({"mfqat", "gguf"}));
-  sub->add_option("--format", o->format, "gguf: the MX format of the quantized linears (derived from an anchor by Slice-and-Scale), or fp32");
+  sub->add_option("--to", o->to, "mfqat (an MX anchor, the default), gguf (llama.cpp) or compressed-tensors (vLLM: a Hugging Face directory)")
+      ->check(CLI::IsMember({"mfqat", "gguf", "compressed-tensors"}));
+  sub->add_option("--format", o->format, "gguf, compressed-tensors: the MX format of the quantized linears (derived from an anchor by Slice-and-Scale); gguf also fp32");
   sub->add_option("--gguf-type", o->type, "gguf: the ggml type of the quantized linears (default: mxfp4 for mxfp4_e2m1, q4_0 for mxint2-4, q5_0 for mxint5, q8_0 for mxint6-8 and mxfp6_e2m3)");
   sub->add_flag("--allow-f16", o->allow_f16, "gguf: write a format with no ggml block type (mxfp8, mxfp6_e3m2) as F16 where every value is exact");
   sub->add_option("--dense", o->dense, "gguf: embeddings, norms and an unquantized head as f32, bf16 or f16 (refused unless exact)")
       ->check(CLI::IsMember({"f32", "bf16", "f16"}));
   sub->add_option("--name", o->name, "gguf: general.name (default: the input's file name)");
   sub->add_flag("--no-verify", o->no_verify, "gguf: skip reading the file back (by default every quantized tensor is checked bit-identical)");
-  sub->add_option("-o,--output", o->output, "anchor .safetensors, or .gguf, to write")->required();
+  sub->add_option("-o,--output", o->output, "anchor .safetensors, .gguf, or the compressed-tensors directory, to write")->required();
   sub->add_flag("--json", o->json, "machine-readable summary");
   return {sub, [o]() {
     if (o->to == "gguf") {
@@ -63,7 +65,23 @@ Command add_export(CLI::App& app) {
       }
       return 0;
     }
-    if (o->anchor.empty()) throw std::invalid_argument("--anchor is required (or --to gguf --format F)");
+    if (o->to == "compressed-tensors") {
+      if (!o->anchor.empty()) throw std::invalid_argument("--anchor writes an mfqat anchor; with --to compressed-tensors name the weights' --format");
+      if (o->format.empty()) throw std::invalid_argument("--to compressed-tensors needs --format (mxfp4)");
+      const mx::Format f = mx::find_format(o->format);
+      const model::Checkpoint ck = model::Checkpoint::open(o->input);
+      const exporter::CtReport r = exporter::export_compressed_tensors(ck, f, o->output);
+      if (o->json) {
+        fmt::print("{}\n", nlohmann::json{{"output", o->output}, {"format", f.name}, {"quantized_tensors", r.quantized},
+                                          {"dense_tensors", r.dense}, {"dense_dtype", r.dense_dtype}, {"bytes", r.bytes}}
+                               .dump());
+      } else {
+        fmt::print("{}: compressed-tensors (mxfp4-pack-quantized), {} linears + {} {} tensors, {}\n", o->output, r.quantized, r.dense,
+                   r.dense_dtype, human_bytes(static_cast<double>(r.bytes)));
+      }
+      return 0;
+    }
+    if (o->anchor.empty()) throw std::invalid_argument("--anchor is required (or --to gguf|compressed-tensors --format F)");
     if (!is_safetensors(o->output)) throw std::invalid_argument(o->output + ": output must be .safetensors");
     const mx::Format f = mx::find_format(o->anchor);
     const model::Checkpoint master = model::Checkpoint::open(o->input);

@@ -212,6 +212,7 @@ void to_f32(GgmlType t, std::span<const std::uint8_t> data, std::int64_t n, floa
   const TypeInfo& ti = info(t);
   if (n % ti.block != 0 || data.size() < static_cast<std::uint64_t>(n / ti.block) * ti.bytes)
     throw std::invalid_argument(std::string("to_f32: ") + ti.name + ": " + std::to_string(n) + " elements do not fit the data");
+  if (n == 0) return;  // an empty tensor's span may have no data pointer
   const std::uint8_t* p = data.data();
   switch (t) {
     case GgmlType::F32: std::memcpy(out, p, static_cast<std::size_t>(n) * 4); return;
