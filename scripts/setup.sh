@@ -12,6 +12,7 @@ PACKAGES=(
   clang clang-tidy libclang-rt-14-dev
   libtorch-dev libgloo-dev libopenblas-dev libcpp-httplib-dev
   libpcre2-dev libicu-dev nodejs
+  pybind11-dev python3-dev python3-pytest python3-torch
 )
 # npm: Debian's package, unless npm is already there (NodeSource's nodejs bundles it and conflicts
 # with Debian's npm).
