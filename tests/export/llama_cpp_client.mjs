@@ -199,7 +199,7 @@ async function cmdBench(lib, pos, opt) {
   const prompt = Array.from({ length: P }, (_, i) => tok(i));
   const decodeIds = Array.from({ length: N }, (_, i) => tok(P + i));
   const context = await model.createContext({
-    contextSize: P + N, sequences: 1, batchSize: Math.min(P, 2048), flashAttention: false,
+    contextSize: P + N + 64, sequences: 1, batchSize: Math.min(P, 2048), flashAttention: false,
     ...(threads ? { threads: { ideal: threads, min: threads } } : {}),
   });
   const seq = context.getSequence();
