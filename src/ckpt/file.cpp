@@ -1,6 +1,7 @@
 #include "mfqat/ckpt/file.h"
 
 #include <fcntl.h>
+#include <sys/mman.h>
 #include <sys/stat.h>
 #include <unistd.h>
 
@@ -24,6 +25,30 @@ std::string dir_of(const std::string& path) {
 }
 
 }  // namespace
+
+MappedFile map_file(const std::string& path) {
+  const int fd = ::open(path.c_str(), O_RDONLY | O_CLOEXEC);
+  if (fd < 0) fail(path, "cannot open");
+  struct stat st {};
+  if (::fstat(fd, &st) != 0 || !S_ISREG(st.st_mode)) {
+    ::close(fd);
+    throw std::runtime_error(path + ": not a regular file");
+  }
+  MappedFile m;
+  m.size = static_cast<std::uint64_t>(st.st_size);
+  if (m.size == 0) {
+    ::close(fd);
+    return m;
+  }
+  void* p = ::mmap(nullptr, m.size, PROT_READ, MAP_PRIVATE, fd, 0);
+  const int err = errno;
+  ::close(fd);
+  if (p == MAP_FAILED) throw std::runtime_error(path + ": mmap failed: " + std::strerror(err));
+  const std::uint64_t len = m.size;
+  m.data = std::shared_ptr<const std::uint8_t>(static_cast<const std::uint8_t*>(p),
+                                               [len](const std::uint8_t* q) { ::munmap(const_cast<std::uint8_t*>(q), len); });
+  return m;
+}
 
 std::vector<std::uint8_t> read_file(const std::string& path) {
   const int fd = ::open(path.c_str(), O_RDONLY | O_CLOEXEC);

@@ -73,25 +73,11 @@ std::int64_t TensorInfo::numel() const {
 SafetensorsFile SafetensorsFile::open(const std::string& path) {
   SafetensorsFile f;
   f.name_ = path;
-  const int fd = ::open(path.c_str(), O_RDONLY | O_CLOEXEC);
-  if (fd < 0) throw std::runtime_error(path + ": cannot open: " + std::strerror(errno));
-  struct stat st {};
-  if (::fstat(fd, &st) != 0 || !S_ISREG(st.st_mode)) {
-    ::close(fd);
-    throw std::runtime_error(path + ": not a regular file");
-  }
-  f.size_ = static_cast<std::uint64_t>(st.st_size);
-  if (f.size_ == 0) {
-    ::close(fd);
-    f.fail("truncated file (0 bytes, a safetensors file has at least 8)");
-  }
-  void* p = ::mmap(nullptr, f.size_, PROT_READ, MAP_PRIVATE, fd, 0);
-  ::close(fd);
-  if (p == MAP_FAILED) throw std::runtime_error(path + ": mmap failed: " + std::strerror(errno));
-  const std::uint64_t len = f.size_;
+  MappedFile m = map_file(path);
+  f.size_ = m.size;
+  if (f.size_ == 0) f.fail("truncated file (0 bytes, a safetensors file has at least 8)");
   f.mapped_ = true;
-  f.base_ = std::shared_ptr<const std::uint8_t>(static_cast<const std::uint8_t*>(p),
-                                                [len](const std::uint8_t* q) { ::munmap(const_cast<std::uint8_t*>(q), len); });
+  f.base_ = std::move(m.data);
   f.parse();
   return f;
 }

@@ -1,12 +1,6 @@
 // GGUF reader and the metadata value type. Every length and count is checked against the bytes
 // that remain before it is used, so a hostile file fails with one line, never a huge allocation.
-#include <fcntl.h>
-#include <sys/mman.h>
-#include <sys/stat.h>
-#include <unistd.h>
-
 #include <algorithm>
-#include <cerrno>
 #include <cstring>
 #include <limits>
 #include <stdexcept>
@@ -40,30 +34,20 @@ Value Value::u64(std::uint64_t v) { Value x; x.type = ValueType::U64; x.u = v; r
 Value Value::f32(float v) { Value x; x.type = ValueType::F32; x.f = v; return x; }
 Value Value::boolean(bool v) { Value x; x.type = ValueType::Bool; x.i = v ? 1 : 0; return x; }
 Value Value::str(std::string v) { Value x; x.type = ValueType::String; x.s = std::move(v); return x; }
-Value Value::strings(const std::vector<std::string>& v) {
+namespace {
+template <typename T, typename Make>
+Value array_of(ValueType elem, const std::vector<T>& v, Make make) {
   Value x;
   x.type = ValueType::Array;
-  x.elem = ValueType::String;
+  x.elem = elem;
   x.arr.reserve(v.size());
-  for (const auto& s : v) x.arr.push_back(str(s));
+  for (const auto& e : v) x.arr.push_back(make(e));
   return x;
 }
-Value Value::i32s(const std::vector<std::int32_t>& v) {
-  Value x;
-  x.type = ValueType::Array;
-  x.elem = ValueType::I32;
-  x.arr.reserve(v.size());
-  for (auto s : v) x.arr.push_back(i32(s));
-  return x;
-}
-Value Value::f32s(const std::vector<float>& v) {
-  Value x;
-  x.type = ValueType::Array;
-  x.elem = ValueType::F32;
-  x.arr.reserve(v.size());
-  for (auto s : v) x.arr.push_back(f32(s));
-  return x;
-}
+}  // namespace
+Value Value::strings(const std::vector<std::string>& v) { return array_of(ValueType::String, v, str); }
+Value Value::i32s(const std::vector<std::int32_t>& v) { return array_of(ValueType::I32, v, i32); }
+Value Value::f32s(const std::vector<float>& v) { return array_of(ValueType::F32, v, f32); }
 
 bool Value::is_integer() const {
   switch (type) {
@@ -211,24 +195,10 @@ struct Cursor {
 File File::open(const std::string& path) {
   File f;
   f.name_ = path;
-  const int fd = ::open(path.c_str(), O_RDONLY | O_CLOEXEC);
-  if (fd < 0) throw std::runtime_error(path + ": cannot open: " + std::strerror(errno));
-  struct stat st {};
-  if (::fstat(fd, &st) != 0 || !S_ISREG(st.st_mode)) {
-    ::close(fd);
-    throw std::runtime_error(path + ": not a regular file");
-  }
-  f.size_ = static_cast<std::uint64_t>(st.st_size);
-  if (f.size_ == 0) {
-    ::close(fd);
-    f.fail("truncated file (0 bytes; a GGUF header has 24)");
-  }
-  void* p = ::mmap(nullptr, f.size_, PROT_READ, MAP_PRIVATE, fd, 0);
-  ::close(fd);
-  if (p == MAP_FAILED) throw std::runtime_error(path + ": mmap failed: " + std::strerror(errno));
-  const std::uint64_t len = f.size_;
-  f.base_ = std::shared_ptr<const std::uint8_t>(static_cast<const std::uint8_t*>(p),
-                                                [len](const std::uint8_t* q) { ::munmap(const_cast<std::uint8_t*>(q), len); });
+  ckpt::MappedFile m = ckpt::map_file(path);
+  f.size_ = m.size;
+  if (f.size_ == 0) f.fail("truncated file (0 bytes; a GGUF header has 24)");
+  f.base_ = std::move(m.data);
   f.parse();
   return f;
 }

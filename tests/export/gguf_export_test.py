@@ -34,7 +34,9 @@ ROOT = os.path.dirname(os.path.dirname(HERE))
 sys.path.insert(0, os.path.join(ROOT, "tests", "hf"))
 import hf_models  # noqa: E402
 
-CLIENT = os.path.join(HERE, "llama_cpp_client.mjs")
+sys.path.insert(0, HERE)
+from llama_cpp_fixture import CLIENT, llama_cpp_dir  # noqa: E402
+
 
 
 def run(*cmd, ok=True):
@@ -57,8 +59,7 @@ def refusals(mfqat, tmp):
     w = hf_models.random_weights(c, 3)
     w["model.layers.1.self_attn.v_proj.weight"][5, :32] *= 1e-12
     hf_models.write_safetensors(os.path.join(tiny, "model.safetensors"),
-                                {n: hf_models.encode(v, "f32")[:2] + (v.astype(np.float32).tobytes(),) for n, v in w.items()}
-                                if False else {n: ("F32", v.shape, v.astype(np.float32).tobytes()) for n, v in w.items()})
+                                {n: ("F32", v.shape, v.astype(np.float32).tobytes()) for n, v in w.items()})
     cases = [
         (["--to", "gguf", d], "--to gguf needs --format"),
         (["--to", "gguf", "--format", "mxint8", d, "-o", os.path.join(tmp, "x.safetensors")], "output must be .gguf"),
@@ -92,19 +93,6 @@ def refusals(mfqat, tmp):
     assert r.returncode != 0 and "runs past the end" in r.stderr and r.stderr.count("\n") == 1, r.stderr
     os.remove(out)
     print("PASS: refusals name the thing in one line and leave nothing behind; inspect reads GGUF")
-
-
-def llama_cpp_dir():
-    if subprocess.run(["bash", "-c", "command -v node"], capture_output=True).returncode != 0:
-        print("SKIP: node is not installed (bash scripts/setup.sh)")
-        sys.exit(77)
-    r = subprocess.run(["bash", os.path.join(ROOT, "scripts", "npm_llama_cpp.sh")], capture_output=True, text=True)
-    if r.returncode == 77:
-        print(f"SKIP: node-llama-cpp unavailable: {r.stderr.strip()}")
-        sys.exit(77)
-    if r.returncode != 0:
-        sys.exit(f"FAIL: scripts/npm_llama_cpp.sh exited {r.returncode}: {r.stderr.strip()}")
-    return r.stdout.strip()
 
 
 def nll_top1(z, ids):

@@ -24,7 +24,8 @@ import numpy as np
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 ROOT = os.path.dirname(os.path.dirname(HERE))
-CLIENT = os.path.join(HERE, "llama_cpp_client.mjs")
+sys.path.insert(0, HERE)
+from llama_cpp_fixture import CLIENT, llama_cpp_dir  # noqa: E402
 # (format, anchor it is derived from, ggml type, asserted)
 CASES = [("mxfp4_e2m1", "mxfp8_e4m3", "mxfp4", True), ("mxint8", "mxint8", "q8_0", True),
          ("mxint5", "mxint8", "q5_0", False), ("mxint4", "mxint8", "q4_0", False)]
@@ -35,19 +36,6 @@ def run(*cmd, **kw):
     if r.returncode != 0:
         sys.exit(f"FAIL: {' '.join(map(str, cmd))}: exit {r.returncode}: {r.stderr.strip()[-2000:]}")
     return r.stdout
-
-
-def llama_cpp_dir():
-    if subprocess.run(["bash", "-c", "command -v node"], capture_output=True).returncode != 0:
-        print("SKIP: node is not installed (bash scripts/setup.sh)")
-        sys.exit(77)
-    r = subprocess.run(["bash", os.path.join(ROOT, "scripts", "npm_llama_cpp.sh")], capture_output=True, text=True)
-    if r.returncode == 77:
-        print(f"SKIP: node-llama-cpp unavailable: {r.stderr.strip()}")
-        sys.exit(77)
-    if r.returncode != 0:
-        sys.exit(f"FAIL: scripts/npm_llama_cpp.sh exited {r.returncode}: {r.stderr.strip()}")
-    return r.stdout.strip()
 
 
 def mfqat_scores(hf_logits, model, fmt, ids, win, tmp):

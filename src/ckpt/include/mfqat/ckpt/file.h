@@ -2,6 +2,7 @@
 #pragma once
 
 #include <cstdint>
+#include <memory>
 #include <string>
 #include <string_view>
 #include <vector>
@@ -37,6 +38,14 @@ void check_writable(const std::string& path);
 // Text from an input file, fit for a one-line error message: control characters (newlines
 // included) become \n, \r, \t or \xNN, and text over `max` bytes is cut, ending in "...".
 std::string printable(std::string_view s, std::size_t max = 200);
+
+// A regular file mapped read-only (shared: the mapping lives while a copy of `data` does). An
+// empty file maps to size 0 and no data. Throws std::runtime_error("PATH: reason").
+struct MappedFile {
+  std::shared_ptr<const std::uint8_t> data;
+  std::uint64_t size = 0;
+};
+MappedFile map_file(const std::string& path);
 
 // Convenience: atomically replace PATH with `bytes`.
 void write_file_atomic(const std::string& path, const void* data, std::size_t n);
