@@ -2,6 +2,8 @@
 
 #include <cstdint>
 #include <cstring>
+#include <exception>
+#include <functional>
 #include <random>
 #include <string>
 #include <vector>
@@ -19,6 +21,16 @@ inline std::vector<mfqat::mx::Format> all_test_formats(int block_size = 32) {
     out.push_back(mfqat::mx::find_format(g, block_size));
   }
   return out;
+}
+
+// The message of what fn throws ("" when it does not throw).
+inline std::string error_of(const std::function<void()>& fn) {
+  try {
+    fn();
+  } catch (const std::exception& e) {
+    return e.what();
+  }
+  return "";
 }
 
 inline std::string fmt_name(const mfqat::mx::Format& f) { return f.name + "/bs" + std::to_string(f.block_size); }

@@ -8,6 +8,7 @@
 #include <optional>
 #include <random>
 
+#include "common.h"
 #include "mfqat/model/checkpoint.h"
 
 using namespace mfqat;
@@ -41,15 +42,6 @@ void write_master(const model::ModelConfig& c, const std::string& path, const st
   }
   w.set_metadata(ckpt::kModelConfigKey, c.to_json());
   w.write(path);
-}
-
-std::string error_of(const std::function<void()>& f) {
-  try {
-    f();
-  } catch (const std::exception& e) {
-    return e.what();
-  }
-  return "";
 }
 
 }  // namespace

@@ -39,7 +39,7 @@ Command add_export(CLI::App& app) {
     if (o->to == "gguf") {
       if (!o->anchor.empty()) throw std::invalid_argument("--anchor writes an mfqat anchor; with --to gguf name the weights' --format");
       if (o->format.empty()) throw std::invalid_argument("--to gguf needs --format (an MX format, or fp32)");
-      if (o->output.size() < 5 || o->output.compare(o->output.size() - 5, 5, ".gguf") != 0)
+      if (!ends_with(o->output, ".gguf"))
         throw std::invalid_argument(o->output + ": output must be .gguf");
       exporter::GgufOptions g;
       if (o->format != "fp32") g.format = mx::find_format(o->format);

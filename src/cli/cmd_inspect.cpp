@@ -14,7 +14,7 @@ namespace mfqat::cli {
 namespace {
 
 bool is_gguf(const std::string& path) {
-  if (path.size() >= 5 && path.compare(path.size() - 5, 5, ".gguf") == 0) return true;
+  if (ends_with(path, ".gguf")) return true;
   std::FILE* f = std::fopen(path.c_str(), "rb");
   if (!f) return false;
   char magic[4] = {};

@@ -4,15 +4,14 @@
 
 #include <algorithm>
 #include <cstring>
-#include <map>
 #include <filesystem>
-#include <fstream>
+#include <map>
 #include <nlohmann/json.hpp>
 #include <stdexcept>
 
 #include "mfqat/ckpt/file.h"
 #include "mfqat/ckpt/stream_writer.h"
-#include "mfqat/export/ggml_types.h"
+#include "mfqat/export/ggml_blocks.h"
 #include "mfqat/export/gguf_export.h"
 
 namespace mfqat::exporter {
@@ -111,7 +110,7 @@ bool bf16_exact(const std::vector<float>& v) {
 CtReport export_compressed_tensors(const model::Checkpoint& ck, const mx::Format& f, const std::string& out_dir) {
   const model::ModelConfig& mc = ck.config();
   if (mc.kind != model::Kind::Lm) throw std::invalid_argument(ck.path() + ": only language models export to compressed-tensors");
-  if (!(f.family == mx::Family::Fp && f.bits == 4 && f.ebits == 2 && f.mbits == 1 && f.block_size == 32))
+  if (!(gguf::is_e2m1(f) && f.block_size == 32))
     throw std::invalid_argument(f.name + (f.block_size != 32 ? " with blocks of " + std::to_string(f.block_size) : std::string()) +
                                 ": compressed-tensors names one MX format, mxfp4-pack-quantized (E2M1, blocks of 32)");
   if (const std::string why = ck.derive_refusal(f); !why.empty()) throw std::invalid_argument(why);
@@ -158,18 +157,7 @@ CtReport export_compressed_tensors(const model::Checkpoint& ck, const mx::Format
         head_quantized = head_quantized || p.name == "head.weight";
         ++rep.quantized;
       } else {
-        const std::vector<float> v = ck.values(p);
-        if (bf16) {
-          std::vector<std::uint8_t> b(v.size() * 2);
-          for (std::size_t i = 0; i < v.size(); ++i) {
-            const std::uint16_t h = gguf::float_to_bf16(v[i]);
-            b[2 * i] = static_cast<std::uint8_t>(h);
-            b[2 * i + 1] = static_cast<std::uint8_t>(h >> 8);
-          }
-          w.write(n, b);
-        } else {
-          w.write_f32(n, v);
-        }
+        w.write(n, gguf::dense_bytes(ck.values(p), bf16 ? gguf::GgmlType::BF16 : gguf::GgmlType::F32, n));
         ++rep.dense;
       }
     }

@@ -28,8 +28,6 @@ std::optional<IntRange> int_range(GgmlType t) {
   }
 }
 
-bool is_e2m1(const mx::Format& f) { return f.family == mx::Family::Fp && f.bits == 4 && f.ebits == 2 && f.mbits == 1; }
-
 // q(code) = elem(code) * 2^p as an integer; `finite` false for NaN/Inf codes.
 struct IntTable {
   std::array<std::int64_t, 256> q{};
@@ -84,6 +82,28 @@ std::optional<int> find_shift(const std::int64_t* q, int dexp, IntRange r) {
 }
 
 }  // namespace
+
+bool is_e2m1(const mx::Format& f) { return f.family == mx::Family::Fp && f.bits == 4 && f.ebits == 2 && f.mbits == 1; }
+
+std::vector<std::uint8_t> dense_bytes(const std::vector<float>& v, GgmlType t, const std::string& name) {
+  std::vector<std::uint8_t> out;
+  if (t == GgmlType::F32) {
+    out.resize(v.size() * 4);
+    std::memcpy(out.data(), v.data(), out.size());
+    return out;
+  }
+  if (t != GgmlType::F16 && t != GgmlType::BF16) throw std::invalid_argument(std::string("dense values are not written as ") + info(t).name);
+  out.resize(v.size() * 2);
+  for (std::size_t i = 0; i < v.size(); ++i) {
+    const std::uint16_t h = t == GgmlType::F16 ? float_to_half(v[i]) : float_to_bf16(v[i]);
+    const float back = t == GgmlType::F16 ? half_to_float(h) : bf16_to_float(h);
+    if (back != v[i])
+      throw InexactError(name + ": element " + std::to_string(i) + " (" + std::to_string(v[i]) + ") is not exact in " + info(t).name +
+                         "; export the dense tensors as f32");
+    put_u16(out.data() + 2 * i, h);
+  }
+  return out;
+}
 
 int fraction_bits(const mx::Format& f) {
   if (f.family == mx::Family::Int) return f.mbits;

@@ -71,26 +71,6 @@ std::vector<float> permute_rows(const std::vector<float>& v, std::int64_t cols, 
   return o;
 }
 
-std::vector<std::uint8_t> dense_bytes(const std::vector<float>& v, GgmlType t, const std::string& name) {
-  std::vector<std::uint8_t> out;
-  if (t == GgmlType::F32) {
-    out.resize(v.size() * 4);
-    std::memcpy(out.data(), v.data(), out.size());
-    return out;
-  }
-  out.resize(v.size() * 2);
-  for (std::size_t i = 0; i < v.size(); ++i) {
-    const std::uint16_t h = t == GgmlType::F16 ? gguf::float_to_half(v[i]) : gguf::float_to_bf16(v[i]);
-    const float back = t == GgmlType::F16 ? gguf::half_to_float(h) : gguf::bf16_to_float(h);
-    if (back != v[i])
-      throw gguf::InexactError(name + ": element " + std::to_string(i) + " (" + std::to_string(v[i]) + ") is not exact in " +
-                               gguf::info(t).name + "; export the dense tensors as f32");
-    out[2 * i] = static_cast<std::uint8_t>(h);
-    out[2 * i + 1] = static_cast<std::uint8_t>(h >> 8);
-  }
-  return out;
-}
-
 bool is_rope_permuted(const std::string& arch, const std::string& param) {
   if (arch != "llama") return false;
   const auto ends = [&](const char* s) {
@@ -211,7 +191,7 @@ GgufReport export_gguf(const model::Checkpoint& ck, const GgufOptions& o, const 
       } else {
         std::vector<float> v = ck.values(p);
         if (perm) v = permute_rows(v, cols, rope_row_order(rows, c.head_dim(), false));
-        w.write(gname, dense_bytes(v, p.quantized ? rep.type : o.dense, gname));
+        w.write(gname, gguf::dense_bytes(v, p.quantized ? rep.type : o.dense, gname));
         ++(p.quantized ? rep.quantized : rep.dense);
       }
     } catch (const gguf::InexactError& e) {

@@ -31,6 +31,13 @@ class InexactError : public std::runtime_error {
 // p above: element values are integers times 2^-p.
 int fraction_bits(const mx::Format& f);
 
+// Whether f's elements are E2M1 (ggml's MXFP4 and compressed-tensors' mxfp4 hold those codes).
+bool is_e2m1(const mx::Format& f);
+
+// Dense values as ggml/safetensors bytes of t (F32, F16 or BF16, little-endian); a value that t
+// does not hold exactly throws InexactError naming `name` and the element.
+std::vector<std::uint8_t> dense_bytes(const std::vector<float>& v, GgmlType t, const std::string& name);
+
 // The ggml type an MX format is written as by default: MXFP4 for E2M1, Q4_0 for MXINT2..4,
 // Q5_0 for MXINT5, Q8_0 for MXINT6..8 and E2M3; nullopt where no ggml block type holds every
 // block of the format (E3M2, E4M3, E5M2: F16 may, value by value, with --allow-f16).
