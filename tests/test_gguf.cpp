@@ -9,6 +9,7 @@
 #include "common.h"
 #include "mfqat/export/ggml_blocks.h"
 #include "mfqat/export/gguf.h"
+#include "mfqat/mx/parallel.h"
 #include "mfqat/mx/quantize.h"
 
 using namespace mfqat;
@@ -130,6 +131,35 @@ TEST(GgmlBlocks, EveryFormatRoundTripsThroughItsDefaultTypeAndF32) {
   EXPECT_FALSE(default_type(mx::find_format("mxfp6_e3m2")));
   EXPECT_FALSE(default_type(mx::find_format("mxfp8_e4m3")));
   EXPECT_FALSE(default_type(mx::find_format("mxint8", 64)));
+}
+
+TEST(GgmlBlocks, RowsSplitOverMoreThreadsThanCoresGiveTheSameBytesAndTheSameRefusal) {
+  // from_mx runs over rows in parallel (grain 8): 203 rows are many parts at 3, 8 and 16 threads.
+  struct Restore {
+    int n = num_threads();
+    ~Restore() { set_num_threads(n); }
+  } restore;
+  const std::int64_t rows = 203, cols = 64;
+  std::vector<float> x = random_tensor(static_cast<std::size_t>(rows * cols), 9, 0);
+  for (const char* name : {"mxfp4", "mxint8", "mxint5", "mxint4"}) {
+    const mx::Format f = mx::find_format(name);
+    const mx::PackedMatrix m = mx::quantize(f, x.data(), rows, cols);
+    set_num_threads(1);
+    const auto one = from_mx(mx::view(m), *default_type(f));
+    for (int t : {3, 8, 16}) {
+      set_num_threads(t);
+      EXPECT_EQ(from_mx(mx::view(m), *default_type(f)), one) << name << " at " << t << " threads";
+    }
+  }
+  // a block without an exact Q8_0 image in a late row: refused whatever the split
+  mx::PackedMatrix m = mx::quantize(mx::find_format("mxint8"), x.data(), rows, cols);
+  const std::size_t rb = m.format.packed_row_bytes(cols);
+  m.scales[static_cast<std::size_t>(190 * 2)] = 90;  // row 190, block 0: d = 2^-43
+  m.elements[190 * rb] = 1;                          // an odd integer: no shift helps
+  for (int t : {1, 3, 8, 16}) {
+    set_num_threads(t);
+    EXPECT_NE(error_of([&] { from_mx(mx::view(m), GgmlType::Q8_0); }).find("row 190, block 0"), std::string::npos) << t;
+  }
 }
 
 TEST(GgmlBlocks, ScalesOutsideTheHalfRangeAreRescaledWhenExactAndRefusedOtherwise) {
