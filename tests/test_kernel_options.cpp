@@ -45,7 +45,7 @@ TEST(KernelOptions, DescribeNamesTheLoopsThisCpuRuns) {
   const bool w512 = avx2 && cpu_has_avx512();
   const bool vbmi = w512 && __builtin_cpu_supports("avx512vbmi");
   std::printf("default kernels here: %s\n", k.describe().c_str());
-  EXPECT_EQ(k.describe(), !avx2 ? "scalar" : !w512 ? "avx2" : std::string(vbmi ? "avx512+vbmi" : "avx512") + ", 4-bit fixed point 3 digits");
+  EXPECT_EQ(k.describe(), !avx2 ? "scalar" : !w512 ? "avx2" : std::string(vbmi ? "avx512+vbmi" : "avx512") + ", 4-bit fixed point 3 digits, int8 gemm");
   k.isa = mx::Isa::Scalar;
   EXPECT_EQ(k.describe(), "scalar");
   k.isa = mx::Isa::Auto;
@@ -54,8 +54,10 @@ TEST(KernelOptions, DescribeNamesTheLoopsThisCpuRuns) {
   k.avx512 = true;
   k.fx_digits = 2;
   k.vbmi = false;
-  if (w512) EXPECT_EQ(k.describe(), "avx512, 4-bit fixed point 2 digits");
+  if (w512) EXPECT_EQ(k.describe(), "avx512, 4-bit fixed point 2 digits, int8 gemm");
   k.int8_acts = true;
+  if (w512) EXPECT_EQ(k.describe(), "avx512, int8 activations, int8 gemm");
+  k.int8_gemm = false;  // --prefill-acts fp32
   if (w512) EXPECT_EQ(k.describe(), "avx512, int8 activations");
   k.fx_digits = 4;
   EXPECT_THROW(k.validate(), std::invalid_argument);
@@ -67,9 +69,13 @@ TEST(KernelOptions, EnginesKeepTheirOwnChoiceAndIgnoreTheProcessSwitches) {
   runtime::KernelOptions scalar;
   scalar.isa = mx::Isa::Scalar;
   b->set_kernels(scalar);
+  runtime::KernelOptions fp32_prefill;  // the prompt's activations in fp32 as well: the fp32 contract below
+  fp32_prefill.int8_gemm = false;
+  a->set_kernels(fp32_prefill);
   const auto la = logits(*a, "mxfp4_e2m1"), lb = logits(*b, "mxfp4_e2m1");
   // each engine alone, in a fresh engine, after the other ran: the same bits
   auto a2 = runtime::Engine::synthetic(small_lm(48), mx::find_format("mxfp8_e4m3"), 11);
+  a2->set_kernels(fp32_prefill);
   EXPECT_EQ(logits(*a2, "mxfp4_e2m1"), la);
   EXPECT_EQ(logits(*b, "mxfp4_e2m1"), lb);
   // the kernel-level process switches do not reach an engine
@@ -92,16 +98,20 @@ TEST(KernelOptions, EveryChoiceAgreesWithTheScalarReference) {
   for (const char* f : {"mxint8", "mxint4", "fp32"}) {
     e->set_kernels(ref);
     const auto want = logits(*e, f);
-    for (int choice = 0; choice < 5; ++choice) {
+    for (int choice = 0; choice < 6; ++choice) {
       runtime::KernelOptions k;
+      k.int8_gemm = choice == 5;  // the prompt in fp32 activations, but for the last choice
       if (choice == 1) k.avx512 = false;
       if (choice == 2) k.fx_digits = 2;
       if (choice == 3) k.fixed_point = false;
       if (choice == 4) k.vbmi = false;
       e->set_kernels(k);
       SCOPED_TRACE(std::string(f) + " " + k.describe());
-      // two digits round each activation to ~15 bits of its block maximum (gemv.h)
-      EXPECT_LT(max_rel(logits(*e, f), want), k.fx_digits == 2 ? 1e-3 : 1e-4);
+      // two digits round each activation to ~15 bits of its block maximum (gemv.h); the int8
+      // GEMM rounds the prompt's activations to 8 bits of it (measured 1.1e-2 on this random
+      // model, whose logits are large; the held-out perplexity cost: docs/numerics.md)
+      const bool int8 = std::string(f) != "fp32" && runtime::gemm_q8_active(mx::find_format(f), k);
+      EXPECT_LT(max_rel(logits(*e, f), want), int8 ? 3e-2 : k.fx_digits == 2 ? 1e-3 : 1e-4);
     }
   }
 }

@@ -160,8 +160,13 @@ def test_export_anchor_of_mfqat_lm_is_what_mfqat_export_writes(work, tiny_master
     lm = mt.load_model(tiny_anchor, format="mxint4")
     ids = list(b"It is a truth universally ackn")
     ref = lm(torch.tensor([ids]))[0].detach().numpy()
-    got = mfqat.Engine(tiny_anchor).logits(ids, format="mxint4")
+    got = mfqat.Engine(tiny_anchor, prefill_acts="fp32").logits(ids, format="mxint4")
     assert np.abs(got - ref).max() / np.abs(ref).max() < 1e-5  # the runtime's contract (docs/numerics.md)
+    # the default rounds the prompt's activations to int8 per block of 32 (where AVX-512 VNNI is)
+    got8 = mfqat.Engine(tiny_anchor).logits(ids, format="mxint4")
+    assert np.abs(got8 - ref).max() / np.abs(ref).max() < 4e-2
+    with pytest.raises(ValueError, match="prefill-acts"):
+        mfqat.Engine(tiny_anchor, prefill_acts="int4")
 
 
 def test_export_anchor_refuses_what_export_refuses(work, tiny_master):

@@ -14,6 +14,12 @@ void add_kernel_flags(CLI::App* sub, KernelFlags& f) {
   sub->add_flag("--no-fixed-point", f.no_fixed_point, "512-bit 4-bit loop: fp32 activations and FMAs instead of fixed point");
   sub->add_flag("--no-vbmi", f.no_vbmi, "512-bit fixed-point loop: vpshufb code lookup instead of vpermb (same bits)");
   sub->add_flag("--int8-act", f.int8_act, "decode with int8 activations where the format allows (MXINT8, 4-bit): faster, not bit-faithful to training");
+  sub->add_option("--prefill-acts", f.prefill_acts,
+                  "prompts and batches (n >= 2 tokens): int8 (activations rounded to int8 per block of 32, integer dot products, where the "
+                  "format's codes are integers and the CPU has AVX-512 VNNI) or fp32 (fp32 activations for every format)")
+      ->check(CLI::IsMember({"int8", "fp32"}));
+  sub->add_option("--ubatch", f.ubatch, "prefill in chunks of at most N tokens (bounds the activation memory; the same result)")
+      ->check(CLI::PositiveNumber);
 }
 
 runtime::KernelOptions kernel_options(const KernelFlags& f) {
@@ -33,6 +39,8 @@ runtime::KernelOptions kernel_options(const KernelFlags& f) {
   k.fixed_point = !f.no_fixed_point;
   k.vbmi = !f.no_vbmi;
   k.int8_acts = f.int8_act;
+  k.int8_gemm = f.prefill_acts == "int8";
+  k.ubatch = f.ubatch;
   k.validate();
   if (f.kernels == "avx512" && k.describe().rfind("avx512", 0) != 0) {
     throw std::invalid_argument("--kernels avx512: this CPU lacks AVX-512 (F, BW, VL, DQ, VNNI); it runs " + k.describe());

@@ -15,6 +15,8 @@ struct KernelFlags {
   bool no_fixed_point = false;
   bool no_vbmi = false;
   bool int8_act = false;
+  std::string prefill_acts = "int8";
+  std::int64_t ubatch = 512;
 };
 
 // Adds --kernels, --fx-digits, --no-fixed-point, --no-vbmi and --int8-act to `sub`.

@@ -243,8 +243,11 @@ void bind_models(py::module_& m) {
                                                   "The elastic engine: maps an anchor (or an fp32 master, or a Hugging Face directory) once "
                                                   "and derives each format it is asked for once, by Slice-and-Scale")
       .def(py::init([](const Path& path, std::int64_t ctx, const std::string& kernels, int fx_digits, bool fixed_point, bool vbmi,
-                       bool int8_activations) {
+                       bool int8_activations, const std::string& prefill_acts, std::int64_t ubatch) {
              cli::KernelFlags k;
+             if (prefill_acts != "int8" && prefill_acts != "fp32") throw std::invalid_argument("--prefill-acts: '" + prefill_acts + "' is not int8 or fp32");
+             k.prefill_acts = prefill_acts;
+             k.ubatch = ubatch;
              k.kernels = kernels;
              k.fx_digits = fx_digits;
              k.no_fixed_point = !fixed_point;
@@ -263,7 +266,7 @@ void bind_models(py::module_& m) {
              return pe;
            }),
            py::arg("path"), py::arg("ctx") = 0, py::arg("kernels") = "auto", py::arg("fx_digits") = 3, py::arg("fixed_point") = true,
-           py::arg("vbmi") = true, py::arg("int8_activations") = false)
+           py::arg("vbmi") = true, py::arg("int8_activations") = false, py::arg("prefill_acts") = "int8", py::arg("ubatch") = 512)
       .def_property_readonly("formats", [](const PyEngine& p) { return p.e->formats(); }, "Formats it can serve: the anchor's family at or below it")
       .def_property_readonly("anchor", [](const PyEngine& p) { return p.e->anchor_name(); })
       .def_property_readonly("config", [](const PyEngine& p) {

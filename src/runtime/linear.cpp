@@ -15,6 +15,8 @@ void Linear::forward(const float* x, std::int64_t n, float* y, const KernelOptio
       gemv_q8(mx, x, y, k);
     } else if (n == 1) {
       gemv(mx, x, y, k);
+    } else if (gemm_q8_active(*mx.format, k)) {
+      gemm_q8(mx, x, n, y, k);
     } else {
       gemm(mx, x, n, y, k);
     }
@@ -31,6 +33,26 @@ void Linear::forward_shared(std::initializer_list<std::pair<const Linear*, float
   // run one forward each
   if (ls.size() == 0) return;
   const Linear& l0 = *ls.begin()->first;
+  if (n > 1 && shared && ls.size() > 1 && l0.is_mx && gemm_q8_active(*l0.mx.format, k)) {
+    // one quantization of x for all of them (prefill's Q, K, V; W1, W3)
+    bool same = true;
+    for (const auto& [l, y] : ls) {
+      same = same && l->is_mx && l->mx.cols == l0.mx.cols && l->mx.format->name == l0.mx.format->name &&
+             l->mx.format->block_size == l0.mx.format->block_size;
+    }
+    if (same) {
+      MxView ws[4];
+      float* ys[4];
+      std::size_t m = 0;
+      for (const auto& [l, y] : ls) {
+        if (m == 4) throw std::invalid_argument("forward_shared: at most 4 linears");
+        ws[m] = l->mx;
+        ys[m++] = y;
+      }
+      gemm_q8_shared({ws, m}, x, n, {ys, m}, k);
+      return;
+    }
+  }
   bool fused = shared && n == 1 && !k.int8_acts && ls.size() > 1 && l0.is_mx;
   for (const auto& [l, y] : ls) {
     fused = fused && l->is_mx && l->mx.cols == l0.mx.cols && l->mx.format->name == l0.mx.format->name &&

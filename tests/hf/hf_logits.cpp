@@ -1,6 +1,7 @@
 // Logits of every position of a token sequence from the elastic engine (or, built with
 // MFQAT_HF_LOGITS_TORCH, the trainer's libtorch model), written as .npy [T, vocab] for the Python
-// reference comparison (tests/hf/hf_parity_test.py).
+// reference comparison (tests/hf/hf_parity_test.py). The engine runs prompts with fp32
+// activations here (--prefill-acts fp32).
 //   hf_logits MODEL FORMAT IDS OUT.npy     (IDS: comma-separated token ids; FORMAT: fp32 or an MX format)
 #include <cstdio>
 #include <exception>
@@ -41,6 +42,11 @@ int main(int argc, char** argv) {
     m.data.assign(y.data_ptr<float>(), y.data_ptr<float>() + y.numel());
 #else
     auto e = mfqat::runtime::Engine::open(argv[1]);
+    // The model's semantics against the references: prompts in fp32 activations (the int8
+    // prompt GEMM has its own bitwise and bound tests, and its perplexity cost is measured).
+    mfqat::runtime::KernelOptions k;
+    k.int8_gemm = false;
+    e->set_kernels(k);
     mfqat::runtime::Session s(*e, e->weights(format));
     m.data = s.feed_all(ids);
     m.rows = static_cast<std::int64_t>(ids.size());

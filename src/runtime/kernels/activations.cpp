@@ -31,19 +31,26 @@ Q8Acts quantize_acts(const float* x, std::int64_t cols, int bs, bool nibble_orde
   a.grouped = grouped;
   for (std::int64_t b = 0; b < nb; ++b) {
     const std::int64_t c0 = b * bs, len = std::min<std::int64_t>(bs, cols - c0);
+    // A NaN or Inf makes the block's scale NaN, so that the outputs are NaN (std::max alone
+    // drops a NaN, and the int8 values would then be finite).
     float amax = 0;
-    for (std::int64_t i = 0; i < len; ++i) amax = std::max(amax, std::fabs(x[c0 + i]));
-    const float s = amax / 127.0f;
+    bool bad = false;
+    for (std::int64_t i = 0; i < len; ++i) {
+      const float v = std::fabs(x[c0 + i]);
+      amax = std::max(amax, v);
+      bad |= !(v <= std::numeric_limits<float>::max());
+    }
+    const float s = bad ? NAN : amax / 127.0f;
     a.scale[b] = s;
     if (s == 0 || !std::isfinite(s)) continue;
-    const float inv = 1.0f / s;
     // Natural order first (a loop the compiler vectorizes), then into the layout.
     std::int8_t qb[mx::kMaxBlockSize];
     std::int32_t sum = 0;
     for (std::int64_t i = 0; i < len; ++i) {
-      // round to nearest even by the 1.5 * 2^23 trick (|x * inv| <= 127 here): what
-      // std::nearbyint gives in the default rounding mode, without a libm call per element
-      const float v = (x[c0 + i] * inv + 12582912.0f) - 12582912.0f;
+      // round to nearest even by the 1.5 * 2^23 trick (|x / s| <= 127 here): what
+      // std::nearbyint gives in the default rounding mode, without a libm call per element;
+      // x / s, not x * (1 / s), which overflows for a subnormal block maximum
+      const float v = (x[c0 + i] / s + 12582912.0f) - 12582912.0f;
       qb[i] = static_cast<std::int8_t>(std::clamp(v, -127.0f, 127.0f));
       sum += qb[i];
     }

@@ -11,6 +11,7 @@
 #include <utility>
 #include <vector>
 
+#include "gemm_internal.h"
 #include "gemv_internal.h"
 #include "mfqat/mx/parallel.h"
 
@@ -38,6 +39,7 @@ bool vbmi_active() { return false; }
 void set_vbmi(bool) {}
 RowsFn avx2_rows() { return nullptr; }
 DecodeRowFn avx2_decode_row() { return nullptr; }
+GemmQ8Fn avx512_gemm_q8() { return nullptr; }
 #endif
 
 }  // namespace detail
@@ -144,6 +146,66 @@ void run(const MxView* ws, float* const* ys, int m, const float* x, std::int64_t
 
 }  // namespace
 
+namespace {
+
+const detail::IntCodes& int_codes_for(const mx::Format& f) {
+  static std::mutex mu;
+  static std::vector<std::pair<std::string, std::unique_ptr<detail::IntCodes>>> cache;
+  const std::string key = f.name + "/" + std::to_string(f.block_size);
+  std::lock_guard<std::mutex> lk(mu);
+  for (const auto& [k, ic] : cache) {
+    if (k == key) return *ic;
+  }
+  cache.emplace_back(key, std::make_unique<detail::IntCodes>(detail::IntCodes::make(f)));
+  return *cache.back().second;
+}
+
+// gemm_q8 of m matrices sharing X (checked like run()).
+void run_q8(const MxView* ws, float* const* ys, int m, const float* x, std::int64_t n, const KernelOptions& k) {
+  if (m < 1) throw std::invalid_argument("gemm_q8: no matrices");
+  if (n < 0) throw std::invalid_argument("gemm_q8: negative row count");
+  std::int64_t total = 0;
+  for (int i = 0; i < m; ++i) {
+    const MxView& w = ws[i];
+    if (!w.format || w.rows < 0 || w.cols < 0) throw std::invalid_argument("gemm_q8: bad matrix view");
+    if (w.cols != ws[0].cols || w.format->name != ws[0].format->name || w.format->block_size != ws[0].format->block_size) {
+      throw std::invalid_argument("gemm_q8: matrices that share x need one format and one width (" + w.format->name + " " + std::to_string(w.cols) +
+                                  " vs " + ws[0].format->name + " " + std::to_string(ws[0].cols) + ")");
+    }
+    total += w.rows;
+  }
+  const detail::IntCodes& ic = int_codes_for(*ws[0].format);
+  if (!ic.ok) throw std::invalid_argument("gemm_q8: no integer codes for " + ws[0].format->name + " (block size " + std::to_string(ws[0].format->block_size) + ")");
+  if (n == 0) return;
+  const Paths p = paths(k);
+  detail::GemmQ8Fn fn = detail::scalar_gemm_q8();
+  if (p.w512 && detail::avx512_gemm_q8()) fn = detail::avx512_gemm_q8();
+  thread_local detail::Q8Rows a;  // the calling thread's; reached through a pointer below
+  detail::quantize_rows(x, n, ws[0].cols, ic.off, a);
+  const detail::Q8Rows* ap = &a;
+  if (ws[0].cols == 0) {
+    for (int i = 0; i < m; ++i) std::fill_n(ys[i], n * ws[i].rows, 0.0f);
+    return;
+  }
+  // 16-row panels; at least ~64K multiply-adds per part
+  const std::int64_t grain = std::max<std::int64_t>(16, ((1 << 16) / std::max<std::int64_t>(1, ws[0].cols * n) + 15) / 16 * 16);
+  parallel_for(total, grain, [&](std::int64_t r0, std::int64_t r1) {
+    over_parts(ws, m, r0, r1, [&](int i, std::int64_t lo, std::int64_t hi) { fn(ic, ws[i], *ap, ys[i], lo, hi); });
+  });
+}
+
+}  // namespace
+
+bool gemm_q8_supported(const mx::Format& f) { return int_codes_for(f).ok; }
+bool gemm_q8_active(const mx::Format& f, const KernelOptions& k) {
+  return k.int8_gemm && paths(k).w512 && detail::avx512_gemm_q8() && gemm_q8_supported(f);
+}
+void gemm_q8(const MxView& w, const float* x, std::int64_t n, float* y, const KernelOptions& k) { run_q8(&w, &y, 1, x, n, k); }
+void gemm_q8_shared(std::span<const MxView> ws, const float* x, std::int64_t n, std::span<float* const> ys, const KernelOptions& k) {
+  if (ws.size() != ys.size()) throw std::invalid_argument("gemm_q8_shared: " + std::to_string(ws.size()) + " matrices but " + std::to_string(ys.size()) + " outputs");
+  run_q8(ws.data(), ys.data(), static_cast<int>(ws.size()), x, n, k);
+}
+
 KernelOptions KernelOptions::process_defaults(mx::Isa isa) {
   KernelOptions k;
   k.isa = isa == mx::Isa::Auto ? mx::default_isa() : isa;  // MFQAT_ISA: the mx library's switch, for these overloads only
@@ -156,6 +218,7 @@ KernelOptions KernelOptions::process_defaults(mx::Isa isa) {
 
 void KernelOptions::validate() const {
   if (fx_digits != 2 && fx_digits != 3) throw std::invalid_argument("fixed-point digits: 2 or 3, not " + std::to_string(fx_digits));
+  if (ubatch < 1) throw std::invalid_argument("ubatch: at least 1 token, not " + std::to_string(ubatch));
   if (isa == mx::Isa::Avx2 && !(mx::isa_supported(mx::Isa::Avx2) && detail::avx2_rows())) {
     throw std::invalid_argument("kernels: AVX2 is not available on this CPU");
   }
@@ -165,8 +228,9 @@ std::string KernelOptions::describe() const {
   const Paths p = paths(*this);
   if (p.isa == mx::Isa::Scalar) return int8_acts ? "scalar, int8 activations" : "scalar";
   std::string s = p.w512 ? (p.vbmi ? "avx512+vbmi" : "avx512") : "avx2";
-  if (int8_acts) return s + ", int8 activations";
-  if (p.fixed) s += ", 4-bit fixed point " + std::to_string(fx_digits) + " digits";
+  if (int8_acts) s += ", int8 activations";
+  else if (p.fixed) s += ", 4-bit fixed point " + std::to_string(fx_digits) + " digits";
+  if (int8_gemm && p.w512 && detail::avx512_gemm_q8()) s += ", int8 gemm";
   return s;
 }
 

@@ -122,7 +122,7 @@ MFQAT_AVX512 void gemv_rows_512(const Decoder& d, const MxView& w, const float* 
 
 // ---- fp32 activations, several vectors (prefill): Y[j, r] = sum_c W[r, c] X[j, c] ----
 // Each weight row is decoded once into an L1 scratch (the AVX2 row decoder), then multiplied
-// by 8 (then 4, then 1) activation rows at a time with 16-wide FMAs.
+// by 8 (then 1) activation rows at a time with 16-wide FMAs, every output in the same order.
 MFQAT_AVX512 void gemm_rows_512(const Decoder& d, const MxView& w, const float* x, std::int64_t n, float* y, std::int64_t r0,
                                 std::int64_t r1) {
   const std::int64_t cols = w.cols, c16 = cols / 16 * 16;
@@ -148,16 +148,13 @@ MFQAT_AVX512 void gemm_rows_512(const Decoder& d, const MxView& w, const float* 
       for (int k = 0; k < 8; ++k) y[(j + k) * w.rows + r] = _mm512_reduce_add_ps(a[k]);
     }
     for (; j < n; ++j) {
+      // the 8-row tile's order (one accumulator, then the tail, then one reduction), so that an
+      // output does not depend on how many rows share the call (chunked prefill: the same bits)
       const float* xj = x + j * cols;
-      __m512 a0 = _mm512_setzero_ps(), a1 = _mm512_setzero_ps();
-      std::int64_t c = 0;
-      for (; c + 32 <= c16; c += 32) {
-        a0 = _mm512_fmadd_ps(_mm512_load_ps(wr + c), _mm512_loadu_ps(xj + c), a0);
-        a1 = _mm512_fmadd_ps(_mm512_load_ps(wr + c + 16), _mm512_loadu_ps(xj + c + 16), a1);
-      }
-      if (c < c16) a0 = _mm512_fmadd_ps(_mm512_load_ps(wr + c), _mm512_loadu_ps(xj + c), a0);
-      if (tail) a1 = _mm512_fmadd_ps(_mm512_maskz_loadu_ps(tail, wr + c16), _mm512_maskz_loadu_ps(tail, xj + c16), a1);
-      y[j * w.rows + r] = _mm512_reduce_add_ps(_mm512_add_ps(a0, a1));
+      __m512 a0 = _mm512_setzero_ps();
+      for (std::int64_t c = 0; c < c16; c += 16) a0 = _mm512_fmadd_ps(_mm512_load_ps(wr + c), _mm512_loadu_ps(xj + c), a0);
+      if (tail) a0 = _mm512_fmadd_ps(_mm512_maskz_loadu_ps(tail, wr + c16), _mm512_maskz_loadu_ps(tail, xj + c16), a0);
+      y[j * w.rows + r] = _mm512_reduce_add_ps(a0);
     }
   }
 }

@@ -55,4 +55,22 @@ bool q8_supported(const mx::Format& f);
 void gemv_q8(const MxView& w, const float* x, float* y, mx::Isa isa = mx::Isa::Auto);
 void gemv_q8(const MxView& w, const float* x, float* y, const KernelOptions& k);
 
+// ---- the int8 GEMM (n >= 2: prefill, batched decode) ----
+// Y = X W^T like gemm, with each activation row rounded per block of 32 to int8 (scale =
+// max|x| / 127, nearest even) and each block's dot an exact integer dot of the weights' integer
+// codes (value = int * a power of two) and those int8 values, scaled once per block:
+//   y[j, r] = sum over blocks b, in order, by fma: float(idot) * ((s_w * mul) * s_x[j, b]).
+// Every path (scalar reference, AVX-512 VNNI) gives the same bits, for any thread count.
+// Formats: those whose codes are integers in [-128, 127] after one power of two with block size
+// 32 (MXINT2..8, MXFP4, MXFP6 E2M3; not MXFP6 E3M2 or MXFP8): gemm_q8_supported(). A NaN or Inf
+// in an activation row makes that row's outputs NaN. n = 0 does nothing.
+// Error against the fp32 product: |y - W x| <= sum_blocks |s_w| (sum |w|) s_x / 2 + rounding.
+bool gemm_q8_supported(const mx::Format& f);
+// Whether the options run gemm_q8 for n >= 2 on this CPU: k.int8_gemm, the format supported,
+// and the 512-bit VNNI kernel allowed and present (elsewhere the fp32 gemm runs).
+bool gemm_q8_active(const mx::Format& f, const KernelOptions& k);
+void gemm_q8(const MxView& w, const float* x, std::int64_t n, float* y, const KernelOptions& k);
+// gemm_q8 of several matrices of one format and width sharing X, one quantization of X.
+void gemm_q8_shared(std::span<const MxView> ws, const float* x, std::int64_t n, std::span<float* const> ys, const KernelOptions& k);
+
 }  // namespace mfqat::runtime

@@ -22,10 +22,19 @@ struct KernelOptions {
   int fx_digits = 3;        // that loop's activation digits: 3 (~23 bits) or 2 (~15 bits)
   bool vbmi = true;         // that loop's code lookup with vpermb where the CPU has AVX512-VBMI
   bool int8_acts = false;   // engine decode: gemv_q8 (int8 activations) where the format has it
+  // n >= 2 (prefill, batched decode): the int8 GEMM (gemm_q8, activations rounded to int8 per
+  // block of 32) where the format has integer codes and the 512-bit VNNI kernel runs here; false
+  // (the CLI's --prefill-acts fp32): fp32 activations for every format.
+  bool int8_gemm = true;
+  // Prefill in chunks of at most this many tokens (the CLI's --ubatch): activation buffers hold
+  // ubatch rows, not the whole prompt. Chunking does not change the result: every output row of
+  // the products and of attention is computed on its own (session.cpp).
+  std::int64_t ubatch = 512;
 
   // The process-wide switches below (set_avx512, ...), with `isa`: what the Isa overloads run.
   static KernelOptions process_defaults(mx::Isa isa = mx::Isa::Auto);
-  // Throws std::invalid_argument naming the bad field (fx_digits not 2 or 3, an ISA the CPU lacks).
+  // Throws std::invalid_argument naming the bad field (fx_digits not 2 or 3, ubatch < 1, an ISA
+  // the CPU lacks).
   void validate() const;
   // The loops these options select on this CPU, e.g. "avx512+vbmi, 4-bit fixed point 3 digits".
   std::string describe() const;

@@ -29,6 +29,9 @@ class Session {
 
  private:
   void forward(const std::vector<int>& tokens, bool all_logits, std::vector<float>* out);
+  // One chunk of at most ubatch tokens (checked by forward); which logits it computes.
+  enum class Logits { None, Last, All };
+  void run_chunk(const int* tokens, std::int64_t T, Logits logits, std::vector<float>* out);
   const Engine& e_;
   std::shared_ptr<const Weights> w_;
   std::int64_t pos_ = 0;

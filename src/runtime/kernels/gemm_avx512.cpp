@@ -1,0 +1,162 @@
+// The int8 MX GEMM on AVX-512 VNNI (F + BW + VL + DQ + VNNI; per-function target attributes,
+// chosen at run time). Loop nest, per thread and per 16 weight rows (one micro-panel):
+//
+//   for each k-panel of KB blocks (KB * 32 columns):
+//     pack the 16 rows' codes of the panel as unsigned bytes (integer + off) in the layout the
+//       kernel reads: per block, 8 vectors of 64 bytes, vector g holding elements 4g..4g+3 of
+//       the 16 rows (dword lane r = row r); plus the 16 rows' block scales times mul as fp32
+//     for each tile of up to NR activation rows: the 16 x NR register tile (below)
+//
+// The 16 x NR tile keeps, per activation row j, an int32 vector (16 rows' block dots) and an
+// fp32 vector (16 rows' sums). Per block: I_j = -off * sum(q_j) (the correction that makes the
+// unsigned weights exact), then 8 vpdpbusd per j against one weight vector each, the activation
+// dword broadcast from memory (the s8 operand); then F_j = fma(float(I_j), ws * s_j, F_j). Integer
+// sums are exact in any order and the scale step is the reference's, so the result is the
+// scalar reference's bit for bit (tests assert equality). The k-panel keeps the packed weights
+// (KB * 576 bytes) and NR activation rows (NR * KB * 32 bytes) in L1; F goes through y between
+// k-panels (a float round-trips exactly).
+#pragma GCC diagnostic ignored "-Wmaybe-uninitialized"  // GCC 12 AVX-512 headers (GCC bug 105593)
+#include <immintrin.h>
+
+#include <algorithm>
+#include <array>
+#include <cstdint>
+#include <cstring>
+#include <utility>
+
+#include "gemm_internal.h"
+#include "mfqat/mx/packed_view.h"
+
+#define MFQAT_AVX512 __attribute__((target("avx512f,avx512bw,avx512vl,avx512dq,avx512vnni,avx2,fma,f16c")))
+
+namespace mfqat::runtime::detail {
+
+namespace {
+
+constexpr int kMR = 16;        // weight rows per micro-panel (one zmm of int32 / fp32)
+constexpr int kNR = 12;        // activation rows per register tile: 12 int32 + 12 fp32 zmm
+constexpr std::int64_t kKB = 16;  // blocks per k-panel: 512 columns
+
+struct alignas(64) Panel {
+  std::uint8_t w[kKB * 8 * 64];  // [block][group g][row r][4 bytes]
+  float s[kKB * kMR];            // [block][row r]: the row's block scale times mul (0 for rows past the matrix)
+};
+
+// Packs rows [r0, r0 + rn) (rn <= 16), blocks [b0, b0 + nbk) of w into p.
+MFQAT_AVX512 void pack(const IntCodes& ic, const MxView& w, std::int64_t r0, int rn, std::int64_t b0, std::int64_t nbk, Panel& p) {
+  const mx::Format& f = *w.format;
+  const std::int64_t nb = (w.cols + 31) / 32, rb = static_cast<std::int64_t>(f.packed_row_bytes(w.cols)), full = w.cols / 32;
+  const std::uint8_t zero = static_cast<std::uint8_t>(ic.off);
+  for (std::int64_t b = 0; b < nbk; ++b) {
+    const std::int64_t gb = b0 + b;
+    std::uint8_t* dst = p.w + b * 8 * 64;
+    for (int r = 0; r < kMR; ++r) {
+      p.s[b * kMR + r] = r < rn ? kScales.v[w.scales[(r0 + r) * nb + gb]] * ic.mul : 0.0f;
+    }
+    if (rn == kMR && gb < full && ic.kind == IntCodes::Kind::Nibble) {
+      // 16 rows' dword g' (elements 8g'..8g'+7: byte i holds element 2i low, 2i+1 high) by one
+      // gather; bytes (b0, b0, b1, b1) then low / high nibble alternately give elements
+      // 8g'..8g'+3, bytes (b2, b2, b3, b3) elements 8g'+4..8g'+7; then the table lookup
+      const __m512i vidx = _mm512_mullo_epi32(_mm512_setr_epi32(0, 1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12, 13, 14, 15), _mm512_set1_epi32(static_cast<int>(rb)));
+      alignas(16) std::uint8_t t16[16];
+      for (int c = 0; c < 16; ++c) t16[c] = static_cast<std::uint8_t>(ic.ints[c] + ic.off);
+      const __m512i lut = _mm512_broadcast_i32x4(_mm_load_si128(reinterpret_cast<const __m128i*>(t16)));
+      const __m512i pa = _mm512_broadcast_i32x4(_mm_setr_epi8(0, 0, 1, 1, 4, 4, 5, 5, 8, 8, 9, 9, 12, 12, 13, 13));
+      const __m512i pb = _mm512_broadcast_i32x4(_mm_setr_epi8(2, 2, 3, 3, 6, 6, 7, 7, 10, 10, 11, 11, 14, 14, 15, 15));
+      const __m512i m4 = _mm512_set1_epi8(0x0F);
+      const __mmask64 odd = 0xAAAAAAAAAAAAAAAAull;
+      const std::uint8_t* base = w.elements + r0 * rb + gb * 16;
+      for (int g = 0; g < 4; ++g) {
+        const __m512i v = _mm512_i32gather_epi32(vidx, base + 4 * g, 1);
+        for (int h = 0; h < 2; ++h) {
+          const __m512i t = _mm512_shuffle_epi8(v, h ? pb : pa);
+          const __m512i lo = _mm512_and_si512(t, m4), hi = _mm512_and_si512(_mm512_srli_epi16(t, 4), m4);
+          const __m512i nib = _mm512_mask_blend_epi8(odd, lo, hi);
+          _mm512_store_si512(dst + (2 * g + h) * 64, _mm512_shuffle_epi8(lut, nib));
+        }
+      }
+      continue;
+    }
+    if (rn == kMR && gb < full && ic.kind == IntCodes::Kind::Byte) {
+      const __m512i vidx = _mm512_mullo_epi32(_mm512_setr_epi32(0, 1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12, 13, 14, 15), _mm512_set1_epi32(static_cast<int>(rb)));
+      const std::uint8_t* base = w.elements + r0 * rb + gb * 32;
+      const __m512i flip = _mm512_set1_epi8(static_cast<char>(0x80));  // off = 128: int + 128 = code ^ 0x80
+      for (int g = 0; g < 8; ++g) {
+        _mm512_store_si512(dst + g * 64, _mm512_xor_si512(_mm512_i32gather_epi32(vidx, base + 4 * g, 1), flip));
+      }
+      continue;
+    }
+    // any other case: codes one by one (rows past the matrix and columns past its width: 0)
+    std::uint8_t codes[32];
+    for (int r = 0; r < kMR; ++r) {
+      const std::int64_t len = r < rn ? std::min<std::int64_t>(32, w.cols - gb * 32) : 0;
+      if (len > 0) mx::unpack_codes_at(w.elements + (r0 + r) * rb, gb * 32 * f.bits, len, f.bits, codes);
+      for (int i = 0; i < 32; ++i) dst[(i / 4) * 64 + r * 4 + i % 4] = i < len ? static_cast<std::uint8_t>(ic.ints[codes[i]] + ic.off) : zero;
+    }
+  }
+}
+
+// The 16 x NR tile over one k-panel: activation rows j0.. (q, scale, corr at block b0), outputs
+// y[j * rows + r0 .. + 16) under mask m; first: the k-panel that starts the sums.
+template <int NR>
+MFQAT_AVX512 void tile(const Panel& p, std::int64_t nbk, const Q8Rows& a, std::int64_t j0, std::int64_t b0, float* y, std::int64_t rows,
+                       __mmask16 m, bool first) {
+  __m512 F[NR];
+  const std::int64_t nb = a.nb;
+#pragma GCC unroll 12
+  for (int j = 0; j < NR; ++j) F[j] = first ? _mm512_setzero_ps() : _mm512_maskz_loadu_ps(m, y + (j0 + j) * rows);
+  const std::int8_t* q = a.q.data() + (j0 * nb + b0) * 32;
+  const float* xs = a.scale.data() + j0 * nb + b0;
+  const std::int32_t* corr = a.corr.data() + j0 * nb + b0;
+  for (std::int64_t b = 0; b < nbk; ++b) {
+    __m512i I[NR];
+#pragma GCC unroll 12
+    for (int j = 0; j < NR; ++j) I[j] = _mm512_set1_epi32(corr[j * nb + b]);
+    const std::uint8_t* wb = p.w + b * 8 * 64;
+#pragma GCC unroll 8
+    for (int g = 0; g < 8; ++g) {
+      const __m512i W = _mm512_load_si512(wb + g * 64);
+#pragma GCC unroll 12
+      for (int j = 0; j < NR; ++j) {
+        std::int32_t xv;
+        std::memcpy(&xv, q + (j * nb + b) * 32 + 4 * g, 4);
+        I[j] = _mm512_dpbusd_epi32(I[j], W, _mm512_set1_epi32(xv));
+      }
+    }
+    const __m512 sw = _mm512_load_ps(p.s + b * kMR);
+#pragma GCC unroll 12
+    for (int j = 0; j < NR; ++j) F[j] = _mm512_fmadd_ps(_mm512_cvtepi32_ps(I[j]), _mm512_mul_ps(sw, _mm512_set1_ps(xs[j * nb + b])), F[j]);
+  }
+#pragma GCC unroll 12
+  for (int j = 0; j < NR; ++j) _mm512_mask_storeu_ps(y + (j0 + j) * rows, m, F[j]);
+}
+
+using TileFn = void (*)(const Panel&, std::int64_t, const Q8Rows&, std::int64_t, std::int64_t, float*, std::int64_t, __mmask16, bool);
+template <int... N>
+constexpr auto make_tiles(std::integer_sequence<int, N...>) {
+  return std::array<TileFn, sizeof...(N)>{tile<N + 1>...};
+}
+const auto kTiles = make_tiles(std::make_integer_sequence<int, kNR>{});
+
+MFQAT_AVX512 void gemm_q8_512(const IntCodes& ic, const MxView& w, const Q8Rows& a, float* y, std::int64_t r0, std::int64_t r1) {
+  thread_local Panel p;  // 9 KiB per thread, L1-resident while its k-panel runs
+  const std::int64_t nb = a.nb;
+  for (std::int64_t rp = r0; rp < r1; rp += kMR) {
+    const int rn = static_cast<int>(std::min<std::int64_t>(kMR, r1 - rp));
+    const __mmask16 m = static_cast<__mmask16>((1u << rn) - 1);
+    for (std::int64_t b0 = 0; b0 < nb; b0 += kKB) {
+      const std::int64_t nbk = std::min(kKB, nb - b0);
+      pack(ic, w, rp, rn, b0, nbk, p);
+      for (std::int64_t j0 = 0; j0 < a.n; j0 += kNR) {
+        const int nr = static_cast<int>(std::min<std::int64_t>(kNR, a.n - j0));
+        kTiles[static_cast<std::size_t>(nr - 1)](p, nbk, a, j0, b0, y + rp, w.rows, m, b0 == 0);
+      }
+    }
+  }
+}
+
+}  // namespace
+
+GemmQ8Fn avx512_gemm_q8() { return gemm_q8_512; }
+
+}  // namespace mfqat::runtime::detail

@@ -1,0 +1,49 @@
+// Internal to src/runtime/kernels/: the int8 MX GEMM (n >= 2 activation rows: prefill, batched
+// decode). Weights stay in their packed MX bytes; a format whose every code is a small integer
+// times one power of two (MXINT2-8, MXFP4 E2M1 x2, MXFP6 E2M3 x8, ...) multiplies those integers
+// with int8 activations in exact int32 dot products (vpdpbusd), then scales each block once.
+// The plan and the reasons: docs/prefill-plan.md; the numerics: docs/numerics.md.
+#pragma once
+
+#include <cstdint>
+
+#include "gemv_internal.h"
+
+namespace mfqat::runtime::detail {
+
+// A format's codes as integers: value(c) = ints[c] * mul for every code c (mul a power of two),
+// ints in [-128, 127], and off = -min(ints) with off + max(ints) <= 255, so that ints + off is an
+// unsigned byte (vpdpbusd's unsigned operand). ok = false when no such table exists (a NaN/Inf
+// code, or values wider than 8 bits after one power of two: MXFP6 E3M2, MXFP8) or the block
+// size is not 32.
+struct IntCodes {
+  enum class Kind : std::uint8_t { Generic, Nibble, Byte };
+  bool ok = false;
+  Kind kind = Kind::Generic;  // Nibble: 4-bit codes; Byte: 8-bit codes equal to their integer (MXINT8)
+  std::int8_t ints[256] = {};
+  float mul = 1;
+  int off = 0;
+  static IntCodes make(const mx::Format& f);
+};
+
+// Activation rows quantized for the GEMM, per row j and block b of 32 columns (the row padded
+// with zeros to whole blocks): q = round-half-even(x / s) with s = max|x| / 127 over the block,
+// so |q| <= 127. A block holding a NaN or an Inf gets s = NaN and q = 0, which makes every output
+// of that row NaN and leaves the other rows alone.
+struct Q8Rows {
+  std::int64_t n = 0, nb = 0;      // rows; blocks per row (q's row stride is nb * 32 bytes)
+  AlignedVec<std::int8_t> q;       // [n, nb * 32]
+  AlignedVec<float> scale;         // [n, nb]
+  AlignedVec<std::int32_t> corr;   // [n, nb]: -off * sum(q) over the block (the unsigned weights' correction)
+};
+// Fills a (parallel over rows); off is IntCodes::off of the weights it will meet.
+void quantize_rows(const float* x, std::int64_t n, std::int64_t cols, int off, Q8Rows& a);
+
+// Rows [r0, r1) of Y = X W^T (Y is [n, w.rows]). Every path computes, per output (j, r),
+//   acc = 0; for b in block order: acc = fma(float(idot_b), (scale_w(r, b) * mul) * s(j, b), acc)
+// with idot_b the exact integer dot of the block, so every path gives the same bits.
+using GemmQ8Fn = void (*)(const IntCodes& ic, const MxView& w, const Q8Rows& a, float* y, std::int64_t r0, std::int64_t r1);
+GemmQ8Fn scalar_gemm_q8();
+GemmQ8Fn avx512_gemm_q8();  // nullptr when not compiled in
+
+}  // namespace mfqat::runtime::detail
