@@ -41,7 +41,9 @@ void say_paths() {
   static bool said = false;
   if (said) return;
   said = true;
-  std::printf("[  paths   ] %s\n", have_kernel() ? "scalar reference and AVX-512 VNNI kernel" : "scalar reference only (no AVX-512 F/BW/VL/DQ/VNNI on this CPU: the VNNI kernel did not run)");
+  std::printf("[  paths   ] %s\n", have_kernel()                             ? "scalar reference, AVX-512 VNNI and AVX2 kernels"
+                                    : mx::isa_supported(mx::Isa::Avx2) ? "scalar reference and AVX2 kernel (no AVX-512 F/BW/VL/DQ/VNNI on this CPU: the VNNI kernel did not run)"
+                                                                       : "scalar reference only (no AVX2 on this CPU: no SIMD kernel ran)");
 }
 
 }  // namespace
@@ -75,6 +77,12 @@ TEST(GemmQ8, IntegerCodesExistExactlyForTheFormatsWhoseValuesAreSmallIntegers) {
   }
   for (const char* name : {"mxfp6_e3m2", "mxfp8_e4m3", "mxfp8_e5m2"}) EXPECT_FALSE(runtime::gemm_q8_supported(mx::find_format(name))) << name;
   EXPECT_FALSE(runtime::gemm_q8_supported(mx::find_format("mxint8").with_block_size(16)));
+  // the plain-AVX2 kernel takes every supported format but MXINT8 (vpmaddubsw would saturate)
+  EXPECT_FALSE(int8.fits_maddubs);
+  EXPECT_TRUE(fp4.fits_maddubs);
+  for (const char* name : {"mxint2", "mxint3", "mxint4", "mxint5", "mxint6", "mxint7", "mxfp6_e2m3"}) {
+    EXPECT_TRUE(rd::IntCodes::make(mx::find_format(name)).fits_maddubs) << name;
+  }
 }
 
 TEST(GemmQ8, QuantizerRoundsHalfToEvenPadsWithZerosAndMarksNonFiniteBlocks) {
@@ -141,9 +149,14 @@ TEST(GemmQ8, ReferenceIsWithinTheActivationRoundingOfTheExactProduct) {
   }
 }
 
-TEST(GemmQ8, VnniKernelGivesTheReferenceBitsOnRaggedShapesEveryNAndThreadCount) {
+TEST(GemmQ8, SimdKernelsGiveTheReferenceBitsOnRaggedShapesEveryNAndThreadCount) {
   say_paths();
-  if (!have_kernel()) GTEST_SKIP() << "no AVX-512 VNNI on this CPU: the kernel did not run (the reference is tested above)";
+  // the AVX-512 VNNI kernel where the CPU has it, and the plain AVX2 (vpmaddubsw) one
+  std::vector<bool> widths;
+  if (have_kernel()) widths.push_back(true);
+  if (mx::isa_supported(mx::Isa::Avx2)) widths.push_back(false);
+  if (widths.empty()) GTEST_SKIP() << "no AVX2 on this CPU: no SIMD kernel ran (the reference is tested above)";
+  if (!have_kernel()) std::printf("[  paths   ] no AVX-512 VNNI here: the AVX2 kernel only\n");
   const int saved = num_threads();
   struct Case {
     std::int64_t rows, cols;
@@ -163,13 +176,15 @@ TEST(GemmQ8, VnniKernelGivesTheReferenceBitsOnRaggedShapesEveryNAndThreadCount) 
       for (std::int64_t n : c.ns) {
         std::vector<float> ref(static_cast<std::size_t>(n * c.rows), NAN);
         runtime::gemm_q8(runtime::view(q), x.data(), n, ref.data(), opts(mx::Isa::Scalar));
-        for (int threads : {1, 3, 8}) {
-          set_num_threads(threads);
-          std::vector<float> y(ref.size(), NAN);
-          runtime::gemm_q8(runtime::view(q), x.data(), n, y.data(), opts(mx::Isa::Avx2));
-          for (std::size_t i = 0; i < y.size(); ++i) {
-            ASSERT_TRUE(same_bits(y[i], ref[i])) << name << " rows " << c.rows << " cols " << c.cols << " n " << n << " threads " << threads << " at " << i << ": "
-                                                 << y[i] << " vs " << ref[i];
+        for (bool w512 : widths) {
+          for (int threads : {1, 3, 8}) {
+            set_num_threads(threads);
+            std::vector<float> y(ref.size(), NAN);
+            runtime::gemm_q8(runtime::view(q), x.data(), n, y.data(), opts(mx::Isa::Avx2, w512));
+            for (std::size_t i = 0; i < y.size(); ++i) {
+              ASSERT_TRUE(same_bits(y[i], ref[i])) << name << (w512 ? " avx512" : " avx2") << " rows " << c.rows << " cols " << c.cols << " n " << n
+                                                   << " threads " << threads << " at " << i << ": " << y[i] << " vs " << ref[i];
+            }
           }
         }
       }
@@ -180,18 +195,19 @@ TEST(GemmQ8, VnniKernelGivesTheReferenceBitsOnRaggedShapesEveryNAndThreadCount) 
 
 TEST(GemmQ8, NonFiniteActivationRowGivesNaNThereAndLeavesTheOtherRows) {
   say_paths();
-  for (mx::Isa isa : {mx::Isa::Scalar, mx::Isa::Avx2}) {
+  for (int path = 0; path < 3; ++path) {  // scalar, AVX-512 VNNI (where here), plain AVX2
+    const mx::Isa isa = path == 0 ? mx::Isa::Scalar : mx::Isa::Avx2;
     if (isa == mx::Isa::Avx2 && !mx::isa_supported(isa)) continue;
-    for (const char* name : {"mxint8", "mxfp4"}) {
+    for (const char* name : {"mxint8", "mxfp4", "mxint6"}) {
       const std::int64_t rows = 20, cols = 70, n = 5;
       const auto w = randn(rows * cols, 5);
       auto x = randn(n * cols, 6, 1.0f);
       const mx::PackedMatrix q = mx::quantize(mx::find_format(name), w.data(), rows, cols);
       std::vector<float> clean(static_cast<std::size_t>(n * rows)), y(clean.size());
-      runtime::gemm_q8(runtime::view(q), x.data(), n, clean.data(), opts(isa));
+      runtime::gemm_q8(runtime::view(q), x.data(), n, clean.data(), opts(isa, path == 1));
       x[2 * cols + 40] = NAN;
       x[4 * cols + 69] = -INFINITY;
-      runtime::gemm_q8(runtime::view(q), x.data(), n, y.data(), opts(isa));
+      runtime::gemm_q8(runtime::view(q), x.data(), n, y.data(), opts(isa, path == 1));
       for (std::int64_t j = 0; j < n; ++j) {
         for (std::int64_t r = 0; r < rows; ++r) {
           const float v = y[j * rows + r];
@@ -236,7 +252,9 @@ TEST(GemmQ8, SharedMatricesGiveEachItsOwnBitsAndBadInputIsRefused) {
   EXPECT_THROW(runtime::gemm_q8_shared(mixed, x.data(), 2, ys2, opts(mx::Isa::Scalar)), std::invalid_argument);
   // the active switch
   runtime::KernelOptions k = opts(mx::Isa::Avx2);
-  EXPECT_EQ(runtime::gemm_q8_active(f, k), have_kernel());
+  EXPECT_EQ(runtime::gemm_q8_active(f, k), have_kernel() || mx::isa_supported(mx::Isa::Avx2));
+  EXPECT_EQ(runtime::gemm_q8_active(mx::find_format("mxint8"), opts(mx::Isa::Avx2, false)), false);
+  EXPECT_EQ(runtime::gemm_q8_active(mx::find_format("mxint8"), opts(mx::Isa::Avx2, true)), have_kernel());
   k.int8_gemm = false;
   EXPECT_FALSE(runtime::gemm_q8_active(f, k));
   EXPECT_FALSE(runtime::gemm_q8_active(mx::find_format("mxfp8_e4m3"), opts(mx::Isa::Avx2)));

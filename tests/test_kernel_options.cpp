@@ -45,12 +45,12 @@ TEST(KernelOptions, DescribeNamesTheLoopsThisCpuRuns) {
   const bool w512 = avx2 && cpu_has_avx512();
   const bool vbmi = w512 && __builtin_cpu_supports("avx512vbmi");
   std::printf("default kernels here: %s\n", k.describe().c_str());
-  EXPECT_EQ(k.describe(), !avx2 ? "scalar" : !w512 ? "avx2" : std::string(vbmi ? "avx512+vbmi" : "avx512") + ", 4-bit fixed point 3 digits, int8 gemm");
+  EXPECT_EQ(k.describe(), !avx2 ? "scalar" : !w512 ? "avx2, int8 gemm (not mxint8)" : std::string(vbmi ? "avx512+vbmi" : "avx512") + ", 4-bit fixed point 3 digits, int8 gemm");
   k.isa = mx::Isa::Scalar;
   EXPECT_EQ(k.describe(), "scalar");
   k.isa = mx::Isa::Auto;
   k.avx512 = false;
-  EXPECT_EQ(k.describe(), avx2 ? "avx2" : "scalar");
+  EXPECT_EQ(k.describe(), avx2 ? "avx2, int8 gemm (not mxint8)" : "scalar");
   k.avx512 = true;
   k.fx_digits = 2;
   k.vbmi = false;

@@ -40,6 +40,7 @@ void set_vbmi(bool) {}
 RowsFn avx2_rows() { return nullptr; }
 DecodeRowFn avx2_decode_row() { return nullptr; }
 GemmQ8Fn avx512_gemm_q8() { return nullptr; }
+GemmQ8Fn avx2_gemm_q8() { return nullptr; }
 #endif
 
 }  // namespace detail
@@ -179,7 +180,11 @@ void run_q8(const MxView* ws, float* const* ys, int m, const float* x, std::int6
   if (n == 0) return;
   const Paths p = paths(k);
   detail::GemmQ8Fn fn = detail::scalar_gemm_q8();
-  if (p.w512 && detail::avx512_gemm_q8()) fn = detail::avx512_gemm_q8();
+  if (p.w512 && detail::avx512_gemm_q8()) {
+    fn = detail::avx512_gemm_q8();
+  } else if (p.isa == mx::Isa::Avx2 && ic.fits_maddubs && detail::avx2_gemm_q8()) {
+    fn = detail::avx2_gemm_q8();
+  }
   thread_local detail::Q8Rows a;  // the calling thread's; reached through a pointer below
   detail::quantize_rows(x, n, ws[0].cols, ic.off, a);
   const detail::Q8Rows* ap = &a;
@@ -198,7 +203,10 @@ void run_q8(const MxView* ws, float* const* ys, int m, const float* x, std::int6
 
 bool gemm_q8_supported(const mx::Format& f) { return int_codes_for(f).ok; }
 bool gemm_q8_active(const mx::Format& f, const KernelOptions& k) {
-  return k.int8_gemm && paths(k).w512 && detail::avx512_gemm_q8() && gemm_q8_supported(f);
+  if (!k.int8_gemm || !gemm_q8_supported(f)) return false;
+  const Paths p = paths(k);
+  if (p.w512 && detail::avx512_gemm_q8()) return true;
+  return p.isa == mx::Isa::Avx2 && int_codes_for(f).fits_maddubs && detail::avx2_gemm_q8();
 }
 void gemm_q8(const MxView& w, const float* x, std::int64_t n, float* y, const KernelOptions& k) { run_q8(&w, &y, 1, x, n, k); }
 void gemm_q8_shared(std::span<const MxView> ws, const float* x, std::int64_t n, std::span<float* const> ys, const KernelOptions& k) {
@@ -231,6 +239,7 @@ std::string KernelOptions::describe() const {
   if (int8_acts) s += ", int8 activations";
   else if (p.fixed) s += ", 4-bit fixed point " + std::to_string(fx_digits) + " digits";
   if (int8_gemm && p.w512 && detail::avx512_gemm_q8()) s += ", int8 gemm";
+  else if (int8_gemm && detail::avx2_gemm_q8()) s += ", int8 gemm (not mxint8)";
   return s;
 }
 

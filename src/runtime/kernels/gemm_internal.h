@@ -23,6 +23,9 @@ struct IntCodes {
   std::int8_t ints[256] = {};
   float mul = 1;
   int off = 0;
+  // off + max(ints) <= 129: every vpmaddubsw pair stays within int16 (2 * 129 * 127 = 32766), so
+  // the plain-AVX2 kernel is exact (MXFP4, MXINT2-7, MXFP6 E2M3; not MXINT8)
+  bool fits_maddubs = false;
   static IntCodes make(const mx::Format& f);
 };
 
@@ -45,5 +48,6 @@ void quantize_rows(const float* x, std::int64_t n, std::int64_t cols, int off, Q
 using GemmQ8Fn = void (*)(const IntCodes& ic, const MxView& w, const Q8Rows& a, float* y, std::int64_t r0, std::int64_t r1);
 GemmQ8Fn scalar_gemm_q8();
 GemmQ8Fn avx512_gemm_q8();  // nullptr when not compiled in
+GemmQ8Fn avx2_gemm_q8();    // plain AVX2 (vpmaddubsw), formats with fits_maddubs; nullptr when not compiled in
 
 }  // namespace mfqat::runtime::detail

@@ -33,6 +33,7 @@ IntCodes IntCodes::make(const mx::Format& f) {
       ic.ok = true;
       ic.mul = std::ldexp(1.0f, -k);
       ic.off = -lo;
+      ic.fits_maddubs = hi - lo <= 129;
     }
   }
   if (!ic.ok) return ic;

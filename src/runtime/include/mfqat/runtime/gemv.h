@@ -67,7 +67,8 @@ void gemv_q8(const MxView& w, const float* x, float* y, const KernelOptions& k);
 // Error against the fp32 product: |y - W x| <= sum_blocks |s_w| (sum |w|) s_x / 2 + rounding.
 bool gemm_q8_supported(const mx::Format& f);
 // Whether the options run gemm_q8 for n >= 2 on this CPU: k.int8_gemm, the format supported,
-// and the 512-bit VNNI kernel allowed and present (elsewhere the fp32 gemm runs).
+// and the 512-bit VNNI kernel allowed and present, or the AVX2 kernel (vpmaddubsw) for the formats
+// whose unsigned codes fit it (all but MXINT8); elsewhere the fp32 gemm runs.
 bool gemm_q8_active(const mx::Format& f, const KernelOptions& k);
 void gemm_q8(const MxView& w, const float* x, std::int64_t n, float* y, const KernelOptions& k);
 // gemm_q8 of several matrices of one format and width sharing X, one quantization of X.
