@@ -29,36 +29,19 @@ void Linear::forward(const float* x, std::int64_t n, float* y, const KernelOptio
 
 void Linear::forward_shared(std::initializer_list<std::pair<const Linear*, float*>> ls, const float* x, std::int64_t n, const KernelOptions& k,
                             bool shared) {
-  // gemv_shared takes matrices of one format (name and block size) and one width; other sets
-  // run one forward each
+  // gemv_shared / gemm_q8_shared take matrices of one format (name and block size) and one
+  // width, prepare x once for all of them and run one parallel region; other sets run one
+  // forward each
   if (ls.size() == 0) return;
   const Linear& l0 = *ls.begin()->first;
-  if (n > 1 && shared && ls.size() > 1 && l0.is_mx && gemm_q8_active(*l0.mx.format, k)) {
-    // one quantization of x for all of them (prefill's Q, K, V; W1, W3)
-    bool same = true;
-    for (const auto& [l, y] : ls) {
-      same = same && l->is_mx && l->mx.cols == l0.mx.cols && l->mx.format->name == l0.mx.format->name &&
-             l->mx.format->block_size == l0.mx.format->block_size;
-    }
-    if (same) {
-      MxView ws[4];
-      float* ys[4];
-      std::size_t m = 0;
-      for (const auto& [l, y] : ls) {
-        if (m == 4) throw std::invalid_argument("forward_shared: at most 4 linears");
-        ws[m] = l->mx;
-        ys[m++] = y;
-      }
-      gemm_q8_shared({ws, m}, x, n, {ys, m}, k);
-      return;
-    }
-  }
-  bool fused = shared && n == 1 && !k.int8_acts && ls.size() > 1 && l0.is_mx;
+  bool same = shared && ls.size() > 1 && l0.is_mx;
   for (const auto& [l, y] : ls) {
-    fused = fused && l->is_mx && l->mx.cols == l0.mx.cols && l->mx.format->name == l0.mx.format->name &&
-            l->mx.format->block_size == l0.mx.format->block_size;
+    same = same && l->is_mx && l->mx.cols == l0.mx.cols && l->mx.format->name == l0.mx.format->name &&
+           l->mx.format->block_size == l0.mx.format->block_size;
   }
-  if (!fused) {
+  const bool q8 = same && n > 1 && gemm_q8_active(*l0.mx.format, k);  // prefill's Q, K, V; W1, W3
+  const bool fused = same && n == 1 && !k.int8_acts;                   // decode's
+  if (!q8 && !fused) {
     for (const auto& [l, y] : ls) l->forward(x, n, y, k);
     return;
   }
@@ -70,7 +53,11 @@ void Linear::forward_shared(std::initializer_list<std::pair<const Linear*, float
     ws[m] = l->mx;
     ys[m++] = y;
   }
-  gemv_shared({ws, m}, x, {ys, m}, k);
+  if (q8) {
+    gemm_q8_shared({ws, m}, x, n, {ys, m}, k);
+  } else {
+    gemv_shared({ws, m}, x, {ys, m}, k);
+  }
 }
 
 }  // namespace mfqat::runtime

@@ -47,17 +47,38 @@ GemmQ8Fn avx2_gemm_q8() { return nullptr; }
 
 namespace {
 
-const detail::Decoder& decoder_for(const mx::Format& f) {
-  // A few formats per process; keep each decoder (its 1 KiB table) once.
+// What a kernel derives from a format (its Decoder, its IntCodes), made once per format and
+// block size and kept: a few formats per process, each a table of at most a few KiB.
+template <class T>
+const T& cached_for(const mx::Format& f) {
   static std::mutex mu;
-  static std::vector<std::pair<std::string, std::unique_ptr<detail::Decoder>>> cache;
+  static std::vector<std::pair<std::string, std::unique_ptr<T>>> cache;
   const std::string key = f.name + "/" + std::to_string(f.block_size);
   std::lock_guard<std::mutex> lk(mu);
-  for (const auto& [k, d] : cache) {
-    if (k == key) return *d;
+  for (const auto& [k, v] : cache) {
+    if (k == key) return *v;
   }
-  cache.emplace_back(key, std::make_unique<detail::Decoder>(detail::Decoder::make(f)));
+  cache.emplace_back(key, std::make_unique<T>(T::make(f)));
   return *cache.back().second;
+}
+const detail::Decoder& decoder_for(const mx::Format& f) { return cached_for<detail::Decoder>(f); }
+const detail::IntCodes& int_codes_for(const mx::Format& f) { return cached_for<detail::IntCodes>(f); }
+
+// The rows of m matrices that share one x (one format, block size and width), checked; `what`
+// names the caller in the message.
+std::int64_t shared_rows(const MxView* ws, int m, const char* what) {
+  if (m < 1) throw std::invalid_argument(std::string(what) + ": no matrices");
+  std::int64_t total = 0;
+  for (int i = 0; i < m; ++i) {
+    const MxView& w = ws[i];
+    if (!w.format || w.rows < 0 || w.cols < 0) throw std::invalid_argument(std::string(what) + ": bad matrix view");
+    if (w.cols != ws[0].cols || w.format->name != ws[0].format->name || w.format->block_size != ws[0].format->block_size) {
+      throw std::invalid_argument(std::string(what) + ": matrices that share x need one format and one width (" + w.format->name + " " +
+                                  std::to_string(w.cols) + " vs " + ws[0].format->name + " " + std::to_string(ws[0].cols) + ")");
+    }
+    total += w.rows;
+  }
+  return total;
 }
 
 // Rows [r0, r1) of the m matrices taken as one (their rows one after another): calls
@@ -95,17 +116,7 @@ Paths paths(const KernelOptions& k) {
 // Y_i = X W_i^T for m matrices of one format and width that share X (n rows), in one parallel
 // region over all their rows; the activations are prepared once for all of them.
 void run(const MxView* ws, float* const* ys, int m, const float* x, std::int64_t n, const KernelOptions& k) {
-  if (m < 1) throw std::invalid_argument("gemv: no matrices");
-  std::int64_t total = 0;
-  for (int i = 0; i < m; ++i) {
-    const MxView& w = ws[i];
-    if (!w.format || w.rows < 0 || w.cols < 0) throw std::invalid_argument("gemv: bad matrix view");
-    if (w.cols != ws[0].cols || w.format->name != ws[0].format->name || w.format->block_size != ws[0].format->block_size) {
-      throw std::invalid_argument("gemv: matrices that share x need one format and one width (" + w.format->name + " " + std::to_string(w.cols) +
-                                  " vs " + ws[0].format->name + " " + std::to_string(ws[0].cols) + ")");
-    }
-    total += w.rows;
-  }
+  const std::int64_t total = shared_rows(ws, m, "gemv");
   const std::int64_t cols = ws[0].cols;
   const detail::Decoder& d = decoder_for(*ws[0].format);
   const Paths p = paths(k);
@@ -145,36 +156,10 @@ void run(const MxView* ws, float* const* ys, int m, const float* x, std::int64_t
   });
 }
 
-}  // namespace
-
-namespace {
-
-const detail::IntCodes& int_codes_for(const mx::Format& f) {
-  static std::mutex mu;
-  static std::vector<std::pair<std::string, std::unique_ptr<detail::IntCodes>>> cache;
-  const std::string key = f.name + "/" + std::to_string(f.block_size);
-  std::lock_guard<std::mutex> lk(mu);
-  for (const auto& [k, ic] : cache) {
-    if (k == key) return *ic;
-  }
-  cache.emplace_back(key, std::make_unique<detail::IntCodes>(detail::IntCodes::make(f)));
-  return *cache.back().second;
-}
-
 // gemm_q8 of m matrices sharing X (checked like run()).
 void run_q8(const MxView* ws, float* const* ys, int m, const float* x, std::int64_t n, const KernelOptions& k) {
-  if (m < 1) throw std::invalid_argument("gemm_q8: no matrices");
   if (n < 0) throw std::invalid_argument("gemm_q8: negative row count");
-  std::int64_t total = 0;
-  for (int i = 0; i < m; ++i) {
-    const MxView& w = ws[i];
-    if (!w.format || w.rows < 0 || w.cols < 0) throw std::invalid_argument("gemm_q8: bad matrix view");
-    if (w.cols != ws[0].cols || w.format->name != ws[0].format->name || w.format->block_size != ws[0].format->block_size) {
-      throw std::invalid_argument("gemm_q8: matrices that share x need one format and one width (" + w.format->name + " " + std::to_string(w.cols) +
-                                  " vs " + ws[0].format->name + " " + std::to_string(ws[0].cols) + ")");
-    }
-    total += w.rows;
-  }
+  const std::int64_t total = shared_rows(ws, m, "gemm_q8");
   const detail::IntCodes& ic = int_codes_for(*ws[0].format);
   if (!ic.ok) throw std::invalid_argument("gemm_q8: no integer codes for " + ws[0].format->name + " (block size " + std::to_string(ws[0].format->block_size) + ")");
   if (n == 0) return;
