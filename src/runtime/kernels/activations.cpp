@@ -22,6 +22,33 @@ std::int64_t q8_paired_blocks(const Decoder& d, std::int64_t cols, int bs) {
   return cols / 32 / 8 * 8;
 }
 
+float quantize_block_q8(const float* x, std::int64_t len, std::int8_t* q, std::int32_t* sum) {
+  // A NaN or Inf makes the scale NaN, so that the outputs are NaN (std::max alone drops a NaN,
+  // and the int8 values would then be finite).
+  float amax = 0;
+  bool bad = false;
+  for (std::int64_t i = 0; i < len; ++i) {
+    const float v = std::fabs(x[i]);
+    amax = std::max(amax, v);
+    bad |= !(v <= std::numeric_limits<float>::max());
+  }
+  const float s = bad ? NAN : amax / 127.0f;
+  *sum = 0;
+  if (!(s > 0)) {
+    std::fill_n(q, len, std::int8_t{0});
+    return s;
+  }
+  for (std::int64_t i = 0; i < len; ++i) {
+    // round to nearest even by the 1.5 * 2^23 trick (|x / s| <= 127 here): what std::nearbyint
+    // gives in the default rounding mode, without a libm call per element; x / s, not
+    // x * (1 / s), which overflows for a subnormal block maximum
+    const float v = (x[i] / s + 12582912.0f) - 12582912.0f;
+    q[i] = static_cast<std::int8_t>(std::clamp(v, -127.0f, 127.0f));
+    *sum += q[i];
+  }
+  return s;
+}
+
 Q8Acts quantize_acts(const float* x, std::int64_t cols, int bs, bool nibble_order, std::int64_t grouped, int group) {
   Q8Acts a;
   const std::int64_t nb = (cols + bs - 1) / bs;
@@ -31,29 +58,12 @@ Q8Acts quantize_acts(const float* x, std::int64_t cols, int bs, bool nibble_orde
   a.grouped = grouped;
   for (std::int64_t b = 0; b < nb; ++b) {
     const std::int64_t c0 = b * bs, len = std::min<std::int64_t>(bs, cols - c0);
-    // A NaN or Inf makes the block's scale NaN, so that the outputs are NaN (std::max alone
-    // drops a NaN, and the int8 values would then be finite).
-    float amax = 0;
-    bool bad = false;
-    for (std::int64_t i = 0; i < len; ++i) {
-      const float v = std::fabs(x[c0 + i]);
-      amax = std::max(amax, v);
-      bad |= !(v <= std::numeric_limits<float>::max());
-    }
-    const float s = bad ? NAN : amax / 127.0f;
-    a.scale[b] = s;
-    if (s == 0 || !std::isfinite(s)) continue;
-    // Natural order first (a loop the compiler vectorizes), then into the layout.
+    // natural order first, then into the layout
     std::int8_t qb[mx::kMaxBlockSize];
     std::int32_t sum = 0;
-    for (std::int64_t i = 0; i < len; ++i) {
-      // round to nearest even by the 1.5 * 2^23 trick (|x / s| <= 127 here): what
-      // std::nearbyint gives in the default rounding mode, without a libm call per element;
-      // x / s, not x * (1 / s), which overflows for a subnormal block maximum
-      const float v = (x[c0 + i] / s + 12582912.0f) - 12582912.0f;
-      qb[i] = static_cast<std::int8_t>(std::clamp(v, -127.0f, 127.0f));
-      sum += qb[i];
-    }
+    const float s = quantize_block_q8(x + c0, len, qb, &sum);
+    a.scale[b] = s;
+    if (!(s > 0)) continue;  // all zero, or NaN: q stays 0
     std::int8_t* dst = a.q.data() + c0;
     if (!(nibble_order && len == 32)) {
       std::copy_n(qb, len, dst);

@@ -1,5 +1,5 @@
 // The int8 MX GEMM on plain AVX2 (no VNNI; per-function target attributes, chosen at run time):
-// the AVX-512 kernel's loop nest and packed layout (gemm_avx512.cpp), with 256-bit vectors: a
+// the AVX-512 kernel's loop nest and packed layout (Panel, gemm_internal.h), with 256-bit vectors: a
 // 64-byte packed vector is two halves of 8 weight rows, and the register tile is 8 rows x 4
 // activation rows. The products are vpmaddubsw (u8 x s8, adjacent pairs summed in int16) then
 // vpmaddwd by ones into int32. vpmaddubsw saturates at int16, so the kernel takes only formats
@@ -15,7 +15,6 @@
 #include <utility>
 
 #include "gemm_internal.h"
-#include "mfqat/mx/packed_view.h"
 
 #define MFQAT_AVX2 __attribute__((target("avx2,fma")))
 
@@ -23,45 +22,9 @@ namespace mfqat::runtime::detail {
 
 namespace {
 
-constexpr int kMR = 16;
-constexpr int kNR = 4;            // 4 int32 + 4 fp32 ymm, the weights, ones, a product, a broadcast, the scales
-constexpr std::int64_t kKB = 16;  // blocks per k-panel
-
-struct alignas(64) Panel {
-  std::uint8_t w[kKB * 8 * 64];  // [block][group g][row r][4 bytes], as gemm_avx512.cpp
-  float s[kKB * kMR];
-};
-
-// Packs rows [r0, r0 + rn), blocks [b0, b0 + nbk) (portable code: 4- and 8-bit codes straight
-// from their bytes, other widths through unpack_codes_at).
-void pack(const IntCodes& ic, const MxView& w, std::int64_t r0, int rn, std::int64_t b0, std::int64_t nbk, Panel& p) {
-  const mx::Format& f = *w.format;
-  const std::int64_t nb = (w.cols + 31) / 32, rb = static_cast<std::int64_t>(f.packed_row_bytes(w.cols));
-  std::uint8_t u[256];
-  for (int c = 0; c < 256; ++c) u[c] = static_cast<std::uint8_t>(ic.ints[c] + ic.off);
-  const std::uint8_t zero = static_cast<std::uint8_t>(ic.off);
-  std::uint8_t codes[32];
-  for (std::int64_t b = 0; b < nbk; ++b) {
-    const std::int64_t gb = b0 + b;
-    std::uint8_t* dst = p.w + b * 8 * 64;
-    for (int r = 0; r < kMR; ++r) {
-      p.s[b * kMR + r] = r < rn ? kScales.v[w.scales[(r0 + r) * nb + gb]] * ic.mul : 0.0f;
-      const std::int64_t len = r < rn ? std::min<std::int64_t>(32, w.cols - gb * 32) : 0;
-      const std::uint8_t* row = w.elements + (r0 + r) * rb;
-      if (len == 32 && f.bits == 4) {
-        for (int i = 0; i < 16; ++i) {
-          codes[2 * i] = row[gb * 16 + i] & 0x0F;
-          codes[2 * i + 1] = row[gb * 16 + i] >> 4;
-        }
-      } else if (len == 32 && f.bits == 8) {
-        std::memcpy(codes, row + gb * 32, 32);
-      } else if (len > 0) {
-        mx::unpack_codes_at(row, gb * 32 * f.bits, len, f.bits, codes);
-      }
-      for (int i = 0; i < 32; ++i) dst[(i / 4) * 64 + r * 4 + i % 4] = i < len ? u[codes[i]] : zero;
-    }
-  }
-}
+constexpr int kMR = kPanelRows;
+constexpr int kNR = 4;  // 4 int32 + 4 fp32 ymm, the weights, ones, a product, a broadcast, the scales
+constexpr std::int64_t kKB = kPanelBlocks;
 
 // Rows half * 8 .. + 8 of the micro-panel (rn8 of them real) x activation rows j0 .. j0 + NR.
 template <int NR>
@@ -108,7 +71,10 @@ void gemm_q8_256(const IntCodes& ic, const MxView& w, const Q8Rows& a, float* y,
     const int rn = static_cast<int>(std::min<std::int64_t>(kMR, r1 - rp));
     for (std::int64_t b0 = 0; b0 < nb; b0 += kKB) {
       const std::int64_t nbk = std::min(kKB, nb - b0);
-      pack(ic, w, rp, rn, b0, nbk, p);
+      for (std::int64_t b = 0; b < nbk; ++b) {
+        pack_scales(ic, w, rp, rn, b0 + b, b, p);
+        pack_codes(ic, w, rp, rn, b0 + b, b, p);
+      }
       for (int half = 0; half < 2 && rn > 8 * half; ++half) {
         const int rn8 = std::min(8, rn - 8 * half);
         for (std::int64_t j0 = 0; j0 < a.n; j0 += kNR) {

@@ -25,7 +25,6 @@
 #include <utility>
 
 #include "gemm_internal.h"
-#include "mfqat/mx/packed_view.h"
 
 #define MFQAT_AVX512 __attribute__((target("avx512f,avx512bw,avx512vl,avx512dq,avx512vnni,avx2,fma,f16c")))
 
@@ -33,38 +32,33 @@ namespace mfqat::runtime::detail {
 
 namespace {
 
-constexpr int kMR = 16;        // weight rows per micro-panel (one zmm of int32 / fp32)
-constexpr int kNR = 12;        // activation rows per register tile: 12 int32 + 12 fp32 zmm
-constexpr std::int64_t kKB = 16;  // blocks per k-panel: 512 columns
+constexpr int kMR = kPanelRows;  // weight rows per micro-panel (one zmm of int32 / fp32)
+constexpr int kNR = 12;          // activation rows per register tile: 12 int32 + 12 fp32 zmm
+constexpr std::int64_t kKB = kPanelBlocks;
 
-struct alignas(64) Panel {
-  std::uint8_t w[kKB * 8 * 64];  // [block][group g][row r][4 bytes]
-  float s[kKB * kMR];            // [block][row r]: the row's block scale times mul (0 for rows past the matrix)
-};
-
-// Packs rows [r0, r0 + rn) (rn <= 16), blocks [b0, b0 + nbk) of w into p.
+// Packs rows [r0, r0 + rn) (rn <= 16), blocks [b0, b0 + nbk) of w into p: whole blocks of 16
+// rows of MXFP4-like (4-bit) or MXINT8-like (8-bit identity) codes by dword gathers, the rest
+// by the portable pack_codes.
 MFQAT_AVX512 void pack(const IntCodes& ic, const MxView& w, std::int64_t r0, int rn, std::int64_t b0, std::int64_t nbk, Panel& p) {
-  const mx::Format& f = *w.format;
-  const std::int64_t nb = (w.cols + 31) / 32, rb = static_cast<std::int64_t>(f.packed_row_bytes(w.cols)), full = w.cols / 32;
-  const std::uint8_t zero = static_cast<std::uint8_t>(ic.off);
+  const std::int64_t rb = static_cast<std::int64_t>(w.format->packed_row_bytes(w.cols)), full = w.cols / 32;
+  const __m512i vidx = _mm512_mullo_epi32(_mm512_setr_epi32(0, 1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12, 13, 14, 15), _mm512_set1_epi32(static_cast<int>(rb)));
+  // 4-bit: the unsigned table in every 128-bit lane, the byte patterns, the nibble mask
+  alignas(16) std::uint8_t t16[16];
+  for (int c = 0; c < 16; ++c) t16[c] = static_cast<std::uint8_t>(ic.ints[c] + ic.off);
+  const __m512i lut = _mm512_broadcast_i32x4(_mm_load_si128(reinterpret_cast<const __m128i*>(t16)));
+  const __m512i pa = _mm512_broadcast_i32x4(_mm_setr_epi8(0, 0, 1, 1, 4, 4, 5, 5, 8, 8, 9, 9, 12, 12, 13, 13));
+  const __m512i pb = _mm512_broadcast_i32x4(_mm_setr_epi8(2, 2, 3, 3, 6, 6, 7, 7, 10, 10, 11, 11, 14, 14, 15, 15));
+  const __m512i m4 = _mm512_set1_epi8(0x0F);
+  const __mmask64 odd = 0xAAAAAAAAAAAAAAAAull;
+  const __m512i flip = _mm512_set1_epi8(static_cast<char>(0x80));  // MXINT8, off = 128: int + 128 = code ^ 0x80
   for (std::int64_t b = 0; b < nbk; ++b) {
     const std::int64_t gb = b0 + b;
     std::uint8_t* dst = p.w + b * 8 * 64;
-    for (int r = 0; r < kMR; ++r) {
-      p.s[b * kMR + r] = r < rn ? kScales.v[w.scales[(r0 + r) * nb + gb]] * ic.mul : 0.0f;
-    }
+    pack_scales(ic, w, r0, rn, gb, b, p);
     if (rn == kMR && gb < full && ic.kind == IntCodes::Kind::Nibble) {
       // 16 rows' dword g' (elements 8g'..8g'+7: byte i holds element 2i low, 2i+1 high) by one
       // gather; bytes (b0, b0, b1, b1) then low / high nibble alternately give elements
       // 8g'..8g'+3, bytes (b2, b2, b3, b3) elements 8g'+4..8g'+7; then the table lookup
-      const __m512i vidx = _mm512_mullo_epi32(_mm512_setr_epi32(0, 1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12, 13, 14, 15), _mm512_set1_epi32(static_cast<int>(rb)));
-      alignas(16) std::uint8_t t16[16];
-      for (int c = 0; c < 16; ++c) t16[c] = static_cast<std::uint8_t>(ic.ints[c] + ic.off);
-      const __m512i lut = _mm512_broadcast_i32x4(_mm_load_si128(reinterpret_cast<const __m128i*>(t16)));
-      const __m512i pa = _mm512_broadcast_i32x4(_mm_setr_epi8(0, 0, 1, 1, 4, 4, 5, 5, 8, 8, 9, 9, 12, 12, 13, 13));
-      const __m512i pb = _mm512_broadcast_i32x4(_mm_setr_epi8(2, 2, 3, 3, 6, 6, 7, 7, 10, 10, 11, 11, 14, 14, 15, 15));
-      const __m512i m4 = _mm512_set1_epi8(0x0F);
-      const __mmask64 odd = 0xAAAAAAAAAAAAAAAAull;
       const std::uint8_t* base = w.elements + r0 * rb + gb * 16;
       for (int g = 0; g < 4; ++g) {
         const __m512i v = _mm512_i32gather_epi32(vidx, base + 4 * g, 1);
@@ -75,23 +69,11 @@ MFQAT_AVX512 void pack(const IntCodes& ic, const MxView& w, std::int64_t r0, int
           _mm512_store_si512(dst + (2 * g + h) * 64, _mm512_shuffle_epi8(lut, nib));
         }
       }
-      continue;
-    }
-    if (rn == kMR && gb < full && ic.kind == IntCodes::Kind::Byte) {
-      const __m512i vidx = _mm512_mullo_epi32(_mm512_setr_epi32(0, 1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12, 13, 14, 15), _mm512_set1_epi32(static_cast<int>(rb)));
+    } else if (rn == kMR && gb < full && ic.kind == IntCodes::Kind::Byte) {
       const std::uint8_t* base = w.elements + r0 * rb + gb * 32;
-      const __m512i flip = _mm512_set1_epi8(static_cast<char>(0x80));  // off = 128: int + 128 = code ^ 0x80
-      for (int g = 0; g < 8; ++g) {
-        _mm512_store_si512(dst + g * 64, _mm512_xor_si512(_mm512_i32gather_epi32(vidx, base + 4 * g, 1), flip));
-      }
-      continue;
-    }
-    // any other case: codes one by one (rows past the matrix and columns past its width: 0)
-    std::uint8_t codes[32];
-    for (int r = 0; r < kMR; ++r) {
-      const std::int64_t len = r < rn ? std::min<std::int64_t>(32, w.cols - gb * 32) : 0;
-      if (len > 0) mx::unpack_codes_at(w.elements + (r0 + r) * rb, gb * 32 * f.bits, len, f.bits, codes);
-      for (int i = 0; i < 32; ++i) dst[(i / 4) * 64 + r * 4 + i % 4] = i < len ? static_cast<std::uint8_t>(ic.ints[codes[i]] + ic.off) : zero;
+      for (int g = 0; g < 8; ++g) _mm512_store_si512(dst + g * 64, _mm512_xor_si512(_mm512_i32gather_epi32(vidx, base + 4 * g, 1), flip));
+    } else {
+      pack_codes(ic, w, r0, rn, gb, b, p);
     }
   }
 }

@@ -42,6 +42,21 @@ struct Q8Rows {
 // Fills a (parallel over rows); off is IntCodes::off of the weights it will meet.
 void quantize_rows(const float* x, std::int64_t n, std::int64_t cols, int off, Q8Rows& a);
 
+// A k-panel of a 16-row micro-panel, packed for the SIMD kernels: per block, 8 vectors of 64
+// bytes, vector g holding elements 4g..4g+3 of the 16 rows (dword lane r = row r) as unsigned
+// bytes (integer + off), and the 16 rows' block scales times mul (0 for rows past the matrix).
+constexpr int kPanelRows = 16;
+constexpr std::int64_t kPanelBlocks = 16;  // 512 columns
+struct alignas(64) Panel {
+  std::uint8_t w[kPanelBlocks * 8 * 64];  // [block][group g][row r][4 bytes]
+  float s[kPanelBlocks * kPanelRows];     // [block][row r]
+};
+// Panel block b <- block gb of rows [r0, r0 + rn) of w (rn <= 16): the scales, and the codes in
+// portable code (4- and 8-bit codes from their bytes, other widths by unpack_codes_at; codes
+// past the matrix's rows or columns are integer 0).
+void pack_scales(const IntCodes& ic, const MxView& w, std::int64_t r0, int rn, std::int64_t gb, std::int64_t b, Panel& p);
+void pack_codes(const IntCodes& ic, const MxView& w, std::int64_t r0, int rn, std::int64_t gb, std::int64_t b, Panel& p);
+
 // Rows [r0, r1) of Y = X W^T (Y is [n, w.rows]). Every path computes, per output (j, r),
 //   acc = 0; for b in block order: acc = fma(float(idot_b), (scale_w(r, b) * mul) * s(j, b), acc)
 // with idot_b the exact integer dot of the block, so every path gives the same bits.

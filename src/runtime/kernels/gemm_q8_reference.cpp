@@ -56,34 +56,41 @@ void quantize_rows(const float* x, std::int64_t n, std::int64_t cols, int off, Q
         const float* xb = x + j * cols + b * 32;
         const std::int64_t len = std::min<std::int64_t>(32, cols - b * 32);
         std::int8_t* qb = a.q.data() + (j * nb + b) * 32;
-        // A NaN or Inf anywhere makes the block's scale NaN (std::max alone would drop a NaN).
-        float amax = 0;
-        bool bad = false;
-        for (std::int64_t i = 0; i < len; ++i) {
-          const float v = std::fabs(xb[i]);
-          amax = std::max(amax, v);
-          bad |= !(v <= std::numeric_limits<float>::max());
-        }
-        const float s = bad ? NAN : amax / 127.0f;
         std::int32_t sum = 0;
-        if (s > 0) {
-          for (std::int64_t i = 0; i < len; ++i) {
-            // x / s, not x * (1 / s): 1 / s overflows for a subnormal block maximum. Round to
-            // nearest even by the 1.5 * 2^23 trick (|x / s| <= 127 + rounding here): what
-            // std::nearbyint gives in the default rounding mode, without a libm call.
-            const float v = (xb[i] / s + 12582912.0f) - 12582912.0f;
-            qb[i] = static_cast<std::int8_t>(std::clamp(v, -127.0f, 127.0f));
-            sum += qb[i];
-          }
-        } else {
-          std::fill_n(qb, len, std::int8_t{0});
-        }
+        const float s = quantize_block_q8(xb, len, qb, &sum);
         std::fill(qb + len, qb + 32, std::int8_t{0});
         a.scale[static_cast<std::size_t>(j * nb + b)] = s;
         a.corr[static_cast<std::size_t>(j * nb + b)] = -off * sum;
       }
     }
   });
+}
+
+void pack_scales(const IntCodes& ic, const MxView& w, std::int64_t r0, int rn, std::int64_t gb, std::int64_t b, Panel& p) {
+  const std::int64_t nb = (w.cols + 31) / 32;
+  for (int r = 0; r < kPanelRows; ++r) p.s[b * kPanelRows + r] = r < rn ? kScales.v[w.scales[(r0 + r) * nb + gb]] * ic.mul : 0.0f;
+}
+
+void pack_codes(const IntCodes& ic, const MxView& w, std::int64_t r0, int rn, std::int64_t gb, std::int64_t b, Panel& p) {
+  const mx::Format& f = *w.format;
+  const std::int64_t rb = static_cast<std::int64_t>(f.packed_row_bytes(w.cols));
+  std::uint8_t* dst = p.w + b * 8 * 64;
+  std::uint8_t codes[32];
+  for (int r = 0; r < kPanelRows; ++r) {
+    const std::int64_t len = r < rn ? std::min<std::int64_t>(32, w.cols - gb * 32) : 0;
+    const std::uint8_t* row = w.elements + (r0 + r) * rb;
+    if (len == 32 && f.bits == 4) {
+      for (int i = 0; i < 16; ++i) {
+        codes[2 * i] = row[gb * 16 + i] & 0x0F;
+        codes[2 * i + 1] = row[gb * 16 + i] >> 4;
+      }
+    } else if (len == 32 && f.bits == 8) {
+      std::copy_n(row + gb * 32, 32, codes);
+    } else if (len > 0) {
+      mx::unpack_codes_at(row, gb * 32 * f.bits, len, f.bits, codes);
+    }
+    for (int i = 0; i < 32; ++i) dst[(i / 4) * 64 + r * 4 + i % 4] = static_cast<std::uint8_t>((i < len ? ic.ints[codes[i]] : 0) + ic.off);
+  }
 }
 
 namespace {

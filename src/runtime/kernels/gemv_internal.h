@@ -88,6 +88,11 @@ struct Q8Acts {
   std::int64_t grouped = 0;       // blocks stored in groups of `group`
 };
 Q8Acts quantize_acts(const float* x, std::int64_t cols, int block_size, bool nibble_order, std::int64_t grouped = 0, int group = 2);
+// One block of len activations to int8, in natural order: q = round-half-even(x / s) with
+// s = max|x| / 127, and *sum = sum(q). Returns s; a NaN or Inf in the block gives s = NaN and
+// q = 0 (so that products with it are NaN), an all-zero block s = 0 and q = 0. Shared by
+// quantize_acts (decode's int8 activations) and quantize_rows (the prompt GEMM's).
+float quantize_block_q8(const float* x, std::int64_t len, std::int8_t* q, std::int32_t* sum);
 // The AVX2 4-bit int8 path's fast loop (8 blocks at a time, 256-bit shuffles over block pairs,
 // table values made unsigned by adding q8_offset so that vpmaddubsw needs no sign fix-up) applies
 // when offset + max(table) <= 129 (no int16 saturation). Returns the blocks per row it covers.
