@@ -1,5 +1,7 @@
 #pragma once
 
+#include <algorithm>
+#include <cmath>
 #include <cstdint>
 #include <cstring>
 #include <exception>
@@ -21,6 +23,16 @@ inline std::vector<mfqat::mx::Format> all_test_formats(int block_size = 32) {
     out.push_back(mfqat::mx::find_format(g, block_size));
   }
   return out;
+}
+
+// max |a - b| / max |b|: a difference relative to the scale of the reference b (logits).
+inline double max_rel(const std::vector<float>& a, const std::vector<float>& b) {
+  double m = 0, scale = 0;
+  for (std::size_t i = 0; i < a.size(); ++i) {
+    m = std::max(m, std::abs(static_cast<double>(a[i]) - b[i]));
+    scale = std::max(scale, std::abs(static_cast<double>(b[i])));
+  }
+  return m / scale;
 }
 
 // The message of what fn throws ("" when it does not throw).

@@ -219,17 +219,6 @@ TEST(Engine, FinishedSessionsLeaveTheirKvCacheToTheNextAndNothingOfItLeaks) {
   EXPECT_EQ(e->idle_kv_bytes(), 0u);
 }
 
-namespace {
-double max_rel_diff(const std::vector<float>& a, const std::vector<float>& b) {
-  double m = 0, scale = 0;
-  for (std::size_t i = 0; i < a.size(); ++i) {
-    m = std::max(m, std::abs(static_cast<double>(a[i]) - b[i]));
-    scale = std::max(scale, std::abs(static_cast<double>(b[i])));
-  }
-  return m / scale;
-}
-}  // namespace
-
 TEST(Engine, ChunkedPrefillGivesTheBitsOfOnePrefillAndTracksTokenByTokenAt2048Positions) {
   // Chunks of >= 2 tokens: every MX product row and every query's attention is computed on its
   // own, so any ubatch gives the bits of one prefill (a chunk of 1 token would take the decode
@@ -259,7 +248,7 @@ TEST(Engine, ChunkedPrefillGivesTheBitsOfOnePrefillAndTracksTokenByTokenAt2048Po
         runtime::Session s(*e, e->weights(f));
         const auto chunked = s.feed_all(head);
         ASSERT_EQ(chunked.size(), one.size());
-        EXPECT_LT(max_rel_diff(chunked, one), 1e-6) << anchor << " " << f << " ubatch " << ub;
+        EXPECT_LT(max_rel(chunked, one), 1e-6) << anchor << " " << f << " ubatch " << ub;
         const auto after = s.feed({'x'});
         ASSERT_EQ(0, std::memcmp(after.data(), next.data(), next.size() * 4)) << anchor << " " << f << " ubatch " << ub;
       }
@@ -282,7 +271,7 @@ TEST(Engine, ChunkedPrefillGivesTheBitsOfOnePrefillAndTracksTokenByTokenAt2048Po
         runtime::Session s(*e, e->weights(f));
         const auto pre = s.feed_all(toks);
         ASSERT_EQ(pre.size(), steps.size());
-        const double d = max_rel_diff(pre, steps);
+        const double d = max_rel(pre, steps);
         std::printf("[ prefill  ] %s %s %s activations: max |prefill - decode| / max |logit| = %.2e over %lld positions\n", anchor, f,
                     int8 ? "int8" : "fp32", d, static_cast<long long>(T));
         EXPECT_LT(d, int8 && runtime::gemm_q8_active(mx::find_format(f), kk) ? 5e-2 : 1e-4) << anchor << " " << f;

@@ -28,15 +28,6 @@ std::vector<float> logits(runtime::Engine& e, const std::string& f) {
   return s.feed({'!'});  // a decode step after the prefill
 }
 
-double max_rel(const std::vector<float>& a, const std::vector<float>& b) {
-  double m = 0, scale = 0;
-  for (std::size_t i = 0; i < a.size(); ++i) {
-    m = std::max(m, std::abs(static_cast<double>(a[i]) - b[i]));
-    scale = std::max(scale, std::abs(static_cast<double>(b[i])));
-  }
-  return m / scale;
-}
-
 }  // namespace
 
 TEST(KernelOptions, DescribeNamesTheLoopsThisCpuRuns) {

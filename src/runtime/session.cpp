@@ -172,7 +172,7 @@ void Session::run_chunk(const int* tokens, std::int64_t T, Logits logits, std::v
     }
     const Engine::QkNorm* qkn = e_.qk_norm(l);  // Qwen3: RMSNorm over each head, before the rotation
     rows_parallel(T, QD + KD, [&](std::int64_t t) {
-      std::vector<float> normed(static_cast<std::size_t>(hd));
+      std::vector<float> normed(qkn ? static_cast<std::size_t>(hd) : 0);  // Qwen3's per-head norm only
       const std::int64_t pos = pos_ + t;
       const float* cs = e_.rope_cos().data() + pos * half;
       const float* sn = e_.rope_sin().data() + pos * half;
