@@ -1,8 +1,9 @@
-// Load test of `mfqat serve` on loopback: C concurrent clients send completion requests for a
-// fixed time; reports throughput (requests/s, generated tokens/s) and latency p50/p99 per
-// format policy. Starts the server in-process on a synthetic or real model.
-//   serve_load [--model FILE | --synthetic default|medium] [--clients 1,4,16] [--seconds 10]
-//              [--formats mxint8,mxint4,auto] [--tokens 32] [--json FILE]
+// Load test of `mfqat serve` on loopback: C concurrent clients send streamed completion requests
+// (server-sent events) for a fixed time; reports throughput (requests/s, generated tokens/s),
+// request latency, time to first token and the gaps between streamed pieces (inter-token
+// latency) at p50/p99, per format policy. Starts the server in-process on a synthetic or real model.
+//   serve_load [--model FILE | --synthetic default|medium|large] [--clients 1,4,16,64] [--seconds 10]
+//              [--formats mxint8,mxint4,auto] [--tokens 32] [--max-batch 64] [--json FILE]
 #include <fmt/core.h>
 #include <httplib.h>
 
@@ -39,7 +40,7 @@ double pct(std::vector<double> v, double p) {
 int main(int argc, char** argv) {
   std::string model, synthetic = "medium", clients_s = "1,4,16", formats_s, json_path, anchor = "mxint8";
   double seconds = 10;
-  int tokens = 32;
+  int tokens = 32, max_batch = 64;
   for (int i = 1; i + 1 < argc; i += 2) {
     const std::string a = argv[i], v = argv[i + 1];
     if (a == "--model") model = v;
@@ -50,6 +51,7 @@ int main(int argc, char** argv) {
     else if (a == "--formats") formats_s = v;
     else if (a == "--tokens") tokens = std::stoi(v);
     else if (a == "--json") json_path = v;
+    else if (a == "--max-batch") max_batch = std::stoi(v);
     else { fmt::print(stderr, "unknown option {}\n", a); return 2; }
   }
   std::unique_ptr<runtime::Engine> e;
@@ -61,11 +63,17 @@ int main(int argc, char** argv) {
       c.dim = 1024;
       c.n_layers = 8;
       c.n_heads = 8;
+    } else if (synthetic == "large") {  // as bench --synthetic large: 2048 wide, 16 layers, FFN 5472
+      c.dim = 2048;
+      c.n_layers = 16;
+      c.n_heads = 16;
+      c.max_seq = 512;
     }
     e = runtime::Engine::synthetic(c, mx::find_format(anchor));
   }
   runtime::ServerOptions o;
-  o.queue_capacity = 64;
+  o.queue_capacity = 256;
+  o.max_batch = static_cast<std::size_t>(max_batch);
   runtime::Server server(*e, o);
   const int port = server.start("127.0.0.1", 0);
   if (formats_s.empty()) formats_s = e->anchor_name() + "," + server.options().auto_formats.back() + ",auto";
@@ -73,7 +81,8 @@ int main(int argc, char** argv) {
     if (f != "auto") e->weights(f);  // derived before timing
   }
   json out = json::array();
-  fmt::print("{:<12} {:>8} {:>10} {:>12} {:>10} {:>10}  {}\n", "format", "clients", "req/s", "gen tok/s", "p50 ms", "p99 ms", "served formats");
+  fmt::print("{:<12} {:>7} {:>8} {:>10} {:>9} {:>9} {:>9} {:>9} {:>8} {:>8}  {}\n", "format", "clients", "req/s", "gen tok/s", "lat p50",
+             "lat p99", "ttft p50", "ttft p99", "itl p50", "itl p99", "served formats (ms)");
   for (const auto& f : split(formats_s)) {
     {  // warm-up: one request per format before timing
       httplib::Client cli("127.0.0.1", port);
@@ -84,7 +93,7 @@ int main(int argc, char** argv) {
       const int C = std::stoi(cs);
       std::atomic<bool> stop{false};
       std::mutex mu;
-      std::vector<double> lat;
+      std::vector<double> lat, ttft, itl;
       std::map<std::string, int> served;
       std::int64_t gen = 0, errors = 0;
       std::vector<std::thread> th;
@@ -93,22 +102,47 @@ int main(int argc, char** argv) {
       for (int c = 0; c < C; ++c) {
         th.emplace_back([&, c] {
           httplib::Client cli("127.0.0.1", port);
-          cli.set_read_timeout(300, 0);
+          cli.set_read_timeout(600, 0);
           for (int i = 0; !stop; ++i) {
-            const json req = {{"prompt", "It is a truth universally acknowledged, that a single man"}, {"max_tokens", tokens},
-                              {"format", f}, {"temperature", 0.8}, {"seed", c * 100000 + i}};
+            const json body = {{"prompt", "It is a truth universally acknowledged, that a single man"}, {"max_tokens", tokens}, {"format", f},
+                               {"temperature", 0.8}, {"seed", c * 100000 + i}, {"stream", true}, {"stream_options", {{"include_usage", true}}}};
             const auto s0 = std::chrono::steady_clock::now();
-            auto r = cli.Post("/v1/completions", req.dump(), "application/json");
+            std::vector<double> at;  // ms since s0 of each streamed piece of text
+            std::string buf, format;
+            std::int64_t n = -1;
+            httplib::Request req;
+            req.method = "POST";
+            req.path = "/v1/completions";
+            req.body = body.dump();
+            req.set_header("Content-Type", "application/json");
+            req.content_receiver = [&](const char* d, std::size_t len, std::uint64_t, std::uint64_t) {
+              const double now = std::chrono::duration<double, std::milli>(std::chrono::steady_clock::now() - s0).count();
+              buf.append(d, len);
+              for (std::size_t p; (p = buf.find("\n\n")) != std::string::npos;) {
+                const std::string ev = buf.substr(0, p);
+                buf.erase(0, p + 2);
+                if (ev.rfind("data: {", 0) != 0) continue;
+                const json j = json::parse(ev.substr(6));
+                if (j.contains("usage")) n = j["usage"]["completion_tokens"].get<std::int64_t>();
+                if (j.contains("format")) format = j["format"].get<std::string>();
+                if (!j["choices"].empty() && !j["choices"][0]["text"].get<std::string>().empty()) at.push_back(now);
+              }
+              return true;
+            };
+            httplib::Response res;
+            httplib::Error err = httplib::Error::Success;
+            const bool ok = cli.send(req, res, err);
             const double ms = std::chrono::duration<double, std::milli>(std::chrono::steady_clock::now() - s0).count();
             std::lock_guard<std::mutex> lk(mu);
-            if (!r || r->status != 200) {
+            if (!ok || res.status != 200 || n < 0) {
               ++errors;
               continue;
             }
-            const json b = json::parse(r->body);
             lat.push_back(ms);
-            gen += b["usage"]["completion_tokens"].get<std::int64_t>();
-            ++served[b["format"].get<std::string>()];
+            if (!at.empty()) ttft.push_back(at[0]);
+            for (std::size_t k = 1; k < at.size(); ++k) itl.push_back(at[k] - at[k - 1]);
+            gen += n;
+            ++served[format];
           }
         });
       }
@@ -118,12 +152,15 @@ int main(int argc, char** argv) {
       const double wall = std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
       std::string sv;
       for (const auto& [k, n] : served) sv += k + ":" + std::to_string(n) + " ";
-      fmt::print("{:<12} {:>8} {:>10.2f} {:>12.1f} {:>10.1f} {:>10.1f}  {}{}\n", f, C, static_cast<double>(lat.size()) / wall,
-                 static_cast<double>(gen) / wall, pct(lat, 0.5), pct(lat, 0.99), sv, errors ? fmt::format(" ERRORS {}", errors) : "");
+      fmt::print("{:<12} {:>7} {:>8.2f} {:>10.1f} {:>9.0f} {:>9.0f} {:>9.0f} {:>9.0f} {:>8.1f} {:>8.1f}  {}{}\n", f, C,
+                 static_cast<double>(lat.size()) / wall, static_cast<double>(gen) / wall, pct(lat, 0.5), pct(lat, 0.99), pct(ttft, 0.5),
+                 pct(ttft, 0.99), pct(itl, 0.5), pct(itl, 0.99), sv, errors ? fmt::format(" ERRORS {}", errors) : "");
       std::fflush(stdout);
       out.push_back({{"format", f}, {"clients", C}, {"requests", lat.size()}, {"errors", errors}, {"seconds", wall},
                      {"requests_per_s", static_cast<double>(lat.size()) / wall}, {"generated_tokens_per_s", static_cast<double>(gen) / wall},
-                     {"p50_ms", pct(lat, 0.5)}, {"p99_ms", pct(lat, 0.99)}, {"served", served}});
+                     {"p50_ms", pct(lat, 0.5)}, {"p99_ms", pct(lat, 0.99)}, {"ttft_p50_ms", pct(ttft, 0.5)}, {"ttft_p99_ms", pct(ttft, 0.99)},
+                     {"itl_p50_ms", pct(itl, 0.5)}, {"itl_p99_ms", pct(itl, 0.99)}, {"served", served}, {"max_batch", max_batch},
+                     {"tokens", tokens}});
     }
   }
   server.stop();

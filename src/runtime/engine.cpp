@@ -416,22 +416,31 @@ namespace {
 std::size_t kv_floats(const model::LmConfig& c) { return static_cast<std::size_t>(2 * c.n_layers * c.max_seq * c.kv_dim()); }
 }  // namespace
 
-std::unique_ptr<KvBuffer> Engine::take_kv() const {
+std::uint64_t Engine::kv_bytes(std::int64_t tokens) const {
+  return static_cast<std::uint64_t>(2 * cfg_.n_layers * tokens * cfg_.kv_dim()) * sizeof(float);
+}
+
+std::unique_ptr<KvBuffer> Engine::take_kv(std::int64_t tokens) const {
+  const std::size_t floats = tokens > 0 ? static_cast<std::size_t>(2 * cfg_.n_layers * tokens * cfg_.kv_dim()) : kv_floats(cfg_);
   {
     std::lock_guard<std::mutex> lk(mu_);
-    if (!idle_kv_.empty()) {
-      auto b = std::move(idle_kv_.back());
-      idle_kv_.pop_back();
-      return b;
+    for (auto it = idle_kv_.rbegin(); it != idle_kv_.rend(); ++it) {
+      if ((*it)->floats() == floats) {
+        auto b = std::move(*it);
+        idle_kv_.erase(std::next(it).base());
+        return b;
+      }
     }
   }
-  return std::make_unique<KvBuffer>(kv_floats(cfg_));
+  return std::make_unique<KvBuffer>(floats);
 }
 
 void Engine::give_kv(std::unique_ptr<KvBuffer> b) const noexcept {
   if (!b) return;
   std::lock_guard<std::mutex> lk(mu_);
-  if (idle_kv_.size() < idle_kv_limit_) idle_kv_.push_back(std::move(b));  // else freed here
+  if (idle_kv_limit_ == 0) return;  // freed here
+  if (idle_kv_.size() >= idle_kv_limit_) idle_kv_.erase(idle_kv_.begin());  // the oldest goes
+  idle_kv_.push_back(std::move(b));
 }
 
 void Engine::set_idle_kv_limit(std::size_t n) {

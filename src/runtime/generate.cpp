@@ -30,24 +30,68 @@ double token_nll(const float* row, std::int64_t V, std::int64_t target) {
 
 }  // namespace
 
-Generation generate(const Engine& e, std::shared_ptr<const Weights> w, const std::string& prompt, std::int64_t n, const SamplingOptions& s) {
-  Session sess(e, std::move(w));
-  Sampler sampler(s);
-  Generation g;
-  const hf::Tokenizer* tok = e.tokenizer();
-  std::vector<int>& toks = g.prompt_ids;
-  if (tok) {
+std::vector<int> encode_prompt(const Engine& e, const std::string& prompt) {
+  std::vector<int> toks;
+  if (const hf::Tokenizer* tok = e.tokenizer()) {
     for (const std::int32_t id : tok->encode(prompt)) toks.push_back(id);
     if (toks.empty()) throw std::invalid_argument("an empty prompt (this tokenizer adds no BOS): give some text");
   } else {
     for (unsigned char ch : prompt.empty() ? std::string("\n") : prompt) toks.push_back(ch);
   }
+  return toks;
+}
+
+TextStream::TextStream(const Engine& e) : e_(e) {
+  if (e.tokenizer()) dec_ = std::make_unique<hf::StreamDecoder>(*e.tokenizer());
+}
+
+TextStream::~TextStream() = default;
+
+std::string TextStream::push(int id) {
+  if (ended_) return {};
+  if (const hf::Tokenizer* tok = e_.tokenizer()) {
+    // a model's vocabulary may be padded past its tokenizer's (Qwen: 151936 rows, 151669
+    // tokens): such an id has no text, as in Hugging Face's decode
+    const bool text = static_cast<std::size_t>(id) < tok->vocab_size() && !tok->id_to_token(id).empty();
+    if (text && tok->is_special(id)) {  // end of text / of turn
+      ended_ = true;
+      return {};
+    }
+    return text ? dec_->push(id) : std::string();
+  }
+  held_.push_back(static_cast<char>(id));
+  // emit up to the last complete UTF-8 character; a lead byte's sequence length from its high bits
+  std::size_t cut = held_.size();
+  for (std::size_t back = 1; back <= std::min<std::size_t>(4, held_.size()); ++back) {
+    const auto c = static_cast<unsigned char>(held_[held_.size() - back]);
+    if ((c & 0xC0) == 0x80) continue;  // a continuation byte: look further back
+    const std::size_t need = c >= 0xF0 ? 4 : c >= 0xE0 ? 3 : c >= 0xC0 ? 2 : 1;
+    if (need > back && c >= 0xC0 && c < 0xF8) cut = held_.size() - back;  // unfinished: hold it
+    break;
+  }
+  std::string out = held_.substr(0, cut);
+  held_.erase(0, cut);
+  return out;
+}
+
+std::string TextStream::finish() {
+  std::string out = dec_ ? dec_->finish() : std::string();
+  if (!held_.empty()) out += "\xEF\xBF\xBD";  // U+FFFD
+  held_.clear();
+  return out;
+}
+
+Generation generate(const Engine& e, std::shared_ptr<const Weights> w, const std::string& prompt, std::int64_t n, const SamplingOptions& s) {
+  Session sess(e, std::move(w));
+  Sampler sampler(s);
+  Generation g;
+  g.prompt_ids = encode_prompt(e, prompt);
+  const std::vector<int>& toks = g.prompt_ids;
   if (static_cast<std::int64_t>(toks.size()) > e.config().max_seq) {
     throw std::invalid_argument("prompt of " + std::to_string(toks.size()) + " tokens exceeds the context of " + std::to_string(e.config().max_seq));
   }
   g.prompt_tokens = static_cast<std::int64_t>(toks.size());
-  std::optional<hf::StreamDecoder> dec;
-  if (tok) dec.emplace(*tok);
+  TextStream out(e);
   auto t0 = std::chrono::steady_clock::now();
   std::vector<float> logits = sess.feed(toks);
   g.prefill_seconds = seconds_since(t0);
@@ -56,19 +100,12 @@ Generation generate(const Engine& e, std::shared_ptr<const Weights> w, const std
     const int id = sampler.sample(logits);
     g.token_ids.push_back(id);
     ++g.new_tokens;
-    if (tok) {
-      // a model's vocabulary may be padded past its tokenizer's (Qwen: 151936 rows, 151669
-      // tokens): such an id has no text, as in Hugging Face's decode
-      const bool text = static_cast<std::size_t>(id) < tok->vocab_size() && !tok->id_to_token(id).empty();
-      if (text && tok->is_special(id)) break;  // end of text / of turn
-      if (text) g.text += dec->push(id);
-    } else {
-      g.text.push_back(static_cast<char>(id));
-    }
+    g.text += out.push(id);
+    if (out.ended()) break;
     if (sess.position() >= e.config().max_seq) break;
     logits = sess.feed({id});
   }
-  if (dec) g.text += dec->finish();
+  g.text += out.finish();
   g.decode_seconds = seconds_since(t0);
   return g;
 }

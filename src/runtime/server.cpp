@@ -5,11 +5,13 @@
 
 #include <chrono>
 #include <condition_variable>
-#include <deque>
-#include <future>
+#include <ctime>
 #include <map>
 #include <nlohmann/json.hpp>
 #include <thread>
+
+#include "batcher.h"
+#include "mfqat/runtime/generate.h"
 
 namespace mfqat::runtime {
 
@@ -17,103 +19,40 @@ using nlohmann::json;
 
 namespace {
 
-using Request = CompletionRequest;
-
-struct Result {
-  int status = 200;
-  json body;
-};
-
-struct Job {
-  Request req;
-  std::promise<Result> done;
-  std::chrono::steady_clock::time_point queued = std::chrono::steady_clock::now();
-};
-
 const double kBuckets[] = {0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30};
 
 std::string dump(const json& j) { return j.dump(-1, ' ', false, json::error_handler_t::replace); }
 
-}  // namespace
-
-CompletionRequest parse_completion_request(const std::string& body, std::int64_t max_prompt, std::int64_t max_tokens,
-                                         const std::function<std::string(const std::string&)>& canonical) {
-  json j;
-  try {
-    j = json::parse(body);
-  } catch (const json::exception& ex) {
-    std::string w = ex.what();
-    for (auto& ch : w) ch = ch == '\n' ? ' ' : ch;
-    throw std::invalid_argument("malformed JSON: " + w);
-  }
-  if (!j.is_object()) throw std::invalid_argument("the request must be a JSON object");
-  for (auto it = j.begin(); it != j.end(); ++it) {
-    static const char* known[] = {"prompt", "max_tokens", "temperature", "top_k", "top_p", "seed", "format"};
-    bool ok = false;
-    for (const char* k : known) ok |= it.key() == k;
-    if (!ok) throw std::invalid_argument("unknown field '" + it.key() + "'");
-  }
-  CompletionRequest r;
-  if (!j.contains("prompt") || !j["prompt"].is_string()) throw std::invalid_argument("'prompt' (a string) is required");
-  r.prompt = j["prompt"].get<std::string>();
-  if (static_cast<std::int64_t>(r.prompt.size()) > max_prompt) {
-    throw std::invalid_argument("prompt of " + std::to_string(r.prompt.size()) + " bytes exceeds the limit of " + std::to_string(max_prompt));
-  }
-  if (j.contains("max_tokens")) {
-    if (!j["max_tokens"].is_number_integer()) throw std::invalid_argument("'max_tokens' must be an integer");
-    r.max_tokens = j["max_tokens"].get<std::int64_t>();
-    if (r.max_tokens < 1 || r.max_tokens > max_tokens) {
-      throw std::invalid_argument("'max_tokens' must be 1.." + std::to_string(max_tokens));
-    }
-  }
-  if (j.contains("temperature")) {
-    if (!j["temperature"].is_number() || !(j["temperature"].get<double>() >= 0)) throw std::invalid_argument("'temperature' must be a number >= 0");
-    r.sampling.temperature = j["temperature"].get<double>();
-  }
-  if (j.contains("top_k")) {
-    if (!j["top_k"].is_number_integer() || j["top_k"].get<std::int64_t>() < 0) throw std::invalid_argument("'top_k' must be an integer >= 0");
-    r.sampling.top_k = static_cast<int>(std::min<std::int64_t>(j["top_k"].get<std::int64_t>(), 1 << 20));
-  }
-  if (j.contains("top_p")) {
-    if (!j["top_p"].is_number() || !(j["top_p"].get<double>() > 0 && j["top_p"].get<double>() <= 1)) {
-      throw std::invalid_argument("'top_p' must be in (0, 1]");
-    }
-    r.sampling.top_p = j["top_p"].get<double>();
-  }
-  if (j.contains("seed")) {
-    if (!j["seed"].is_number_unsigned()) throw std::invalid_argument("'seed' must be a non-negative integer");
-    r.sampling.seed = j["seed"].get<std::uint64_t>();
-  }
-  r.format = "anchor";
-  if (j.contains("format")) {
-    if (!j["format"].is_string()) throw std::invalid_argument("'format' must be a string");
-    r.format = j["format"].get<std::string>();
-  }
-  if (r.format != "auto") r.format = canonical(r.format);  // throws naming the format
-  return r;
+// KV positions reserved for a request: prompt + max_tokens rounded up to 64 x a power of two
+// (so that idle caches of a few sizes are reused), at most the context.
+std::int64_t kv_capacity(std::int64_t need, std::int64_t max_seq) {
+  std::int64_t cap = 64;
+  while (cap < need) cap *= 2;
+  return std::min(cap, max_seq);
 }
+
+}  // namespace
 
 struct Server::Impl {
   Engine& e;
   ServerOptions o;
+  ChatTemplate tmpl;
   httplib::Server http;
   std::thread http_thread;
+  std::unique_ptr<Batcher> batcher;
   std::mutex stop_mu;  // one stop() at a time (a signal's and the destructor's)
   std::mutex mu;
-  std::condition_variable cv;
   std::condition_variable ended_cv;  // wait(): the HTTP thread ended or stop() is done
-  std::deque<std::shared_ptr<Job>> queue;
-  std::vector<std::thread> workers;
-  bool started = false, stopping = false, stopped = false, http_ended = false, paused = false;
-  std::size_t active = 0;
+  bool started = false, stopping = false, stopped = false, http_ended = false;
+  std::atomic<std::uint64_t> next_id{1};
   // metrics (under mu)
   std::map<int, std::uint64_t> by_status;
-  std::map<std::string, std::uint64_t> by_format;
+  std::map<std::string, std::uint64_t> by_format, tokens_by_format;
   std::uint64_t prompt_tokens = 0, new_tokens = 0;
   std::uint64_t lat_count = 0, lat_buckets[sizeof(kBuckets) / sizeof(kBuckets[0])] = {};
   double lat_sum = 0;
 
-  Impl(Engine& eng, ServerOptions opt) : e(eng), o(std::move(opt)) {}
+  Impl(Engine& eng, ServerOptions opt) : e(eng), o(std::move(opt)), tmpl(chat_template_for(eng)) {}
 
   void count(int status) {
     std::lock_guard<std::mutex> lk(mu);
@@ -125,69 +64,47 @@ struct Server::Impl {
     res.set_content(dump(body), "application/json");
     count(status);
   }
-
-  void worker() {
-    for (;;) {
-      std::shared_ptr<Job> job;
-      {
-        std::unique_lock<std::mutex> lk(mu);
-        cv.wait(lk, [&] { return stopping || (!paused && !queue.empty()); });
-        if (stopping) return;
-        job = queue.front();
-        queue.pop_front();
-        ++active;
-      }
-      Result r;
-      const double queued_s = std::chrono::duration<double>(std::chrono::steady_clock::now() - job->queued).count();
-      try {
-        const auto w = e.weights(job->req.format);
-        const Generation g = generate(e, w, job->req.prompt, job->req.max_tokens, job->req.sampling);
-        r.body = {{"object", "text_completion"},
-                  {"format", w->format},
-                  {"text", g.text},
-                  {"usage", {{"prompt_tokens", g.prompt_tokens}, {"completion_tokens", g.new_tokens}}},
-                  {"timing",
-                   {{"queue_ms", 1e3 * queued_s},
-                    {"prefill_ms", 1e3 * g.prefill_seconds},
-                    {"decode_ms", 1e3 * g.decode_seconds},
-                    {"decode_tokens_per_s", g.decode_seconds > 0 ? static_cast<double>(g.new_tokens) / g.decode_seconds : 0.0}}}};
-        const double total = queued_s + g.prefill_seconds + g.decode_seconds;
-        std::lock_guard<std::mutex> lk(mu);
-        ++by_format[w->format];
-        prompt_tokens += static_cast<std::uint64_t>(g.prompt_tokens);
-        new_tokens += static_cast<std::uint64_t>(g.new_tokens);
-        ++lat_count;
-        lat_sum += total;
-        for (std::size_t i = 0; i < std::size(kBuckets); ++i) lat_buckets[i] += total <= kBuckets[i];
-      } catch (const std::invalid_argument& ex) {
-        r = {400, {{"error", ex.what()}}};
-      } catch (const std::exception& ex) {
-        r = {500, {{"error", ex.what()}}};
-      }
-      {
-        std::lock_guard<std::mutex> lk(mu);
-        --active;
-      }
-      job->done.set_value(std::move(r));
-    }
+  void fail(httplib::Response& res, int status, const std::string& message, const std::string& param = {}) {
+    reply(res, status, error_json(status, message, param));
   }
 
-  Request parse(const std::string& body) {
-    return parse_completion_request(body, o.max_prompt_bytes > 0 ? o.max_prompt_bytes : e.config().max_seq - 1, o.max_tokens,
-                                    [this](const std::string& f) { return e.canonical_format(f); });
+  // A completed request's share of the metrics (called by the batcher, any thread).
+  void done(const Job& j) {
+    if (j.status != 200) return;
+    const double total = j.queue_s + j.first_token_s + j.decode_s;
+    std::lock_guard<std::mutex> lk(mu);
+    ++by_format[j.format];
+    for (const auto& [f, n] : j.tokens_by_format) tokens_by_format[f] += static_cast<std::uint64_t>(n);
+    prompt_tokens += j.prompt_ids.size();
+    new_tokens += static_cast<std::uint64_t>(j.completion_tokens);
+    ++lat_count;
+    lat_sum += total;
+    for (std::size_t i = 0; i < std::size(kBuckets); ++i) lat_buckets[i] += total <= kBuckets[i];
   }
 
   std::string metrics() {
+    const Batcher::Load ld = batcher ? batcher->load() : Batcher::Load{};
     std::lock_guard<std::mutex> lk(mu);
     std::string m;
     m += "# HELP mfqat_requests_total Completion requests by HTTP status.\n# TYPE mfqat_requests_total counter\n";
     for (const auto& [s, n] : by_status) m += "mfqat_requests_total{status=\"" + std::to_string(s) + "\"} " + std::to_string(n) + "\n";
     m += "# HELP mfqat_requests_by_format_total Completed requests by served format.\n# TYPE mfqat_requests_by_format_total counter\n";
     for (const auto& [f, n] : by_format) m += "mfqat_requests_by_format_total{format=\"" + f + "\"} " + std::to_string(n) + "\n";
+    m += "# HELP mfqat_generated_tokens_by_format_total Generated tokens of completed requests by the format that wrote them.\n"
+         "# TYPE mfqat_generated_tokens_by_format_total counter\n";
+    for (const auto& [f, n] : tokens_by_format) m += "mfqat_generated_tokens_by_format_total{format=\"" + f + "\"} " + std::to_string(n) + "\n";
+    m += "# HELP mfqat_auto_level The SLO policy's level (0: the first auto format).\n# TYPE mfqat_auto_level gauge\nmfqat_auto_level " +
+         std::to_string(ld.auto_level) + "\n";
+    m += "# TYPE mfqat_auto_level_changes_total counter\nmfqat_auto_level_changes_total " + std::to_string(ld.level_changes) + "\n";
     m += "# TYPE mfqat_prompt_tokens_total counter\nmfqat_prompt_tokens_total " + std::to_string(prompt_tokens) + "\n";
     m += "# TYPE mfqat_generated_tokens_total counter\nmfqat_generated_tokens_total " + std::to_string(new_tokens) + "\n";
-    m += "# TYPE mfqat_queue_depth gauge\nmfqat_queue_depth " + std::to_string(queue.size()) + "\n";
-    m += "# TYPE mfqat_active_requests gauge\nmfqat_active_requests " + std::to_string(active) + "\n";
+    m += "# TYPE mfqat_queue_depth gauge\nmfqat_queue_depth " + std::to_string(ld.queued) + "\n";
+    m += "# TYPE mfqat_active_requests gauge\nmfqat_active_requests " + std::to_string(ld.running) + "\n";
+    m += "# TYPE mfqat_kv_reserved_bytes gauge\nmfqat_kv_reserved_bytes " + std::to_string(ld.kv_reserved) + "\n";
+    m += "# TYPE mfqat_kv_budget_bytes gauge\nmfqat_kv_budget_bytes " + std::to_string(o.kv_budget) + "\n";
+    m += "# HELP mfqat_batch_steps_total Batched forward steps.\n# TYPE mfqat_batch_steps_total counter\nmfqat_batch_steps_total " + std::to_string(ld.steps) + "\n";
+    m += "# HELP mfqat_batch_rows_total Token rows over all steps (rows / steps: the mean batch).\n# TYPE mfqat_batch_rows_total counter\nmfqat_batch_rows_total " +
+         std::to_string(ld.rows) + "\n";
     m += "# HELP mfqat_request_latency_seconds Queue + prefill + decode time of completed requests.\n";
     m += "# TYPE mfqat_request_latency_seconds histogram\n";
     for (std::size_t i = 0; i < std::size(kBuckets); ++i) {
@@ -200,12 +117,180 @@ struct Server::Impl {
     m += "# TYPE mfqat_idle_kv_bytes gauge\nmfqat_idle_kv_bytes " + std::to_string(e.idle_kv_bytes()) + "\n";
     return m;
   }
+
+  json usage(const Job& j) const {
+    const auto p = static_cast<std::int64_t>(j.prompt_ids.size());
+    return {{"prompt_tokens", p}, {"completion_tokens", j.completion_tokens}, {"total_tokens", p + j.completion_tokens}};
+  }
+  json timing(const Job& j) const {
+    return {{"queue_ms", 1e3 * j.queue_s},
+            {"prefill_ms", 1e3 * j.first_token_s},
+            {"decode_ms", 1e3 * j.decode_s},
+            {"decode_tokens_per_s", j.decode_s > 0 && j.completion_tokens > 1 ? static_cast<double>(j.completion_tokens - 1) / j.decode_s : 0.0}};
+  }
+  // The head of every answer and chunk: id, object, created, model; plus the served format.
+  json envelope(const Job& j, const std::string& id, std::int64_t created, bool chunk, const std::string& format) const {
+    return {{"id", id},
+            {"object", j.req.chat ? (chunk ? "chat.completion.chunk" : "chat.completion") : "text_completion"},
+            {"created", created},
+            {"model", o.model_id},
+            {"format", format}};
+  }
+
+  std::string auto_at(std::size_t depth) const {
+    for (std::size_t i = 0; i < o.auto_depths.size(); ++i) {
+      if (depth < o.auto_depths[i]) return o.auto_formats[i];
+    }
+    return o.auto_formats.back();
+  }
+
+  void handle(const httplib::Request& req, httplib::Response& res, bool chat);
 };
+
+void Server::Impl::handle(const httplib::Request& req, httplib::Response& res, bool chat) {
+  const auto& c = e.config();
+  auto job = std::make_shared<Job>();
+  try {
+    RequestLimits lim;
+    lim.max_prompt_bytes = o.max_prompt_bytes > 0 ? o.max_prompt_bytes : 64 * c.max_seq;
+    lim.max_tokens = o.max_tokens;
+    lim.model_id = o.model_id;
+    job->req = parse_completion_request(
+        req.body, lim, [this](const std::string& f) { return e.canonical_format(f); }, chat,
+        [this](const std::vector<ChatMessage>& m) { return render_chat(tmpl, m); });
+    job->prompt_ids = encode_prompt(e, job->req.prompt);
+  } catch (const RequestError& ex) {
+    return fail(res, ex.status, ex.what(), ex.param);
+  } catch (const std::exception& ex) {
+    return fail(res, 400, ex.what());
+  }
+  const auto n = static_cast<std::int64_t>(job->prompt_ids.size());
+  if (n >= c.max_seq) {
+    return fail(res, 400, "prompt of " + std::to_string(n) + " tokens leaves no room in the context of " + std::to_string(c.max_seq) + " tokens",
+                chat ? "messages" : "prompt");
+  }
+  job->capacity = kv_capacity(n + job->req.max_tokens, c.max_seq);
+  if (e.kv_bytes(job->capacity) > o.kv_budget) {
+    return fail(res, 503,
+                "the request needs " + std::to_string(e.kv_bytes(job->capacity) >> 20) + " MiB of KV cache; the server's budget is " +
+                    std::to_string(o.kv_budget >> 20) + " MiB (--kv-budget)");
+  }
+  {
+    std::lock_guard<std::mutex> lk(mu);
+    if (stopping) return fail(res, 503, "shutting down");
+  }
+  const Batcher::Load ld = batcher->load();
+  if (job->req.format == "auto" && o.slo_ms > 0) {
+    job->follow_auto = true;
+    job->format = batcher->auto_format();
+  } else {
+    job->format = job->req.format == "auto" ? e.canonical_format(auto_at(ld.queued + ld.running)) : job->req.format;
+  }
+  if (job->format == "anchor") job->format = e.canonical_format("anchor");
+  if (!batcher->submit(job)) return fail(res, 503, "queue full (" + std::to_string(o.queue_capacity) + " waiting); retry later");
+  const std::string id = (chat ? "chatcmpl-" : "cmpl-") + std::to_string(next_id++);
+  const std::int64_t created = static_cast<std::int64_t>(std::time(nullptr));
+  if (!job->req.stream) {
+    std::unique_lock<std::mutex> lk(job->mu);
+    job->cv.wait(lk, [&] { return job->done; });
+    if (job->status != 200) {
+      lk.unlock();
+      return fail(res, job->status, job->error);
+    }
+    json body = envelope(*job, id, created, false, job->format);
+    body["formats"] = job->tokens_by_format;  // tokens per format (several when "auto" changed it mid-stream)
+    const json choice = chat ? json{{"index", 0}, {"message", {{"role", "assistant"}, {"content", job->pending}}}, {"logprobs", nullptr}, {"finish_reason", job->finish_reason}}
+                             : json{{"index", 0}, {"text", job->pending}, {"logprobs", nullptr}, {"finish_reason", job->finish_reason}};
+    body["choices"] = json::array({choice});
+    body["usage"] = usage(*job);
+    body["timing"] = timing(*job);
+    lk.unlock();
+    return reply(res, 200, body);
+  }
+  // Server-sent events: one chunk per piece of text as the scheduler produces it, the last one
+  // with finish_reason, then usage (when asked), then [DONE]. A client that goes away cancels
+  // its request at the next piece.
+  count(200);
+  res.status = 200;
+  res.set_header("Cache-Control", "no-cache");
+  struct State {
+    bool started = false, finished = false;
+  };
+  auto st = std::make_shared<State>();
+  res.set_chunked_content_provider(
+      "text/event-stream",
+      [this, job, st, id, created, chat](std::size_t, httplib::DataSink& sink) {
+        auto send = [&](const json& j) {
+          const std::string ev = "data: " + dump(j) + "\n\n";
+          return sink.write(ev.data(), ev.size());
+        };
+        std::string format;  // the format that wrote this piece
+        auto chunk = [&](const std::string& text, const json& finish) {
+          json j = envelope(*job, id, created, true, format);
+          j["choices"] = json::array({chat ? json{{"index", 0}, {"delta", text.empty() && !finish.is_null() ? json::object() : json{{"content", text}}},
+                                                 {"logprobs", nullptr}, {"finish_reason", finish}}
+                                           : json{{"index", 0}, {"text", text}, {"logprobs", nullptr}, {"finish_reason", finish}}});
+          return j;
+        };
+        if (st->finished) return false;
+        {
+          std::lock_guard<std::mutex> lk(job->mu);
+          format = job->format;
+        }
+        if (!st->started && chat) {  // the assistant's role first, as OpenAI's stream does
+          json j = envelope(*job, id, created, true, format);
+          j["choices"] = json::array({{{"index", 0}, {"delta", {{"role", "assistant"}, {"content", ""}}}, {"logprobs", nullptr}, {"finish_reason", nullptr}}});
+          if (!send(j)) return job->cancelled = true, false;
+        }
+        st->started = true;
+        std::string text;
+        bool done;
+        {
+          std::unique_lock<std::mutex> lk(job->mu);
+          job->cv.wait_for(lk, std::chrono::seconds(1), [&] { return job->done || !job->pending.empty(); });
+          text.swap(job->pending);
+          done = job->done;
+          format = job->format;
+        }
+        if (!text.empty() && !send(chunk(text, nullptr))) return job->cancelled = true, false;
+        if (!done) {
+          if (!sink.is_writable()) return job->cancelled = true, false;
+          return true;
+        }
+        st->finished = true;
+        if (job->status != 200) {
+          send(error_json(job->status, job->error));
+        } else {
+          send(chunk("", job->finish_reason));
+          if (job->req.include_usage) {
+            json u = envelope(*job, id, created, true, format);
+            u["choices"] = json::array();
+            u["usage"] = usage(*job);
+            u["formats"] = job->tokens_by_format;
+            u["timing"] = timing(*job);
+            send(u);
+          }
+        }
+        const std::string end = "data: [DONE]\n\n";
+        sink.write(end.data(), end.size());
+        sink.done();
+        return true;
+      },
+      [job](bool success) {
+        if (!success) job->cancelled = true;
+      });
+}
 
 Server::Server(Engine& engine, ServerOptions opt) : impl_(std::make_unique<Impl>(engine, std::move(opt))) {
   auto& o = impl_->o;
-  if (o.workers < 1) throw std::invalid_argument("workers must be >= 1");
-  engine.set_idle_kv_limit(static_cast<std::size_t>(o.workers));  // one resident KV cache per worker
+  if (o.max_batch < 1) throw std::invalid_argument("max_batch must be >= 1");
+  if (static_cast<std::int64_t>(o.max_batch) > engine.kernels().ubatch) {
+    throw std::invalid_argument("max_batch " + std::to_string(o.max_batch) + " exceeds ubatch " + std::to_string(engine.kernels().ubatch) +
+                                " (a step's rows)");
+  }
+  if (o.prefill_chunk < 1) throw std::invalid_argument("prefill_chunk must be >= 1");
+  if (o.kv_budget == 0) o.kv_budget = std::min<std::uint64_t>(4ull << 30, o.max_batch * engine.kv_bytes(engine.config().max_seq));
+  engine.set_idle_kv_limit(2);  // a few finished caches stay resident for the next requests
   if (o.auto_formats.empty()) {
     // The anchor, then the 4-bit format of its family: the two levels whose kernels are the
     // fastest per byte here (6-bit decodes slower than 8-bit; see docs/perf.md).
@@ -216,31 +301,33 @@ Server::Server(Engine& engine, ServerOptions opt) : impl_(std::make_unique<Impl>
   for (auto& f : o.auto_formats) f = engine.canonical_format(f);
   if (o.auto_depths.empty()) o.auto_depths = {2};
   if (o.auto_depths.size() + 1 != o.auto_formats.size()) throw std::invalid_argument("auto policy: need one depth threshold fewer than formats");
+  BatcherOptions b;
+  b.max_batch = o.max_batch;
+  b.queue_capacity = o.queue_capacity;
+  b.kv_budget = o.kv_budget;
+  b.prefill_chunk = o.prefill_chunk;
+  b.slo_ms = o.slo_ms;
+  b.hold_s = o.slo_hold_s;
+  b.window_s = o.slo_window_s;
+  b.auto_levels = o.auto_formats;
+  Impl* im = impl_.get();
+  impl_->batcher = std::make_unique<Batcher>(engine, b, [im](const Job& j) { im->done(j); });
 }
 
 Server::~Server() { stop(); }
 
 const ServerOptions& Server::options() const { return impl_->o; }
 
-std::string Server::auto_format(std::size_t depth) const {
-  const auto& o = impl_->o;
-  for (std::size_t i = 0; i < o.auto_depths.size(); ++i) {
-    if (depth < o.auto_depths[i]) return o.auto_formats[i];
-  }
-  return o.auto_formats.back();
-}
+std::string Server::auto_format(std::size_t depth) const { return impl_->auto_at(depth); }
 
-void Server::pause(bool on) {
-  {
-    std::lock_guard<std::mutex> lk(impl_->mu);
-    impl_->paused = on;
-  }
-  impl_->cv.notify_all();
-}
+void Server::pause(bool on) { impl_->batcher->pause(on); }
 
 int Server::start(const std::string& host, int port) {
   Impl& s = *impl_;
-  s.http.new_task_queue = [] { return new httplib::ThreadPool(64); };
+  // A connection's thread waits for its request (or streams it): one per running and waiting
+  // request, and some to spare for /metrics, /health and refusals.
+  const std::size_t pool = std::max<std::size_t>(64, s.o.max_batch + s.o.queue_capacity + 16);
+  s.http.new_task_queue = [pool] { return new httplib::ThreadPool(pool); };
   s.http.set_payload_max_length(s.o.max_body_bytes);
   s.http.Get("/health", [&](const httplib::Request&, httplib::Response& res) { res.set_content(R"({"status":"ok"})", "application/json"); });
   s.http.Get("/v1/formats", [&](const httplib::Request&, httplib::Response& res) {
@@ -251,38 +338,27 @@ int Server::start(const std::string& host, int port) {
       const double bpw = f == "fp32" ? 32.0 : mx::find_format(f).bits_per_weight();
       fs.push_back({{"name", f}, {"bits_per_weight", bpw}, {"cached_bytes", cached.count(f) ? cached[f] : 0}});
     }
-    res.set_content(dump({{"anchor", s.e.anchor_name()}, {"formats", fs}, {"auto", s.o.auto_formats}, {"kernels", s.e.kernels().describe()}}),
+    res.set_content(dump({{"anchor", s.e.anchor_name()}, {"formats", fs}, {"auto", s.o.auto_formats}, {"kernels", s.e.kernels().describe()},
+                          {"chat_template", chat_template_name(s.tmpl)},
+                          {"slo_ms", s.o.slo_ms}, {"auto_now", s.o.slo_ms > 0 ? s.batcher->auto_format() : std::string()}}),
                     "application/json");
   });
-  s.http.Get("/metrics", [&](const httplib::Request&, httplib::Response& res) { res.set_content(s.metrics(), "text/plain; version=0.0.4"); });
-  s.http.Post("/v1/completions", [&](const httplib::Request& req, httplib::Response& res) {
-    Request r;
-    try {
-      r = s.parse(req.body);
-    } catch (const std::exception& ex) {
-      return s.reply(res, 400, {{"error", ex.what()}});
-    }
-    auto job = std::make_shared<Job>();
-    auto fut = job->done.get_future();
-    {
-      std::lock_guard<std::mutex> lk(s.mu);
-      if (s.stopping) return s.reply(res, 503, {{"error", "shutting down"}});
-      if (s.queue.size() >= s.o.queue_capacity) {
-        ++s.by_status[503];
-        res.status = 503;
-        res.set_content(dump({{"error", "queue full (" + std::to_string(s.o.queue_capacity) + " waiting); retry later"}}), "application/json");
-        return;
-      }
-      if (r.format == "auto") r.format = auto_format(s.queue.size() + s.active);
-      job->req = std::move(r);
-      s.queue.push_back(job);
-    }
-    s.cv.notify_one();
-    Result out = fut.get();
-    s.reply(res, out.status, out.body);
+  // The model, then each servable format and "auto" as models of their own (a client that cannot
+  // send the "format" field selects one by its model name).
+  s.http.Get("/v1/models", [&](const httplib::Request&, httplib::Response& res) {
+    const std::int64_t created = static_cast<std::int64_t>(std::time(nullptr));
+    json data = json::array();
+    auto add = [&](const std::string& id) { data.push_back({{"id", id}, {"object", "model"}, {"created", created}, {"owned_by", "mfqat"}}); };
+    add(s.o.model_id);
+    for (const auto& f : s.e.formats()) add(f);
+    add("auto");
+    res.set_content(dump({{"object", "list"}, {"data", data}}), "application/json");
   });
-  s.http.set_error_handler([](const httplib::Request&, httplib::Response& res) {
-    if (res.body.empty()) res.set_content(dump({{"error", "HTTP " + std::to_string(res.status)}}), "application/json");
+  s.http.Get("/metrics", [&](const httplib::Request&, httplib::Response& res) { res.set_content(s.metrics(), "text/plain; version=0.0.4"); });
+  s.http.Post("/v1/completions", [&](const httplib::Request& req, httplib::Response& res) { s.handle(req, res, false); });
+  s.http.Post("/v1/chat/completions", [&](const httplib::Request& req, httplib::Response& res) { s.handle(req, res, true); });
+  s.http.set_error_handler([&](const httplib::Request&, httplib::Response& res) {
+    if (res.body.empty()) res.set_content(dump(error_json(res.status, "HTTP " + std::to_string(res.status))), "application/json");
   });
   // Debian's compiled cpp-httplib listens with a backlog of 5: when many clients connect at once
   // the kernel drops handshakes and a client sees its request fail with a read error
@@ -295,7 +371,6 @@ int Server::start(const std::string& host, int port) {
   const int bound = port == 0 ? s.http.bind_to_any_port(host) : (s.http.bind_to_port(host, port) ? port : -1);
   if (bound < 0) throw std::runtime_error("cannot listen on " + host + ":" + std::to_string(port));
   for (const int sock : socks) ::listen(sock, 1024);  // only the bound socket is still open
-  for (int i = 0; i < s.o.workers; ++i) s.workers.emplace_back([&] { s.worker(); });
   {
     std::lock_guard<std::mutex> lk(s.mu);
     s.started = true;
@@ -320,29 +395,20 @@ void Server::wait() {
   s.ended_cv.wait(lk, [&] { return s.http_ended || s.stopped; });
 }
 
-// The order matters. A connection's handler blocks on its job's future, and httplib's stop()
-// returns only after every handler has returned (listen_after_bind joins its connection
-// threads). So the queued jobs are failed first (503, their handlers return at once), then the
-// HTTP server stops (the handlers of running jobs return when their generation ends), then the
-// workers, idle ones woken by `stopping`, busy ones after their job, are joined. Failing the
-// queue after joining the HTTP thread (as before) hung whenever a request was waiting.
+// The order matters. A connection's handler waits for its job, and httplib's stop() returns only
+// after every handler has returned. So new requests are refused first, the batcher fails the
+// queued jobs (503, their handlers return at once) and runs the running ones to their end (their
+// handlers return as they finish), then the HTTP server stops.
 void Server::stop() {
   Impl& s = *impl_;
   std::lock_guard<std::mutex> one_at_a_time(s.stop_mu);
-  std::deque<std::shared_ptr<Job>> failed;
   {
     std::lock_guard<std::mutex> lk(s.mu);
-    s.stopping = true;  // handlers answer 503 from now on; workers take no new job
-    failed.swap(s.queue);
+    s.stopping = true;  // handlers answer 503 from now on
   }
-  s.cv.notify_all();
-  for (auto& j : failed) j->done.set_value({503, {{"error", "shutting down"}}});
+  s.batcher->stop();
   s.http.stop();
   if (s.http_thread.joinable()) s.http_thread.join();
-  for (auto& t : s.workers) {
-    if (t.joinable()) t.join();
-  }
-  s.workers.clear();
   {
     std::lock_guard<std::mutex> lk(s.mu);
     s.stopped = true;

@@ -93,12 +93,22 @@ void rmsnorm(const float* x, const float* w, std::int64_t dim, double eps, float
 
 }  // namespace
 
-Session::Session(const Engine& e, std::shared_ptr<const Weights> w) : e_(e), w_(std::move(w)), kv_(e.take_kv()) {
+Session::Session(const Engine& e, std::shared_ptr<const Weights> w, std::int64_t capacity)
+    : e_(e), w_(std::move(w)), cap_(capacity > 0 ? capacity : e.config().max_seq) {
+  if (cap_ > e.config().max_seq) {
+    throw std::invalid_argument("a session of " + std::to_string(cap_) + " positions exceeds the context of " + std::to_string(e.config().max_seq));
+  }
+  kv_ = e.take_kv(cap_);
   k_ = kv_->data();
   v_ = k_ + kv_->floats() / 2;
 }
 
 Session::~Session() { e_.give_kv(std::move(kv_)); }
+
+void Session::set_weights(std::shared_ptr<const Weights> w) {
+  if (!w) throw std::invalid_argument("set_weights: no weights");
+  w_ = std::move(w);
+}
 
 std::vector<float> Session::feed(const std::vector<int>& tokens) {
   std::vector<float> out;
@@ -112,56 +122,108 @@ std::vector<float> Session::feed_all(const std::vector<int>& tokens) {
   return out;
 }
 
-void Session::forward(const std::vector<int>& tokens, bool all_logits, std::vector<float>* out) {
+void Session::check(const int* tokens, std::int64_t n) const {
   const auto& c = e_.config();
+  if (n <= 0) throw std::invalid_argument("no tokens to feed");
+  if (pos_ + n > cap_) {
+    throw std::invalid_argument("sequence of " + std::to_string(pos_ + n) + " tokens exceeds the context of " + std::to_string(cap_));
+  }
+  for (std::int64_t i = 0; i < n; ++i) {
+    if (tokens[i] < 0 || tokens[i] >= c.vocab) throw std::invalid_argument("token " + std::to_string(tokens[i]) + " is out of the vocabulary");
+  }
+}
+
+void Session::forward(const std::vector<int>& tokens, bool all_logits, std::vector<float>* out) {
   const std::int64_t T = static_cast<std::int64_t>(tokens.size());
-  if (T == 0) throw std::invalid_argument("no tokens to feed");
-  if (pos_ + T > c.max_seq) {
-    throw std::invalid_argument("sequence of " + std::to_string(pos_ + T) + " tokens exceeds the context of " + std::to_string(c.max_seq));
-  }
-  for (int t : tokens) {
-    if (t < 0 || t >= c.vocab) throw std::invalid_argument("token " + std::to_string(t) + " is out of the vocabulary");
-  }
-  // Chunks of at most ubatch tokens, one after another: the buffers below hold one chunk. Every
-  // row of every product and every query's attention is computed on its own, so the chunking
-  // does not change a bit of the result (tested).
+  check(tokens.data(), T);
+  // Chunks of at most ubatch tokens, one after another: the buffers of run() hold one chunk.
+  // Every row of every product and every query's attention is computed on its own, so the
+  // chunking does not change a bit of the result (tested).
   const std::int64_t ub = std::max<std::int64_t>(1, e_.kernels().ubatch);
-  if (T <= ub) {
-    run_chunk(tokens.data(), T, all_logits ? Logits::All : Logits::Last, out);
-    return;
-  }
   out->clear();
-  std::vector<float> part;
+  std::vector<std::vector<float>> part(1);
   for (std::int64_t i = 0; i < T; i += ub) {
     const std::int64_t n = std::min(ub, T - i);
     const bool last = i + n == T;
-    run_chunk(tokens.data() + i, n, all_logits ? Logits::All : last ? Logits::Last : Logits::None, &part);
+    run({{this, tokens.data() + i, n, all_logits ? Logits::All : last ? Logits::Last : Logits::None}}, &part);
     if (all_logits) {
-      out->insert(out->end(), part.begin(), part.end());
+      out->insert(out->end(), part[0].begin(), part[0].end());
     } else if (last) {
-      out->swap(part);
+      out->swap(part[0]);
     }
   }
 }
 
-void Session::run_chunk(const int* tokens, std::int64_t T, Logits logits, std::vector<float>* out) {
-  const auto& c = e_.config();
+void Session::step(const std::vector<Piece>& pieces, std::vector<std::vector<float>>* out) {
+  if (pieces.empty()) throw std::invalid_argument("a step needs at least one piece");
+  const Session* first = pieces[0].session;
+  if (!first) throw std::invalid_argument("a step's piece has no session");
+  std::int64_t rows = 0;
+  std::vector<Segment> segs;
+  for (std::size_t i = 0; i < pieces.size(); ++i) {
+    const Piece& p = pieces[i];
+    if (!p.session) throw std::invalid_argument("a step's piece has no session");
+    if (&p.session->e_ != &first->e_ || p.session->w_ != first->w_) {
+      throw std::invalid_argument("a step's sessions must share one engine and one format");
+    }
+    for (std::size_t j = 0; j < i; ++j) {
+      if (pieces[j].session == p.session) throw std::invalid_argument("a session appears twice in one step");
+    }
+    p.session->check(p.tokens, p.n);
+    rows += p.n;
+    segs.push_back({p.session, p.tokens, p.n, p.logits ? Logits::Last : Logits::None});
+  }
+  if (rows > std::max<std::int64_t>(1, first->e_.kernels().ubatch)) {
+    throw std::invalid_argument("a step of " + std::to_string(rows) + " tokens exceeds ubatch " + std::to_string(first->e_.kernels().ubatch));
+  }
+  run(segs, out);
+}
+
+void Session::run(const std::vector<Segment>& segs, std::vector<std::vector<float>>* out) {
+  const Engine& e = segs[0].s->e_;
+  const Weights& W = *segs[0].s->w_;
+  const auto& c = e.config();
   const std::int64_t D = c.dim, H = c.n_heads, KV = c.kv_heads(), hd = c.head_dim(), half = hd / 2;
   const std::int64_t F = c.hidden(), QD = c.q_dim(), KD = c.kv_dim(), group = H / KV;
+  // Row r of the batch: its segment and its position in that segment's sequence.
+  const std::int64_t S = static_cast<std::int64_t>(segs.size());
+  std::vector<std::int64_t> seg_start(static_cast<std::size_t>(S + 1), 0);
+  for (std::int64_t i = 0; i < S; ++i) seg_start[static_cast<std::size_t>(i + 1)] = seg_start[static_cast<std::size_t>(i)] + segs[static_cast<std::size_t>(i)].n;
+  const std::int64_t T = seg_start.back();
+  std::vector<std::int64_t> row_seg(static_cast<std::size_t>(T)), row_pos(static_cast<std::size_t>(T));
+  for (std::int64_t i = 0; i < S; ++i) {
+    for (std::int64_t r = seg_start[static_cast<std::size_t>(i)]; r < seg_start[static_cast<std::size_t>(i + 1)]; ++r) {
+      row_seg[static_cast<std::size_t>(r)] = i;
+      row_pos[static_cast<std::size_t>(r)] = segs[static_cast<std::size_t>(i)].s->pos_ + r - seg_start[static_cast<std::size_t>(i)];
+    }
+  }
   std::vector<float> x(static_cast<std::size_t>(T * D)), h(x.size()), q(static_cast<std::size_t>(T * QD)), k(static_cast<std::size_t>(T * KD)),
       v(k.size()), o(q.size()), tmp(x.size());
   std::vector<float> a(static_cast<std::size_t>(T * F)), b(a.size());
-  for (std::int64_t t = 0; t < T; ++t) std::copy_n(e_.embedding().data() + tokens[t] * D, D, x.data() + t * D);
+  for (std::int64_t i = 0; i < S; ++i) {
+    const Segment& sg = segs[static_cast<std::size_t>(i)];
+    for (std::int64_t t = 0; t < sg.n; ++t) {
+      std::copy_n(e.embedding().data() + sg.tokens[t] * D, D, x.data() + (seg_start[static_cast<std::size_t>(i)] + t) * D);
+    }
+  }
   const float inv_sqrt = 1.0f / std::sqrt(static_cast<float>(hd));
-  // The cache is [layer, kv head, position, head_dim]: a head's keys (values) are contiguous, so
-  // attention streams them instead of taking head_dim floats every kv_dim floats.
-  auto kv_at = [&](std::int64_t l, std::int64_t hh, std::int64_t s) { return ((l * KV + hh) * c.max_seq + s) * hd; };
-  const KernelOptions& kern = e_.kernels();
+  // A cache is [layer, kv head, position, head_dim] over its session's capacity: a head's keys
+  // (values) are contiguous, so attention streams them instead of taking head_dim floats every
+  // kv_dim floats.
+  auto kv_at = [&](const Session* s, std::int64_t l, std::int64_t hh, std::int64_t p) { return ((l * KV + hh) * s->cap_ + p) * hd; };
+  // Attention tasks: one query head and up to kTileQ consecutive rows of one segment.
+  constexpr std::int64_t kTileQ = 32, kTileK = 64;
+  std::vector<std::int64_t> tile_r0;  // the first row of each tile; a tile ends at kTileQ rows or its segment's end
+  for (std::int64_t i = 0; i < S; ++i) {
+    for (std::int64_t r = seg_start[static_cast<std::size_t>(i)]; r < seg_start[static_cast<std::size_t>(i + 1)]; r += kTileQ) tile_r0.push_back(r);
+  }
+  const std::int64_t tiles = static_cast<std::int64_t>(tile_r0.size());
+  const KernelOptions& kern = e.kernels();
   for (std::int64_t l = 0; l < c.n_layers; ++l) {
-    const LayerWeights& L = w_->layers[static_cast<std::size_t>(l)];
-    rows_parallel(T, D, [&](std::int64_t t) { rmsnorm(x.data() + t * D, e_.attn_norm(l).data(), D, c.norm_eps, h.data() + t * D); });
-    Linear::forward_shared({{&L.wq, q.data()}, {&L.wk, k.data()}, {&L.wv, v.data()}}, h.data(), T, kern, e_.shared_decode());
-    if (const Engine::QkvBias* bias = e_.qkv_bias(l)) {  // Qwen2
+    const LayerWeights& L = W.layers[static_cast<std::size_t>(l)];
+    rows_parallel(T, D, [&](std::int64_t t) { rmsnorm(x.data() + t * D, e.attn_norm(l).data(), D, c.norm_eps, h.data() + t * D); });
+    Linear::forward_shared({{&L.wq, q.data()}, {&L.wk, k.data()}, {&L.wv, v.data()}}, h.data(), T, kern, e.shared_decode());
+    if (const Engine::QkvBias* bias = e.qkv_bias(l)) {  // Qwen2
       for (std::int64_t t = 0; t < T; ++t) {
         for (std::int64_t i = 0; i < QD; ++i) q[t * QD + i] += bias->q[i];
         for (std::int64_t i = 0; i < KD; ++i) {
@@ -170,12 +232,13 @@ void Session::run_chunk(const int* tokens, std::int64_t T, Logits logits, std::v
         }
       }
     }
-    const Engine::QkNorm* qkn = e_.qk_norm(l);  // Qwen3: RMSNorm over each head, before the rotation
+    const Engine::QkNorm* qkn = e.qk_norm(l);  // Qwen3: RMSNorm over each head, before the rotation
     rows_parallel(T, QD + KD, [&](std::int64_t t) {
       std::vector<float> normed(qkn ? static_cast<std::size_t>(hd) : 0);  // Qwen3's per-head norm only
-      const std::int64_t pos = pos_ + t;
-      const float* cs = e_.rope_cos().data() + pos * half;
-      const float* sn = e_.rope_sin().data() + pos * half;
+      const std::int64_t pos = row_pos[static_cast<std::size_t>(t)];
+      Session* s = segs[static_cast<std::size_t>(row_seg[static_cast<std::size_t>(t)])].s;
+      const float* cs = e.rope_cos().data() + pos * half;
+      const float* sn = e.rope_sin().data() + pos * half;
       // q's heads, then k's (Qwen3: each normed first)
       auto rotate = [&](float* vec, std::int64_t heads, const float* nw) {
         for (std::int64_t hh = 0; hh < heads; ++hh) {
@@ -194,76 +257,98 @@ void Session::run_chunk(const int* tokens, std::int64_t T, Logits logits, std::v
       rotate(q.data() + t * QD, H, qkn ? qkn->q.data() : nullptr);
       rotate(k.data() + t * KD, KV, qkn ? qkn->k.data() : nullptr);
       for (std::int64_t hh = 0; hh < KV; ++hh) {
-        std::copy_n(k.data() + t * KD + hh * hd, hd, k_ + kv_at(l, hh, pos));
-        std::copy_n(v.data() + t * KD + hh * hd, hd, v_ + kv_at(l, hh, pos));
+        std::copy_n(k.data() + t * KD + hh * hd, hd, s->k_ + kv_at(s, l, hh, pos));
+        std::copy_n(v.data() + t * KD + hh * hd, hd, s->v_ + kv_at(s, l, hh, pos));
       }
     });
-    // Causal attention against the cache in tiles: a task is one query head and up to kTileQ
-    // consecutive tokens of the chunk, and it walks the cache in tiles of kTileK keys, so each
-    // K/V tile is read once for all the task's tokens (not once per token), with a running
-    // softmax (max m, sum l, output O rescaled when m grows) and no score matrix. Query head hh
-    // reads kv head hh / group (grouped-query attention). A token's result depends only on its
-    // own keys, taken in tiles at fixed positions (multiples of kTileK) in order, so it is the
-    // same for any chunking, tile of tokens and thread count (the decode step runs this code too).
-    constexpr std::int64_t kTileQ = 32, kTileK = 64;
-    const std::int64_t qtiles = (T + kTileQ - 1) / kTileQ;
-    parallel_for(H * qtiles, 1, [&](std::int64_t i0, std::int64_t i1) {
-      std::vector<float> s(kTileK), O(static_cast<std::size_t>(kTileQ * hd)), m(kTileQ), lsum(kTileQ);
+    // Causal attention against each segment's cache in tiles: a task is one query head and up to
+    // kTileQ consecutive rows of one segment, and it walks that session's cache in tiles of
+    // kTileK keys, so each K/V tile is read once for all the task's rows (not once per row), with
+    // a running softmax (max m, sum l, output O rescaled when m grows) and no score matrix.
+    // Query head hh reads kv head hh / group (grouped-query attention). A row's result depends
+    // only on its own keys, taken in tiles at fixed positions (multiples of kTileK) in order, so
+    // it is the same for any chunking, batch, tile of rows and thread count (the decode step
+    // runs this code too).
+    parallel_for(H * tiles, 1, [&](std::int64_t i0, std::int64_t i1) {
+      std::vector<float> sc(kTileK), O(static_cast<std::size_t>(kTileQ * hd)), m(kTileQ), lsum(kTileQ);
       for (std::int64_t task = i0; task < i1; ++task) {
-        const std::int64_t hh = task / qtiles, t0 = task % qtiles * kTileQ, t1 = std::min(T, t0 + kTileQ), kh = hh / group;
+        const std::int64_t hh = task / tiles, r0 = tile_r0[static_cast<std::size_t>(task % tiles)], kh = hh / group;
+        const std::int64_t si = row_seg[static_cast<std::size_t>(r0)];
+        const Session* s = segs[static_cast<std::size_t>(si)].s;
+        const std::int64_t r1 = std::min(seg_start[static_cast<std::size_t>(si + 1)], r0 + kTileQ);
+        const std::int64_t p0 = row_pos[static_cast<std::size_t>(r0)], p1 = p0 + (r1 - r0);  // positions [p0, p1)
         std::fill(O.begin(), O.end(), 0.0f);
         std::fill(m.begin(), m.end(), -INFINITY);
         std::fill(lsum.begin(), lsum.end(), 0.0f);
-        for (std::int64_t k0 = 0; k0 < pos_ + t1; k0 += kTileK) {
-          for (std::int64_t t = t0; t < t1; ++t) {
-            const std::int64_t nk = std::min(kTileK, pos_ + t + 1 - k0);  // this token's keys in the tile
+        for (std::int64_t k0 = 0; k0 < p1; k0 += kTileK) {
+          for (std::int64_t t = r0; t < r1; ++t) {
+            const std::int64_t nk = std::min(kTileK, p0 + (t - r0) + 1 - k0);  // this row's keys in the tile
             if (nk <= 0) continue;
             const float* qh = q.data() + t * QD + hh * hd;
             float tmax = -INFINITY;
             for (std::int64_t j = 0; j < nk; ++j) {
-              s[j] = dot(qh, k_ + kv_at(l, kh, k0 + j), hd) * inv_sqrt;
-              tmax = std::max(tmax, s[j]);
+              sc[static_cast<std::size_t>(j)] = dot(qh, s->k_ + kv_at(s, l, kh, k0 + j), hd) * inv_sqrt;
+              tmax = std::max(tmax, sc[static_cast<std::size_t>(j)]);
             }
-            float* Ot = O.data() + (t - t0) * hd;
-            float& mt = m[t - t0];
+            float* Ot = O.data() + (t - r0) * hd;
+            float& mt = m[static_cast<std::size_t>(t - r0)];
             if (tmax > mt) {  // rescale what the earlier tiles gave (nothing for the first)
-              const float c = exp_poly(mt - tmax);
-              lsum[t - t0] *= c;
-              for (std::int64_t d = 0; d < hd; ++d) Ot[d] *= c;
+              const float cf = exp_poly(mt - tmax);
+              lsum[static_cast<std::size_t>(t - r0)] *= cf;
+              for (std::int64_t d = 0; d < hd; ++d) Ot[d] *= cf;
               mt = tmax;
             }
-            lsum[t - t0] += exp_shifted(s.data(), nk, mt);
-            for (std::int64_t j = 0; j < nk; ++j) axpy(s[j], v_ + kv_at(l, kh, k0 + j), Ot, hd);
+            lsum[static_cast<std::size_t>(t - r0)] += exp_shifted(sc.data(), nk, mt);
+            for (std::int64_t j = 0; j < nk; ++j) axpy(sc[static_cast<std::size_t>(j)], s->v_ + kv_at(s, l, kh, k0 + j), Ot, hd);
           }
         }
-        for (std::int64_t t = t0; t < t1; ++t) {
+        for (std::int64_t t = r0; t < r1; ++t) {
           float* oh = o.data() + t * QD + hh * hd;
-          const float inv = 1.0f / lsum[t - t0];
-          for (std::int64_t d = 0; d < hd; ++d) oh[d] = O[(t - t0) * hd + d] * inv;
+          const float inv = 1.0f / lsum[static_cast<std::size_t>(t - r0)];
+          for (std::int64_t d = 0; d < hd; ++d) oh[d] = O[static_cast<std::size_t>((t - r0) * hd + d)] * inv;
         }
       }
     });
     L.wo.forward(o.data(), T, tmp.data(), kern);
     rows_parallel(T, D, [&](std::int64_t t) {
       for (std::int64_t i = t * D; i < (t + 1) * D; ++i) x[i] += tmp[i];
-      rmsnorm(x.data() + t * D, e_.mlp_norm(l).data(), D, c.norm_eps, h.data() + t * D);
+      rmsnorm(x.data() + t * D, e.mlp_norm(l).data(), D, c.norm_eps, h.data() + t * D);
     });
-    Linear::forward_shared({{&L.w1, a.data()}, {&L.w3, b.data()}}, h.data(), T, kern, e_.shared_decode());
+    Linear::forward_shared({{&L.w1, a.data()}, {&L.w3, b.data()}}, h.data(), T, kern, e.shared_decode());
     rows_parallel(T, F, [&](std::int64_t t) { silu_mul(a.data() + t * F, b.data() + t * F, F); });
     L.w2.forward(a.data(), T, tmp.data(), kern);
     rows_parallel(T, D, [&](std::int64_t t) {
       for (std::int64_t i = t * D; i < (t + 1) * D; ++i) x[i] += tmp[i];
     });
   }
-  if (logits == Logits::None) {
-    pos_ += T;
-    return;
+  // The head over the rows whose logits are wanted, all segments in one product.
+  std::vector<std::int64_t> want;  // rows, in segment order
+  for (std::int64_t i = 0; i < S; ++i) {
+    const Segment& sg = segs[static_cast<std::size_t>(i)];
+    const std::int64_t r1 = seg_start[static_cast<std::size_t>(i + 1)];
+    if (sg.logits == Logits::All) {
+      for (std::int64_t r = seg_start[static_cast<std::size_t>(i)]; r < r1; ++r) want.push_back(r);
+    } else if (sg.logits == Logits::Last) {
+      want.push_back(r1 - 1);
+    }
   }
-  const std::int64_t first = logits == Logits::All ? 0 : T - 1, m = T - first;
-  for (std::int64_t t = first; t < T; ++t) rmsnorm(x.data() + t * D, e_.final_norm().data(), D, c.norm_eps, h.data() + (t - first) * D);
-  out->assign(static_cast<std::size_t>(m * c.vocab), 0.0f);
-  w_->head.forward(h.data(), m, out->data(), kern);
-  pos_ += T;
+  const std::int64_t m = static_cast<std::int64_t>(want.size());
+  std::vector<float> lg;
+  if (m > 0) {
+    for (std::int64_t j = 0; j < m; ++j) rmsnorm(x.data() + want[static_cast<std::size_t>(j)] * D, e.final_norm().data(), D, c.norm_eps, h.data() + j * D);
+    lg.assign(static_cast<std::size_t>(m * c.vocab), 0.0f);
+    W.head.forward(h.data(), m, lg.data(), kern);
+  }
+  out->resize(static_cast<std::size_t>(S));
+  std::int64_t j = 0;
+  for (std::int64_t i = 0; i < S; ++i) {
+    const Segment& sg = segs[static_cast<std::size_t>(i)];
+    auto& dst = (*out)[static_cast<std::size_t>(i)];
+    const std::int64_t rows = sg.logits == Logits::All ? sg.n : sg.logits == Logits::Last ? 1 : 0;
+    dst.assign(lg.begin() + j * c.vocab, lg.begin() + (j + rows) * c.vocab);
+    j += rows;
+    sg.s->pos_ += sg.n;
+  }
 }
 
 }  // namespace mfqat::runtime

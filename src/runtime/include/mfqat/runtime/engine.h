@@ -115,8 +115,11 @@ class Engine {
   // per worker). 0 frees them as sessions end.
   void set_idle_kv_limit(std::size_t n);
   std::uint64_t idle_kv_bytes() const;
-  // A KV buffer of this model's size, idle or new; give it back when the session ends.
-  std::unique_ptr<KvBuffer> take_kv() const;
+  // A KV buffer for `tokens` positions (0: max_seq), an idle one of exactly that size or a new
+  // one; give it back when the session ends.
+  std::unique_ptr<KvBuffer> take_kv(std::int64_t tokens = 0) const;
+  // Bytes of the KV cache of `tokens` positions (keys and values, every layer, fp32).
+  std::uint64_t kv_bytes(std::int64_t tokens) const;
   void give_kv(std::unique_ptr<KvBuffer> b) const noexcept;
 
   // fixed fp32 parts

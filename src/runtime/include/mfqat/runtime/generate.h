@@ -8,10 +8,38 @@
 
 #include "mfqat/runtime/sampling.h"
 
+namespace mfqat::hf {
+class StreamDecoder;
+}
+
 namespace mfqat::runtime {
 
 class Engine;
 struct Weights;
+
+// Prompt text -> the ids the model reads: the model's tokenizer (BOS where its post-processor
+// adds one), or bytes for mfqat's byte LM (an empty prompt reads "\n"). Throws on a prompt that
+// encodes to nothing.
+std::vector<int> encode_prompt(const Engine& e, const std::string& prompt);
+
+// Generated ids -> text, one token at a time, in whole UTF-8 characters (a character split over
+// tokens or bytes comes out with its last piece). A special token (end of text / of turn) adds
+// no text and ends the stream; so does an id past the tokenizer's vocabulary (a padded head row)
+// add none, as in Hugging Face's decode.
+class TextStream {
+ public:
+  explicit TextStream(const Engine& e);
+  ~TextStream();
+  std::string push(int id);
+  std::string finish();  // what is held (an unfinished character becomes U+FFFD)
+  bool ended() const { return ended_; }
+
+ private:
+  const Engine& e_;
+  std::unique_ptr<hf::StreamDecoder> dec_;
+  std::string held_;  // byte LM: the start of an unfinished UTF-8 character
+  bool ended_ = false;
+};
 
 struct Generation {
   std::string text;  // the generated text (prompt excluded)

@@ -1,7 +1,9 @@
-// HTTP JSON serving of one engine (cpp-httplib): POST /v1/completions, GET /v1/formats,
-// GET /health, GET /metrics (Prometheus text). Requests go through a bounded queue to a fixed
-// number of generation workers; a full queue answers 503. format "auto" picks the precision
-// from the queue depth (docs/perf.md, "Elastic serving policy").
+// HTTP serving of one engine (cpp-httplib), OpenAI-compatible: POST /v1/completions and
+// /v1/chat/completions (optionally streamed as server-sent events), GET /v1/models, and mfqat's
+// GET /v1/formats, /health, /metrics (Prometheus text). Requests are served by continuous
+// batching (batcher.h): every running request of a format advances in one step, new ones join
+// between steps while their KV reservation fits --kv-budget; a full queue answers 503. format
+// "auto" picks the precision from the load (docs/runtime.md, "Elastic serving policy").
 #pragma once
 
 #include <cstdint>
@@ -11,33 +13,32 @@
 #include <vector>
 
 #include "mfqat/runtime/engine.h"
+#include "mfqat/runtime/openai_api.h"
 
 namespace mfqat::runtime {
 
 struct ServerOptions {
-  int workers = 1;                  // concurrent generations (each uses the GEMV thread pool)
-  std::size_t queue_capacity = 16;  // waiting requests beyond the workers; more -> 503
+  std::size_t max_batch = 32;       // requests running at once (decode rows of a step)
+  std::size_t queue_capacity = 16;  // waiting requests beyond those; more -> 503
+  std::uint64_t kv_budget = 0;      // bytes of KV cache for running requests (0: min(4 GiB, max_batch full contexts))
+  std::int64_t prefill_chunk = 256;  // prompt tokens per step, at most
   std::int64_t max_tokens = 256;    // per request
-  std::int64_t max_prompt_bytes = 0;  // 0: max_seq - 1
+  std::int64_t max_prompt_bytes = 0;  // 0: 64 x max_seq
   std::size_t max_body_bytes = 1 << 20;
-  // "auto": level i of auto_formats serves while queue depth < auto_depths[i] (the last level
-  // takes the rest). Default: the anchor below depth 2, the 4-bit format of its family above.
+  std::string model_id = "mfqat";  // the model's name in /v1/models and in answers
+  // "auto": level i of auto_formats serves while the load (waiting + running requests) is below
+  // auto_depths[i] (the last level takes the rest). Default: the anchor below 2, the 4-bit format
+  // of its family above.
   std::vector<std::string> auto_formats;
   std::vector<std::size_t> auto_depths;
+  // slo_ms > 0: "auto" follows a latency target instead of the depths. Every running "auto"
+  // request takes the policy's current level at every step (the format can change mid-stream);
+  // the level steps down while the p90 inter-token gap of the last window exceeds slo_ms, and
+  // back up, one level at a time, after slo_hold_s below half of it (batcher.h).
+  double slo_ms = 0;
+  double slo_hold_s = 3.0;
+  double slo_window_s = 0.5;  // how often the policy looks at the gaps
 };
-
-// A checked POST /v1/completions body.
-struct CompletionRequest {
-  std::string prompt, format = "anchor";
-  std::int64_t max_tokens = 64;
-  SamplingOptions sampling;
-};
-// Parses and checks a completion request body (any bytes: it is the fuzzed entry point).
-// Throws std::invalid_argument with a one-line reason on malformed JSON, unknown fields, wrong
-// types or values out of range. `canonical` maps a format name to the engine's name for it and
-// throws naming an unknown one; "auto" is kept as is.
-CompletionRequest parse_completion_request(const std::string& body, std::int64_t max_prompt_bytes, std::int64_t max_tokens,
-                                           const std::function<std::string(const std::string&)>& canonical);
 
 class Server {
  public:
@@ -46,14 +47,15 @@ class Server {
   // Binds (port 0: any free port) and serves on background threads; returns the bound port.
   int start(const std::string& host, int port);
   // Stops serving and joins every thread it started: queued requests are answered 503 ("shutting
-  // down") at once, running generations finish and are answered, new connections are refused.
-  // Returns once the running generations end (and idle keep-alive connections time out, up to
-  // httplib's 5 s). Idempotent; safe from any thread, concurrently, and from the destructor.
+  // down") at once, running generations finish (at most max_tokens more steps) and are answered,
+  // new requests get 503. Returns once the running generations end (and idle keep-alive
+  // connections time out, up to httplib's 5 s). Idempotent; safe from any thread, concurrently,
+  // and from the destructor.
   void stop();
   // Blocks until stop() has finished or the HTTP server ended by itself (for the CLI). Does not
   // join anything: call stop() (or destroy the server) afterwards.
   void wait();
-  // Testing: hold the workers (queued requests wait) / let them run.
+  // Testing: hold the scheduler (queued and running requests wait) / let it run.
   void pause(bool on);
   const ServerOptions& options() const;
   std::string auto_format(std::size_t depth) const;

@@ -1,0 +1,103 @@
+// Continuous batching for the server (private to the runtime): one scheduler thread advances
+// every running request of one format by one Session::step per iteration: the decode token of
+// each request that has its prompt read, plus a chunk of the next prompts, so that a long prompt
+// does not stall the others. New requests join between steps while their KV reservation fits the
+// budget; finished and abandoned ones leave.
+#pragma once
+
+#include <atomic>
+#include <chrono>
+#include <condition_variable>
+#include <cstdint>
+#include <deque>
+#include <functional>
+#include <map>
+#include <memory>
+#include <mutex>
+#include <string>
+#include <thread>
+#include <vector>
+
+#include "mfqat/runtime/engine.h"
+#include "mfqat/runtime/openai_api.h"
+
+namespace mfqat::runtime {
+
+// One request, shared by its HTTP handler and the scheduler.
+struct Job {
+  CompletionRequest req;
+  std::vector<int> prompt_ids;
+  std::int64_t capacity = 0;  // KV positions reserved for it
+  std::string format;         // canonical; resolved before it is queued, then the format now serving it (under mu)
+  bool follow_auto = false;   // "auto" under an SLO: each step in the policy's current format
+  std::chrono::steady_clock::time_point arrived = std::chrono::steady_clock::now();
+  std::atomic<bool> cancelled{false};  // the client went away
+
+  // Output, under mu: text not yet taken by the handler, and the end.
+  std::mutex mu;
+  std::condition_variable cv;
+  std::string pending;
+  bool done = false;
+  int status = 200;
+  std::string error, finish_reason;
+  std::int64_t completion_tokens = 0;
+  std::map<std::string, std::int64_t> tokens_by_format;  // the formats that wrote its tokens
+  double queue_s = 0, first_token_s = 0, decode_s = 0;  // waiting; admission to first token; the rest
+};
+
+struct BatcherOptions {
+  std::size_t max_batch = 32;       // running requests (decode rows per step)
+  std::size_t queue_capacity = 16;  // waiting requests; more: submit() refuses
+  std::uint64_t kv_budget = 0;      // bytes of KV cache reserved by running requests
+  std::int64_t prefill_chunk = 256;  // prompt tokens per step, at most
+  // The SLO policy for "auto" (slo_ms > 0): levels from the highest precision down. Every
+  // window_s, the p90 of the inter-token gaps of that window is compared with the target: above
+  // it, one level down (at most once a window); below up_ratio of it for hold_s since the last
+  // change, one level up; idle for hold_s, back to the first level.
+  double slo_ms = 0;
+  std::vector<std::string> auto_levels;
+  double window_s = 0.5, hold_s = 3.0, up_ratio = 0.5;
+};
+
+class Batcher {
+ public:
+  Batcher(Engine& e, BatcherOptions o, std::function<void(const Job&)> on_done);
+  ~Batcher();
+  // Queues a job; false (and nothing queued) when the queue is full or the batcher stops.
+  bool submit(const std::shared_ptr<Job>& j);
+  // Fails the queued jobs (503 "shutting down") at once, lets the running ones finish, joins.
+  void stop();
+  void pause(bool on);  // testing: no step runs while paused
+  struct Load {
+    std::size_t queued = 0, running = 0;
+    std::uint64_t kv_reserved = 0;
+    std::uint64_t steps = 0, rows = 0;
+    std::size_t auto_level = 0;
+    std::uint64_t level_changes = 0;
+  };
+  Load load() const;
+  // The SLO policy's format now (auto_levels[level]).
+  std::string auto_format() const;
+
+ private:
+  struct Seq;
+  void loop();
+  void finish(Seq& s, int status, const std::string& error, const std::string& reason);
+  Engine& e_;
+  BatcherOptions o_;
+  std::function<void(const Job&)> on_done_;
+  mutable std::mutex mu_;
+  std::condition_variable cv_;
+  std::deque<std::shared_ptr<Job>> queue_;
+  std::size_t running_ = 0;
+  std::uint64_t reserved_ = 0, steps_ = 0, rows_ = 0;
+  std::size_t level_ = 0;  // the SLO policy's level
+  std::uint64_t level_changes_ = 0;
+  void control(const std::vector<double>& gaps_ms, bool idle);  // the SLO policy (scheduler thread)
+  std::vector<double> window_;
+  std::chrono::steady_clock::time_point window_start_ = std::chrono::steady_clock::now(), last_change_ = window_start_;
+  bool stopping_ = false, paused_ = false;
+  std::thread thread_;
+};
+
+}  // namespace mfqat::runtime
