@@ -8,7 +8,9 @@
 //    MXFP4), the fp32-activation MX GEMM it replaces (gemm), and OpenBLAS sgemm on fp32 weights,
 //    interleaved in every round; medians and ranges over rounds, GMAC/s and the fraction of the
 //    measured peak at the same thread count.
-//   build/release/bench/gemm_bench [--threads 2] [--rounds 5] [--json OUT.jsonl]
+// 3. --batch: the decode batches of continuous batching (n = 2..32 rows, W [5472 x 2048]) for
+//    every format: the int8 GEMM, the fp32-activation MX GEMM and n GEMVs, ms per call.
+//   build/release/bench/gemm_bench [--threads 2] [--rounds 5] [--batch] [--json OUT.jsonl]
 #pragma GCC diagnostic ignored "-Wmaybe-uninitialized"
 #include <immintrin.h>
 
@@ -79,12 +81,14 @@ Stat stat(std::vector<double> v) {
 
 int main(int argc, char** argv) {
   int threads = 2, rounds = 5;
+  bool batch = false;
   std::string json;
   for (int i = 1; i < argc; ++i) {
     const std::string a = argv[i];
     if (a == "--threads" && i + 1 < argc) threads = std::stoi(argv[++i]);
     else if (a == "--rounds" && i + 1 < argc) rounds = std::stoi(argv[++i]);
     else if (a == "--json" && i + 1 < argc) json = argv[++i];
+    else if (a == "--batch") batch = true;
     else {
       std::fprintf(stderr, "gemm_bench: unknown argument '%s' (--threads N --rounds N --json FILE)\n", a.c_str());
       return 2;
@@ -95,6 +99,56 @@ int main(int argc, char** argv) {
     return 0;
   }
   FILE* out = json.empty() ? nullptr : std::fopen(json.c_str(), "a");
+  if (batch) {
+    set_num_threads(threads);
+    std::mt19937 rng(1);
+    std::normal_distribution<float> nd(0, 0.02f);
+    const std::int64_t rows = 5472, cols = 2048;
+    std::vector<float> w(static_cast<std::size_t>(rows * cols));
+    for (auto& v : w) v = nd(rng);
+    std::printf("decode batches, W %lld x %lld, %d thread(s), %d rounds interleaved: ms per call, median [range]\n", static_cast<long long>(rows),
+                static_cast<long long>(cols), threads, rounds);
+    std::printf("%-12s %3s %24s %24s %24s\n", "format", "n", "int8 gemm", "fp32-act MX gemm", "n x gemv");
+    for (const char* fname : {"mxint8", "mxint7", "mxint6", "mxint5", "mxint4", "mxint3", "mxint2", "mxfp8_e4m3", "mxfp6_e3m2", "mxfp6_e2m3", "mxfp4"}) {
+      const mx::Format& f = mx::find_format(fname);
+      const mx::PackedMatrix q = mx::quantize(f, w.data(), rows, cols);
+      for (std::int64_t n : {2, 4, 8, 16, 32}) {
+        std::vector<float> x(static_cast<std::size_t>(n * cols)), y(static_cast<std::size_t>(n * rows));
+        for (auto& v : x) v = nd(rng) * 50;
+        runtime::KernelOptions k8, kf;
+        kf.int8_gemm = false;
+        auto time = [&](auto&& fn) {
+          fn();
+          const double t0 = now();
+          int reps = 0;
+          do {
+            fn();
+            ++reps;
+          } while (now() - t0 < 0.2);
+          return 1e3 * (now() - t0) / reps;
+        };
+        std::vector<double> g8, gf, gv;
+        const bool q8 = runtime::gemm_q8_active(f, k8);
+        for (int r = 0; r < rounds; ++r) {
+          if (q8) g8.push_back(time([&] { runtime::gemm_q8(runtime::view(q), x.data(), n, y.data(), k8); }));
+          gf.push_back(time([&] { runtime::gemm(runtime::view(q), x.data(), n, y.data(), kf); }));
+          gv.push_back(time([&] {
+            for (std::int64_t i = 0; i < n; ++i) runtime::gemv(runtime::view(q), x.data() + i * cols, y.data() + i * rows, kf);
+          }));
+        }
+        const Stat b = stat(gf), c = stat(gv);
+        const Stat a = q8 ? stat(g8) : Stat{0, 0, 0};
+        std::printf("%-12s %3lld %8.2f [%5.2f,%6.2f]  %8.2f [%5.2f,%6.2f]  %8.2f [%5.2f,%6.2f]\n", fname, static_cast<long long>(n), a.med, a.lo, a.hi, b.med, b.lo,
+                    b.hi, c.med, c.lo, c.hi);
+        if (out) {
+          std::fprintf(out, "{\"kind\":\"batch\",\"threads\":%d,\"rows\":%lld,\"cols\":%lld,\"n\":%lld,\"format\":\"%s\",\"int8_ms\":%.4f,\"fp32act_ms\":%.4f,\"gemv_ms\":%.4f}\n",
+                       threads, static_cast<long long>(rows), static_cast<long long>(cols), static_cast<long long>(n), fname, a.med, b.med, c.med);
+        }
+      }
+    }
+    if (out) std::fclose(out);
+    return 0;
+  }
   std::vector<double> peak(static_cast<std::size_t>(threads) + 1);
   for (int t = 1; t <= threads; ++t) {
     std::vector<double> reg, mem;

@@ -3,7 +3,8 @@
 // request latency, time to first token and the gaps between streamed pieces (inter-token
 // latency) at p50/p99, per format policy. Starts the server in-process on a synthetic or real model.
 //   serve_load [--model FILE | --synthetic default|medium|large] [--clients 1,4,16,64] [--seconds 10]
-//              [--formats mxint8,mxint4,auto] [--tokens 32] [--max-batch 64] [--json FILE]
+//              [--formats mxint8,mxint4,auto] [--tokens 32] [--max-batch 64] [--prefill-chunk 256] [--json FILE]
+//              [--slo-ms MS --auto mxint8,mxint4,mxint2]   ("auto" under a latency target)
 #include <fmt/core.h>
 #include <httplib.h>
 
@@ -39,8 +40,9 @@ double pct(std::vector<double> v, double p) {
 
 int main(int argc, char** argv) {
   std::string model, synthetic = "medium", clients_s = "1,4,16", formats_s, json_path, anchor = "mxint8";
-  double seconds = 10;
-  int tokens = 32, max_batch = 64;
+  double seconds = 10, slo_ms = 0;
+  std::string auto_s;
+  int tokens = 32, max_batch = 64, prefill_chunk = 256;
   for (int i = 1; i + 1 < argc; i += 2) {
     const std::string a = argv[i], v = argv[i + 1];
     if (a == "--model") model = v;
@@ -52,6 +54,9 @@ int main(int argc, char** argv) {
     else if (a == "--tokens") tokens = std::stoi(v);
     else if (a == "--json") json_path = v;
     else if (a == "--max-batch") max_batch = std::stoi(v);
+    else if (a == "--slo-ms") slo_ms = std::stod(v);
+    else if (a == "--prefill-chunk") prefill_chunk = std::stoi(v);
+    else if (a == "--auto") auto_s = v;
     else { fmt::print(stderr, "unknown option {}\n", a); return 2; }
   }
   std::unique_ptr<runtime::Engine> e;
@@ -74,6 +79,12 @@ int main(int argc, char** argv) {
   runtime::ServerOptions o;
   o.queue_capacity = 256;
   o.max_batch = static_cast<std::size_t>(max_batch);
+  o.slo_ms = slo_ms;
+  o.prefill_chunk = prefill_chunk;
+  if (!auto_s.empty()) {
+    o.auto_formats = split(auto_s);
+    for (std::size_t i = 1; i < o.auto_formats.size(); ++i) o.auto_depths.push_back(i + 1);
+  }
   runtime::Server server(*e, o);
   const int port = server.start("127.0.0.1", 0);
   if (formats_s.empty()) formats_s = e->anchor_name() + "," + server.options().auto_formats.back() + ",auto";
@@ -82,7 +93,7 @@ int main(int argc, char** argv) {
   }
   json out = json::array();
   fmt::print("{:<12} {:>7} {:>8} {:>10} {:>9} {:>9} {:>9} {:>9} {:>8} {:>8}  {}\n", "format", "clients", "req/s", "gen tok/s", "lat p50",
-             "lat p99", "ttft p50", "ttft p99", "itl p50", "itl p99", "served formats (ms)");
+             "lat p99", "ttft p50", "ttft p99", "itl p50", "itl p99", "tokens by format (times in ms)");
   for (const auto& f : split(formats_s)) {
     {  // warm-up: one request per format before timing
       httplib::Client cli("127.0.0.1", port);
@@ -107,8 +118,10 @@ int main(int argc, char** argv) {
             const json body = {{"prompt", "It is a truth universally acknowledged, that a single man"}, {"max_tokens", tokens}, {"format", f},
                                {"temperature", 0.8}, {"seed", c * 100000 + i}, {"stream", true}, {"stream_options", {{"include_usage", true}}}};
             const auto s0 = std::chrono::steady_clock::now();
-            std::vector<double> at;  // ms since s0 of each streamed piece of text
-            std::string buf, format;
+            std::vector<double> at;           // ms since s0 of each streamed piece of text
+            std::vector<std::int64_t> ntok;  // completion tokens behind each piece (the server's "tokens")
+            std::string buf;
+            std::map<std::string, std::int64_t> fm;  // tokens per format (the usage chunk)
             std::int64_t n = -1;
             httplib::Request req;
             req.method = "POST";
@@ -124,8 +137,13 @@ int main(int argc, char** argv) {
                 if (ev.rfind("data: {", 0) != 0) continue;
                 const json j = json::parse(ev.substr(6));
                 if (j.contains("usage")) n = j["usage"]["completion_tokens"].get<std::int64_t>();
-                if (j.contains("format")) format = j["format"].get<std::string>();
-                if (!j["choices"].empty() && !j["choices"][0]["text"].get<std::string>().empty()) at.push_back(now);
+                if (j.contains("formats")) {
+                  for (const auto& [k, v] : j["formats"].items()) fm[k] += v.get<std::int64_t>();
+                }
+                if (!j["choices"].empty() && !j["choices"][0]["text"].get<std::string>().empty() && j.contains("tokens")) {
+                  at.push_back(now);
+                  ntok.push_back(j["tokens"].get<std::int64_t>());
+                }
               }
               return true;
             };
@@ -140,9 +158,14 @@ int main(int argc, char** argv) {
             }
             lat.push_back(ms);
             if (!at.empty()) ttft.push_back(at[0]);
-            for (std::size_t k = 1; k < at.size(); ++k) itl.push_back(at[k] - at[k - 1]);
+            // a piece may hold several tokens (an unfinished UTF-8 character waits for its end):
+            // its gap is shared by them
+            for (std::size_t k = 1; k < at.size(); ++k) {
+              const std::int64_t dn = std::max<std::int64_t>(1, ntok[k] - ntok[k - 1]);
+              for (std::int64_t t = 0; t < dn; ++t) itl.push_back((at[k] - at[k - 1]) / static_cast<double>(dn));
+            }
             gen += n;
-            ++served[format];
+            for (const auto& [k, v] : fm) served[k] += static_cast<int>(v);
           }
         });
       }
@@ -160,7 +183,7 @@ int main(int argc, char** argv) {
                      {"requests_per_s", static_cast<double>(lat.size()) / wall}, {"generated_tokens_per_s", static_cast<double>(gen) / wall},
                      {"p50_ms", pct(lat, 0.5)}, {"p99_ms", pct(lat, 0.99)}, {"ttft_p50_ms", pct(ttft, 0.5)}, {"ttft_p99_ms", pct(ttft, 0.99)},
                      {"itl_p50_ms", pct(itl, 0.5)}, {"itl_p99_ms", pct(itl, 0.99)}, {"served", served}, {"max_batch", max_batch},
-                     {"tokens", tokens}});
+                     {"tokens", tokens}, {"slo_ms", slo_ms}, {"prefill_chunk", prefill_chunk}});
     }
   }
   server.stop();

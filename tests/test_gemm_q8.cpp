@@ -28,10 +28,11 @@ std::vector<float> randn(std::int64_t n, std::uint32_t seed, float sd = 0.05f) {
 
 bool same_bits(float a, float b) { return std::bit_cast<std::uint32_t>(a) == std::bit_cast<std::uint32_t>(b); }
 
-runtime::KernelOptions opts(mx::Isa isa, bool avx512 = true) {
+runtime::KernelOptions opts(mx::Isa isa, bool avx512 = true, bool vbmi = true) {
   runtime::KernelOptions k;
   k.isa = isa;
   k.avx512 = avx512;
+  k.vbmi = vbmi;
   return k;
 }
 
@@ -152,9 +153,15 @@ TEST(GemmQ8, ReferenceIsWithinTheActivationRoundingOfTheExactProduct) {
 TEST(GemmQ8, SimdKernelsGiveTheReferenceBitsOnRaggedShapesEveryNAndThreadCount) {
   say_paths();
   // the AVX-512 VNNI kernel where the CPU has it, and the plain AVX2 (vpmaddubsw) one
-  std::vector<bool> widths;
-  if (have_kernel()) widths.push_back(true);
-  if (mx::isa_supported(mx::Isa::Avx2)) widths.push_back(false);
+  struct Path {
+    bool w512, vbmi;
+    const char* name;
+  };
+  std::vector<Path> widths;
+  if (have_kernel() && rd::avx512_gemm_q8_vbmi()) widths.push_back({true, true, " avx512+vbmi"});
+  if (have_kernel()) widths.push_back({true, false, " avx512"});
+  if (mx::isa_supported(mx::Isa::Avx2)) widths.push_back({false, false, " avx2"});
+  if (!rd::avx512_gemm_q8_vbmi()) std::printf("[ skipped  ] the AVX512-VBMI pack of 2/3/5/6/7-bit codes: this CPU lacks VBMI\n");
   if (widths.empty()) GTEST_SKIP() << "no AVX2 on this CPU: no SIMD kernel ran (the reference is tested above)";
   if (!have_kernel()) std::printf("[  paths   ] no AVX-512 VNNI here: the AVX2 kernel only\n");
   const int saved = num_threads();
@@ -176,13 +183,13 @@ TEST(GemmQ8, SimdKernelsGiveTheReferenceBitsOnRaggedShapesEveryNAndThreadCount) 
       for (std::int64_t n : c.ns) {
         std::vector<float> ref(static_cast<std::size_t>(n * c.rows), NAN);
         runtime::gemm_q8(runtime::view(q), x.data(), n, ref.data(), opts(mx::Isa::Scalar));
-        for (bool w512 : widths) {
+        for (const Path& pth : widths) {
           for (int threads : {1, 3, 8}) {
             set_num_threads(threads);
             std::vector<float> y(ref.size(), NAN);
-            runtime::gemm_q8(runtime::view(q), x.data(), n, y.data(), opts(mx::Isa::Avx2, w512));
+            runtime::gemm_q8(runtime::view(q), x.data(), n, y.data(), opts(mx::Isa::Avx2, pth.w512, pth.vbmi));
             for (std::size_t i = 0; i < y.size(); ++i) {
-              ASSERT_TRUE(same_bits(y[i], ref[i])) << name << (w512 ? " avx512" : " avx2") << " rows " << c.rows << " cols " << c.cols << " n " << n
+              ASSERT_TRUE(same_bits(y[i], ref[i])) << name << pth.name << " rows " << c.rows << " cols " << c.cols << " n " << n
                                                    << " threads " << threads << " at " << i << ": " << y[i] << " vs " << ref[i];
             }
           }

@@ -1,6 +1,8 @@
 #include <fmt/core.h>
 #include <fmt/format.h>
 
+#include <sys/resource.h>
+
 #include <csignal>
 #include <filesystem>
 #include <sstream>
@@ -54,6 +56,13 @@ Command add_serve(CLI::App& app) {
     sigaddset(&set, SIGINT);
     sigaddset(&set, SIGTERM);
     pthread_sigmask(SIG_BLOCK, &set, nullptr);
+    // One descriptor per connection: the soft limit (1024 on Debian) would refuse connections
+    // long before the thread pool or memory runs out; take the hard limit.
+    rlimit rl{};
+    if (getrlimit(RLIMIT_NOFILE, &rl) == 0 && rl.rlim_cur < rl.rlim_max) {
+      rl.rlim_cur = rl.rlim_max;
+      setrlimit(RLIMIT_NOFILE, &rl);
+    }
     auto split = [](const std::string& s) {
       std::vector<std::string> out;
       std::stringstream ss(s);

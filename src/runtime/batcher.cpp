@@ -300,6 +300,7 @@ void Batcher::loop() {
         {
           std::lock_guard<std::mutex> lk(s.job->mu);
           s.job->pending += s.full.substr(s.sent, sc.safe - s.sent);
+          s.job->tokens_written = s.job->completion_tokens;
         }
         s.job->cv.notify_all();
         s.sent = sc.safe;

@@ -37,6 +37,7 @@ struct Job {
   std::mutex mu;
   std::condition_variable cv;
   std::string pending;
+  std::int64_t tokens_written = 0;  // completion tokens behind the text given out so far
   bool done = false;
   int status = 200;
   std::string error, finish_reason;

@@ -224,9 +224,11 @@ void Server::Impl::handle(const httplib::Request& req, httplib::Response& res, b
           const std::string ev = "data: " + dump(j) + "\n\n";
           return sink.write(ev.data(), ev.size());
         };
-        std::string format;  // the format that wrote this piece
+        std::string format;      // the format that wrote this piece
+        std::int64_t tokens = 0;  // completion tokens behind the text sent with this piece
         auto chunk = [&](const std::string& text, const json& finish) {
           json j = envelope(*job, id, created, true, format);
+          if (finish.is_null()) j["tokens"] = tokens;  // mfqat's: lets a client time tokens, not pieces
           j["choices"] = json::array({chat ? json{{"index", 0}, {"delta", text.empty() && !finish.is_null() ? json::object() : json{{"content", text}}},
                                                  {"logprobs", nullptr}, {"finish_reason", finish}}
                                            : json{{"index", 0}, {"text", text}, {"logprobs", nullptr}, {"finish_reason", finish}}});
@@ -251,6 +253,7 @@ void Server::Impl::handle(const httplib::Request& req, httplib::Response& res, b
           text.swap(job->pending);
           done = job->done;
           format = job->format;
+          tokens = job->tokens_written;
         }
         if (!text.empty() && !send(chunk(text, nullptr))) return job->cancelled = true, false;
         if (!done) {

@@ -40,6 +40,7 @@ void set_vbmi(bool) {}
 RowsFn avx2_rows() { return nullptr; }
 DecodeRowFn avx2_decode_row() { return nullptr; }
 GemmQ8Fn avx512_gemm_q8() { return nullptr; }
+GemmQ8Fn avx512_gemm_q8_vbmi() { return nullptr; }
 GemmQ8Fn avx2_gemm_q8() { return nullptr; }
 #endif
 
@@ -165,7 +166,9 @@ void run_q8(const MxView* ws, float* const* ys, int m, const float* x, std::int6
   if (n == 0) return;
   const Paths p = paths(k);
   detail::GemmQ8Fn fn = detail::scalar_gemm_q8();
-  if (p.w512 && detail::avx512_gemm_q8()) {
+  if (p.w512 && k.vbmi && detail::avx512_gemm_q8_vbmi()) {
+    fn = detail::avx512_gemm_q8_vbmi();
+  } else if (p.w512 && detail::avx512_gemm_q8()) {
     fn = detail::avx512_gemm_q8();
   } else if (p.isa == mx::Isa::Avx2 && ic.fits_maddubs && detail::avx2_gemm_q8()) {
     fn = detail::avx2_gemm_q8();

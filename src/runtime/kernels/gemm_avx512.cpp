@@ -27,6 +27,7 @@
 #include "gemm_internal.h"
 
 #define MFQAT_AVX512 __attribute__((target("avx512f,avx512bw,avx512vl,avx512dq,avx512vnni,avx2,fma,f16c")))
+#define MFQAT_AVX512_VBMI __attribute__((target("avx512f,avx512bw,avx512vl,avx512dq,avx512vnni,avx512vbmi,avx2,fma,f16c")))
 
 namespace mfqat::runtime::detail {
 
@@ -36,10 +37,42 @@ constexpr int kMR = kPanelRows;  // weight rows per micro-panel (one zmm of int3
 constexpr int kNR = 12;          // activation rows per register tile: 12 int32 + 12 fp32 zmm
 constexpr std::int64_t kKB = kPanelBlocks;
 
+// One whole block of 16 rows of 2-, 3-, 5-, 6- or 7-bit codes (AVX512-VBMI): per group of 8
+// codes (B bytes, little-endian bit order), two qword gathers (rows 0-7, 8-15), vpmultishiftqb
+// moves code k of each qword to byte k (bit offset k * B), a mask, the unsigned table by vpermb
+// (vpermi2b for 7 bits: 128 entries), then the low / high dwords of the 16 qwords are the
+// panel's vectors for elements 8g..8g+3 / 8g+4..8g+7. Reads 8 bytes at each group, so the
+// caller keeps the last row's last group inside the matrix.
+MFQAT_AVX512_VBMI void pack_block_vbmi(const IntCodes& ic, const std::uint8_t* base, std::int64_t rb, int bits, std::uint8_t* dst) {
+  const __m256i vlo = _mm256_mullo_epi32(_mm256_setr_epi32(0, 1, 2, 3, 4, 5, 6, 7), _mm256_set1_epi32(static_cast<int>(rb)));
+  const __m256i vhi = _mm256_add_epi32(vlo, _mm256_set1_epi32(static_cast<int>(8 * rb)));
+  std::uint64_t sh = 0;
+  for (int k = 0; k < 8; ++k) sh |= static_cast<std::uint64_t>(k * bits) << (8 * k);
+  const __m512i ctrl = _mm512_set1_epi64(static_cast<long long>(sh));
+  const __m512i mask = _mm512_set1_epi8(static_cast<char>((1 << bits) - 1));
+  alignas(64) std::uint8_t t[128] = {};
+  for (int c = 0; c < (1 << bits); ++c) t[c] = static_cast<std::uint8_t>(ic.ints[c] + ic.off);
+  const __m512i t0 = _mm512_load_si512(t), t1 = _mm512_load_si512(t + 64);
+  const __m512i even = _mm512_setr_epi32(0, 2, 4, 6, 8, 10, 12, 14, 16, 18, 20, 22, 24, 26, 28, 30);
+  const __m512i odd = _mm512_setr_epi32(1, 3, 5, 7, 9, 11, 13, 15, 17, 19, 21, 23, 25, 27, 29, 31);
+  for (int g = 0; g < 4; ++g) {
+    __m512i v[2];
+    for (int h = 0; h < 2; ++h) {
+      const __m512i raw = _mm512_i32gather_epi64(h ? vhi : vlo, base + g * bits, 1);
+      const __m512i c = _mm512_and_si512(_mm512_multishift_epi64_epi8(ctrl, raw), mask);
+      v[h] = bits <= 6 ? _mm512_permutexvar_epi8(c, t0) : _mm512_permutex2var_epi8(t0, c, t1);
+    }
+    _mm512_store_si512(dst + (2 * g) * 64, _mm512_permutex2var_epi32(v[0], even, v[1]));
+    _mm512_store_si512(dst + (2 * g + 1) * 64, _mm512_permutex2var_epi32(v[0], odd, v[1]));
+  }
+}
+
 // Packs rows [r0, r0 + rn) (rn <= 16), blocks [b0, b0 + nbk) of w into p: whole blocks of 16
-// rows of MXFP4-like (4-bit) or MXINT8-like (8-bit identity) codes by dword gathers, the rest
-// by the portable pack_codes.
-MFQAT_AVX512 void pack(const IntCodes& ic, const MxView& w, std::int64_t r0, int rn, std::int64_t b0, std::int64_t nbk, Panel& p) {
+// rows of MXFP4-like (4-bit) or MXINT8-like (8-bit identity) codes by dword gathers, of the other
+// widths by qword gathers and vpmultishiftqb where VBMI is allowed, the rest by the portable
+// pack_codes.
+MFQAT_AVX512 void pack(const IntCodes& ic, const MxView& w, std::int64_t r0, int rn, std::int64_t b0, std::int64_t nbk, Panel& p, bool vbmi) {
+  const int bits = w.format->bits;
   const std::int64_t rb = static_cast<std::int64_t>(w.format->packed_row_bytes(w.cols)), full = w.cols / 32;
   const __m512i vidx = _mm512_mullo_epi32(_mm512_setr_epi32(0, 1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12, 13, 14, 15), _mm512_set1_epi32(static_cast<int>(rb)));
   // 4-bit: the unsigned table in every 128-bit lane, the byte patterns, the nibble mask
@@ -72,6 +105,9 @@ MFQAT_AVX512 void pack(const IntCodes& ic, const MxView& w, std::int64_t r0, int
     } else if (rn == kMR && gb < full && ic.kind == IntCodes::Kind::Byte) {
       const std::uint8_t* base = w.elements + r0 * rb + gb * 32;
       for (int g = 0; g < 8; ++g) _mm512_store_si512(dst + g * 64, _mm512_xor_si512(_mm512_i32gather_epi32(vidx, base + 4 * g, 1), flip));
+    } else if (vbmi && rn == kMR && gb < full && ic.kind == IntCodes::Kind::Generic && bits < 8 &&
+               (r0 + 15) * rb + gb * 4 * bits + 3 * bits + 8 <= w.rows * rb) {
+      pack_block_vbmi(ic, w.elements + r0 * rb + gb * 4 * bits, rb, bits, dst);
     } else {
       pack_codes(ic, w, r0, rn, gb, b, p);
     }
@@ -120,6 +156,7 @@ constexpr auto make_tiles(std::integer_sequence<int, N...>) {
 }
 const auto kTiles = make_tiles(std::make_integer_sequence<int, kNR>{});
 
+template <bool kVbmi>
 MFQAT_AVX512 void gemm_q8_512(const IntCodes& ic, const MxView& w, const Q8Rows& a, float* y, std::int64_t r0, std::int64_t r1) {
   thread_local Panel p;  // 9 KiB per thread, L1-resident while its k-panel runs
   const std::int64_t nb = a.nb;
@@ -128,7 +165,7 @@ MFQAT_AVX512 void gemm_q8_512(const IntCodes& ic, const MxView& w, const Q8Rows&
     const __mmask16 m = static_cast<__mmask16>((1u << rn) - 1);
     for (std::int64_t b0 = 0; b0 < nb; b0 += kKB) {
       const std::int64_t nbk = std::min(kKB, nb - b0);
-      pack(ic, w, rp, rn, b0, nbk, p);
+      pack(ic, w, rp, rn, b0, nbk, p, kVbmi);
       for (std::int64_t j0 = 0; j0 < a.n; j0 += kNR) {
         const int nr = static_cast<int>(std::min<std::int64_t>(kNR, a.n - j0));
         kTiles[static_cast<std::size_t>(nr - 1)](p, nbk, a, j0, b0, y + rp, w.rows, m, b0 == 0);
@@ -139,6 +176,7 @@ MFQAT_AVX512 void gemm_q8_512(const IntCodes& ic, const MxView& w, const Q8Rows&
 
 }  // namespace
 
-GemmQ8Fn avx512_gemm_q8() { return gemm_q8_512; }
+GemmQ8Fn avx512_gemm_q8() { return gemm_q8_512<false>; }
+GemmQ8Fn avx512_gemm_q8_vbmi() { return __builtin_cpu_supports("avx512vbmi") ? gemm_q8_512<true> : nullptr; }
 
 }  // namespace mfqat::runtime::detail

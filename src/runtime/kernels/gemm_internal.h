@@ -63,6 +63,8 @@ void pack_codes(const IntCodes& ic, const MxView& w, std::int64_t r0, int rn, st
 using GemmQ8Fn = void (*)(const IntCodes& ic, const MxView& w, const Q8Rows& a, float* y, std::int64_t r0, std::int64_t r1);
 GemmQ8Fn scalar_gemm_q8();
 GemmQ8Fn avx512_gemm_q8();  // nullptr when not compiled in
+// the same with the 2/3/5/6/7-bit codes packed by vpmultishiftqb; nullptr without AVX512-VBMI
+GemmQ8Fn avx512_gemm_q8_vbmi();
 GemmQ8Fn avx2_gemm_q8();    // plain AVX2 (vpmaddubsw), formats with fits_maddubs; nullptr when not compiled in
 
 }  // namespace mfqat::runtime::detail
