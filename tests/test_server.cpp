@@ -534,8 +534,12 @@ TEST(Server, AutoUnderAnSloStepsDownMidStreamAndReturnsWhenIdle) {
     o.max_tokens = 1000;
     runtime::Server s(*e, o);
     const int port = s.start("127.0.0.1", 0);
+    s.pause(true);  // both admitted together, at the first level
     auto fixed = post_async(port, {{"prompt", "Emma"}, {"max_tokens", 1000}, {"format", "mxint8"}});
-    auto r = post(port, json{{"prompt", "Emma"}, {"max_tokens", 1000}, {"model", "auto"}}.dump());
+    auto ar = post_async(port, {{"prompt", "Emma"}, {"max_tokens", 1000}, {"model", "auto"}});
+    ASSERT_TRUE(eventually([&] { return gauges(port)["mfqat_queue_depth"] == 2; }));
+    s.pause(false);
+    auto r = ar.get();
     ASSERT_TRUE(r);
     ASSERT_EQ(r->status, 200) << r->body;
     const json b = json::parse(r->body);

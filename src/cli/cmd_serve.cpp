@@ -33,6 +33,8 @@ Command add_serve(CLI::App& app) {
   sub->add_option("--kv-budget", o->kv_budget_mb, "MB of KV cache for running requests; a request that does not fit waits (default: min(4096, max-batch full contexts))")
       ->check(CLI::PositiveNumber);
   sub->add_option("--prefill-chunk", o->s.prefill_chunk, "prompt tokens per batched step, at most (default 256)")->check(CLI::PositiveNumber);
+  sub->add_option("--http-threads", o->s.http_threads, "connection threads: idle keep-alive connections hold one each (default 1024)")
+      ->check(CLI::PositiveNumber);
   sub->add_option("--model-id", o->model_id, "the model's name in /v1/models and in answers (default: the file or directory name)");
   sub->add_option("--queue", o->s.queue_capacity, "waiting requests before 503 (default 16)");
   sub->add_option("--max-tokens", o->s.max_tokens, "per-request limit (default 256)")->check(CLI::PositiveNumber);

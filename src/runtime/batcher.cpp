@@ -161,7 +161,12 @@ void Batcher::loop() {
     std::vector<std::shared_ptr<Job>> admitted;
     {
       std::unique_lock<std::mutex> lk(mu_);
-      cv_.wait(lk, [&] { return (stopping_ && queue_.empty() && running.empty()) || (!paused_ && (!queue_.empty() || !running.empty())); });
+      auto ready = [&] { return (stopping_ && queue_.empty() && running.empty()) || (!paused_ && (!queue_.empty() || !running.empty())); };
+      if (level_ > 0) {  // idle below the first level: wake to step back up once the hold has passed
+        if (!cv_.wait_for(lk, std::chrono::duration<double>(o_.hold_s / 2 + 0.01), ready)) continue;
+      } else {
+        cv_.wait(lk, ready);
+      }
       if (stopping_ && queue_.empty() && running.empty()) return;
       // Admission in arrival order while the batch has room and the KV reservation fits; the
       // first that does not fit waits (and the ones behind it: no overtaking, no starvation).

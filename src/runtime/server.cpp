@@ -327,9 +327,9 @@ void Server::pause(bool on) { impl_->batcher->pause(on); }
 
 int Server::start(const std::string& host, int port) {
   Impl& s = *impl_;
-  // A connection's thread waits for its request (or streams it): one per running and waiting
-  // request, and some to spare for /metrics, /health and refusals.
-  const std::size_t pool = std::max<std::size_t>(64, s.o.max_batch + s.o.queue_capacity + 16);
+  // A connection's thread waits for its request (or streams it): at least one per running and
+  // waiting request, and some to spare for /metrics, /health and refusals.
+  const std::size_t pool = std::max<std::size_t>(s.o.http_threads, s.o.max_batch + s.o.queue_capacity + 16);
   s.http.new_task_queue = [pool] { return new httplib::ThreadPool(pool); };
   s.http.set_payload_max_length(s.o.max_body_bytes);
   s.http.Get("/health", [&](const httplib::Request&, httplib::Response& res) { res.set_content(R"({"status":"ok"})", "application/json"); });

@@ -25,6 +25,10 @@ struct ServerOptions {
   std::int64_t max_tokens = 256;    // per request
   std::int64_t max_prompt_bytes = 0;  // 0: 64 x max_seq
   std::size_t max_body_bytes = 1 << 20;
+  // HTTP connection threads (cpp-httplib: one per open connection, idle keep-alive ones included,
+  // until its read timeout of 5 s). Connections beyond them wait in line, so idle clients could
+  // starve the others: many threads cost little (their stacks are mostly unused).
+  std::size_t http_threads = 1024;
   std::string model_id = "mfqat";  // the model's name in /v1/models and in answers
   // "auto": level i of auto_formats serves while the load (waiting + running requests) is below
   // auto_depths[i] (the last level takes the rest). Default: the anchor below 2, the 4-bit format
