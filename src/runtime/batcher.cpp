@@ -74,6 +74,7 @@ void Batcher::control(const std::vector<double>& gaps_ms, bool idle) {
   std::lock_guard<std::mutex> lk(mu_);
   if (idle) {  // nothing runs: back to full precision once the last change has settled
     if (level_ != 0 && since_change >= o_.hold_s) {
+      seen_.clear();  // the load that made them miss is gone
       level_ = 0;
       ++level_changes_;
       last_change_ = now;
@@ -87,11 +88,18 @@ void Batcher::control(const std::vector<double>& gaps_ms, bool idle) {
   const auto k = static_cast<std::size_t>(0.9 * static_cast<double>(w.size() - 1));
   std::nth_element(w.begin(), w.begin() + static_cast<std::ptrdiff_t>(k), w.end());
   const double p90 = w[k];
+  seen_[level_] = {p90, now};
+  bool up_ok = false;
+  if (level_ > 0 && since_change >= o_.hold_s) {
+    const auto it = seen_.find(level_ - 1);
+    const bool fresh = it != seen_.end() && std::chrono::duration<double>(now - it->second.second).count() < o_.probe_s;
+    up_ok = fresh ? it->second.first <= o_.slo_ms : p90 < o_.up_ratio * o_.slo_ms;
+  }
   if (p90 > o_.slo_ms && level_ + 1 < o_.auto_levels.size()) {
     ++level_;
     ++level_changes_;
     last_change_ = now;
-  } else if (p90 < o_.up_ratio * o_.slo_ms && level_ > 0 && since_change >= o_.hold_s) {
+  } else if (up_ok) {
     --level_;
     ++level_changes_;
     last_change_ = now;

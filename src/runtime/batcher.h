@@ -53,11 +53,13 @@ struct BatcherOptions {
   std::int64_t prefill_chunk = 256;  // prompt tokens per step, at most
   // The SLO policy for "auto" (slo_ms > 0): levels from the highest precision down. Every
   // window_s, the p90 of the inter-token gaps of that window is compared with the target: above
-  // it, one level down (at most once a window); below up_ratio of it for hold_s since the last
-  // change, one level up; idle for hold_s, back to the first level.
+  // it, one level down (at most once a window); one level up once hold_s has passed since the
+  // last change if the level above last met the target at its own p90 (or that was more than
+  // probe_s ago and this level's p90 is below up_ratio of the target); idle for hold_s, back to
+  // the first level.
   double slo_ms = 0;
   std::vector<std::string> auto_levels;
-  double window_s = 0.5, hold_s = 3.0, up_ratio = 0.5;
+  double window_s = 0.5, hold_s = 3.0, up_ratio = 0.5, probe_s = 30.0;
 };
 
 class Batcher {
@@ -96,6 +98,9 @@ class Batcher {
   std::uint64_t level_changes_ = 0;
   void control(const std::vector<double>& gaps_ms, bool idle);  // the SLO policy (scheduler thread)
   std::vector<double> window_;
+  // the p90 gap last measured at each level, and when: a level whose last p90 missed the target
+  // is not tried again until that memory is older than probe_s (no flapping between two levels)
+  std::map<std::size_t, std::pair<double, std::chrono::steady_clock::time_point>> seen_;
   std::chrono::steady_clock::time_point window_start_ = std::chrono::steady_clock::now(), last_change_ = window_start_;
   bool stopping_ = false, paused_ = false;
   std::thread thread_;
