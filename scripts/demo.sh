@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # The main job, end to end on a fresh machine: install what is missing, build, then `mfqat demo`:
-# prepare the Austen novels, pretrain the byte-level LM (~5 min on 2 cores), multi-format QAT for
+# prepare the Austen novels, start from the shipped base LM (models/austen-base), multi-format QAT for
 # the integer and the FP family, export one 8-bit anchor per family, serve every format of each
 # family from its anchor (perplexity and decode speed), generate samples at three formats, and
 # print one table. A second run reuses the cached stages (out/demo/); `--fresh` redoes them.

@@ -22,6 +22,10 @@
 #   TASKS ("lm mlp") FAMILIES ("int fp") STRATEGIES ("joint cycle random")
 #   INT_TRAIN INT_EVAL FP_TRAIN FP_EVAL (format lists) LM_CONFIG MLP_CONFIG (model config JSON,
 #   for a tiny smoke run) LM_SEQ LM_BATCH (QAT sequence length / batch) PYTHON
+#   LM_INIT: the LM's fp32 starting point (default: the shipped base model,
+#     models/austen-base/base.safetensors, issue 25; empty: pretrain PRE_STEPS here as before)
+#   OOD_TEXT: an out-of-domain text every LM model is also scored on (default: the GPL-3 text
+#     Debian ships; empty: none)
 set -euo pipefail
 cd "$(dirname "$0")/.."
 BIN=${BIN:-build/release/src/cli/mfqat}
@@ -46,6 +50,8 @@ INT_EVAL=${INT_EVAL:-mxint8,mxint7,mxint6,mxint5,mxint4,mxint3,mxint2}
 FP_TRAIN=${FP_TRAIN:-mxfp4_e2m1,mxfp6_e2m3,mxfp8_e4m3}
 FP_EVAL=${FP_EVAL:-mxfp8_e4m3,mxfp8_e5m2,mxfp7_e3m3,mxfp6_e3m2,mxfp6_e2m3,mxfp5_e2m2,mxfp4_e2m1}
 PYTHON=${PYTHON:-/usr/bin/python3}
+LM_INIT=${LM_INIT-models/austen-base/base.safetensors}
+OOD_TEXT=${OOD_TEXT-/usr/share/common-licenses/GPL-3}
 mkdir -p "$OUT"
 rm -f "$OUT/FAILED"
 # a private copy of the binary: rebuilding the project during a long study must not break it
@@ -113,7 +119,10 @@ qat_args() {  # qat_args TASK SEED
 
 # --- 1. fp32 pretraining (one model per task, all cores)
 for t in $TASKS; do
-  if [ "$t" = lm ]; then
+  if [ "$t" = lm ] && [ -n "$LM_INIT" ]; then
+    # the shipped base model: copied, so that a changed file under models/ cannot mix two bases in one OUT
+    [ -e "$OUT/lm/pre.safetensors" ] || { mkdir -p "$OUT/lm" && cp "$LM_INIT" "$OUT/lm/pre.tmp" && mv "$OUT/lm/pre.tmp" "$OUT/lm/pre.safetensors"; }
+  elif [ "$t" = lm ]; then
     submit "$OUT/lm/pre.safetensors" "$BIN" train $(task_args lm) -o "$OUT/lm/pre.safetensors" --steps "$PRE_STEPS" --warmup 30 --json
   else
     submit "$OUT/mlp/pre.safetensors" "$BIN" train $(task_args mlp) -o "$OUT/mlp/pre.safetensors" --steps "$MLP_STEPS" --lr 2e-3 --warmup 50 --json
@@ -170,8 +179,18 @@ for t in $TASKS; do
       done
     done
     if [ "$t" = lm ]; then eval_job "$d/eval.ft_fp32.master.jsonl" "$d/ft_fp32.safetensors" "$all_eval" $ea; fi
+    if [ "$t" = lm ] && [ -n "$OOD_TEXT" ]; then  # off the training distribution: MF joint and SF, from the master
+      for fam in $FAMILIES; do
+        for m in "mf_${fam}_joint" $(fam_train "$fam" | tr ',' '\n' | sed 's/^/sf_/'); do
+          eval_job "$d/eval.$m.ood.jsonl" "$d/$m.safetensors" "$(fam_eval "$fam")" --text "$OOD_TEXT" --batches 0 ${LM_SEQ:+--seq $LM_SEQ}
+        done
+      done
+    fi
   done
   eval_job "$OUT/$t/eval.pre.master.jsonl" "$OUT/$t/pre.safetensors" "$all_eval" $ea
+  if [ "$t" = lm ] && [ -n "$OOD_TEXT" ]; then
+    eval_job "$OUT/$t/eval.pre.ood.jsonl" "$OUT/$t/pre.safetensors" "$all_eval" --text "$OOD_TEXT" --batches 0 ${LM_SEQ:+--seq $LM_SEQ}
+  fi
   for fam in $FAMILIES; do
     eval_job "$OUT/$t/eval.pre.$fam.anchor.jsonl" "$OUT/$t/pre.$fam.anchor.safetensors" "$(fam_anchor_eval "$fam")" $ea
   done

@@ -12,7 +12,7 @@ echo '{"dim": 32, "n_layers": 1, "n_heads": 2, "max_seq": 32}' > "$T/lm.json"
 echo '{"model": "mlp", "hidden": [32]}' > "$T/mlp.json"
 export BIN OUT="$T/out" DOCS="$T/docs" DATA="$T/data" SEEDS="0 1" FAMILIES=int STRATEGIES="joint cycle" \
   INT_TRAIN=mxint4,mxint8 INT_EVAL=mxint8,mxint4,mxint3 PRE_STEPS=30 QAT_STEPS=3 MLP_STEPS=30 MLP_QAT_STEPS=3 \
-  EVAL_BATCHES=2 LM_CONFIG="$T/lm.json" MLP_CONFIG="$T/mlp.json" LM_SEQ=32 LM_BATCH=8
+  EVAL_BATCHES=2 LM_INIT= LM_CONFIG="$T/lm.json" MLP_CONFIG="$T/mlp.json" LM_SEQ=32 LM_BATCH=8
 bash "$ROOT/scripts/study.sh" > "$T/log.txt" 2>&1 || { cat "$T/log.txt"; exit 1; }
 tail -3 "$T/log.txt"
 jobs1=$(wc -l < "$T/out/times.jsonl")

@@ -5,6 +5,7 @@
 #include <cstring>
 
 #include "mfqat/train/quant_linear.h"
+#include "mfqat/train/trainer.h"
 
 using namespace mfqat;
 using namespace mfqat::train;
@@ -119,4 +120,29 @@ TEST(QuantLinearModule, TinyRegressionLearns) {
     last = loss.item<float>();
   }
   EXPECT_LT(last, first * 0.1f);
+}
+
+// Next-word accuracy counts a word when every byte of it and the byte that ends it were
+// predicted; words cut by the window's ends are not counted.
+TEST(NextWordAccuracy, CountsWholeWordsWithTheirEnd) {
+  const std::string s = "xy ab, cd ef";  // window: start 0, bytes 1..11 predicted (hit[t] is byte t + 1)
+  const std::vector<std::uint8_t> text(s.begin(), s.end());
+  auto count = [&](std::int64_t start, std::vector<bool> hit) {
+    std::int64_t words = 0, correct = 0;
+    count_next_words(text, start, hit, words, correct);
+    return std::pair{words, correct};
+  };
+  // bytes: 0x 1y 2' ' 3a 4b 5, 6' ' 7c 8d 9' ' 10e 11f. "xy" starts at 0 (no byte before it in the
+  // window), "ef" has no end byte inside the window: "ab" (3..5) and "cd" (7..9) count.
+  std::vector<bool> all(11, true);
+  EXPECT_EQ(count(0, all), (std::pair<std::int64_t, std::int64_t>{2, 2}));
+  auto miss = all;
+  miss[5 - 1] = false;  // the ',' after "ab" mispredicted: "ab" is not the word greedy writes
+  EXPECT_EQ(count(0, miss), (std::pair<std::int64_t, std::int64_t>{2, 1}));
+  miss = all;
+  miss[7 - 1] = false;  // the first letter of "cd"
+  miss[2 - 1] = false;  // the space before "ab" is not part of any word
+  EXPECT_EQ(count(0, miss), (std::pair<std::int64_t, std::int64_t>{2, 1}));
+  // a window starting inside "ab": "b" follows a letter, so only "cd" counts
+  EXPECT_EQ(count(3, std::vector<bool>(8, true)), (std::pair<std::int64_t, std::int64_t>{1, 1}));
 }

@@ -66,7 +66,7 @@ bool has_tokenizer(const std::string& model) {
 }  // namespace
 
 Command add_eval(CLI::App& app) {
-  auto* sub = app.add_subcommand("eval", "Evaluate a master or an anchor at each format: loss, perplexity, bits/byte or accuracy");
+  auto* sub = app.add_subcommand("eval", "Evaluate a master or an anchor at each format: loss, perplexity, bits/byte and next-word accuracy, or accuracy");
   auto j = std::make_shared<train::EvalJob>();
   auto json = std::make_shared<bool>(false);
   auto ctx = std::make_shared<std::int64_t>(0);
@@ -98,18 +98,23 @@ Command add_eval(CLI::App& app) {
           o["perplexity"] = r.perplexity;
           o["bits_per_byte"] = r.bits_per_byte;
         }
+        if (r.word_accuracy >= 0) {
+          o["next_word_accuracy"] = r.word_accuracy;
+          o["words"] = r.words;
+        }
         fmt::print("{}\n", o.dump());
       } else {
         if (!header) {
-          fmt::print("{:<12} {:>6} {:>9} {:>10} {:>10}  {}\n", "format", "bpw", "loss", r.accuracy >= 0 ? "accuracy" : "ppl",
-                     r.accuracy >= 0 ? "" : "bits/byte", "source");
+          fmt::print("{:<12} {:>6} {:>9} {:>10} {:>10} {:>10}  {}\n", "format", "bpw", "loss", r.accuracy >= 0 ? "accuracy" : "ppl",
+                     r.accuracy >= 0 ? "" : "bits/byte", r.word_accuracy >= 0 ? "next word" : "", "source");
           header = true;
         }
         if (r.accuracy >= 0) {
           fmt::print("{:<12} {:>6.2f} {:>9.4f} {:>9.2f}% {:>10}  {}\n", r.format, r.bits_per_weight, r.loss, 100 * r.accuracy, "", r.source);
         } else {
-          fmt::print("{:<12} {:>6.2f} {:>9.4f} {:>10.3f} {:>10.4f}  {}\n", r.format, r.bits_per_weight, r.loss, r.perplexity,
-                     r.bits_per_byte, r.source);
+          const std::string w = r.word_accuracy >= 0 ? fmt::format("{:.2f}%", 100 * r.word_accuracy) : "";
+          fmt::print("{:<12} {:>6.2f} {:>9.4f} {:>10.3f} {:>10.4f} {:>10}  {}\n", r.format, r.bits_per_weight, r.loss, r.perplexity,
+                     r.bits_per_byte, w, r.source);
         }
       }
       std::fflush(stdout);

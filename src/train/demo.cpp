@@ -8,6 +8,7 @@
 #include <chrono>
 #include <cmath>
 #include <filesystem>
+#include <memory>
 #include <nlohmann/json.hpp>
 #include <optional>
 #include <stdexcept>
@@ -42,10 +43,9 @@ void mark_done(const std::string& output, const nlohmann::json& recipe) {
   ckpt::write_file_atomic(output + ".recipe.json", s.data(), s.size());
 }
 
-// Perplexity on the test text and greedy decode speed of one format of an engine.
+// Perplexity on the test text of one format of an engine (decode speed: decode_tps below).
 DemoRow measure(runtime::Engine& e, const std::string& family, const std::string& format, const std::vector<std::uint8_t>& text,
                 const DemoOptions& o) {
-  e.evict(format);
   const auto w = e.weights(format);
   DemoRow r;
   r.family = family;
@@ -56,13 +56,24 @@ DemoRow measure(runtime::Engine& e, const std::string& family, const std::string
   const auto p = runtime::perplexity(e, w, text, e.config().max_seq, o.ppl_windows);
   r.perplexity = std::exp(p.loss);
   r.bits_per_byte = p.loss / std::log(2.0);
+  return r;
+}
+
+// Greedy decode speed of one format, one round (tokens/s).
+double decode_tps(runtime::Engine& e, const std::string& format, const DemoOptions& o) {
+  const auto w = e.weights(format);
   const std::int64_t max_seq = e.config().max_seq, tokens = std::min(o.tokens, max_seq / 2);
   const std::string prompt = o.prompt.substr(0, static_cast<std::size_t>(std::min(static_cast<std::int64_t>(o.prompt.size()), max_seq - tokens)));
   runtime::generate(e, w, prompt.substr(0, 4), 2, {});  // warm-up
   const auto g = runtime::generate(e, w, prompt, tokens, {});
-  r.decode_tps = g.decode_seconds > 0 ? static_cast<double>(g.new_tokens) / g.decode_seconds : 0;
-  e.evict(format);  // one derived format resident at a time
-  return r;
+  return g.decode_seconds > 0 ? static_cast<double>(g.new_tokens) / g.decode_seconds : 0;
+}
+
+// FNV-1a of a file: the base model's identity in the recipes (a changed base redoes MF-QAT).
+std::string file_digest(const std::string& path) {
+  std::uint64_t h = 1469598103934665603ull;
+  for (const std::uint8_t b : ckpt::read_file(path)) h = (h ^ b) * 1099511628211ull;
+  return fmt::format("{:016x}", h);
 }
 
 std::vector<mx::Format> mx_list(const std::string& list, const std::string& what) {
@@ -84,6 +95,9 @@ DemoResult run_demo(const DemoOptions& o, const DemoProgress& progress) {
   model::select_formats(o.int_eval, a_int);
   model::select_formats(o.fp_eval, a_fp);
   for (const auto& f : mx_list(o.samples, "--samples")) model::select_formats(f.name, f.name.rfind("mxint", 0) == 0 ? a_int : a_fp);
+  if (!o.pretrain && !o.config.empty()) throw std::invalid_argument("--config: only with --pretrain (the base model has its own shape)");
+  if (!o.pretrain && !fs::exists(o.base))
+    throw std::runtime_error(fmt::format("base model {} not found (run from the repository root, pass --base FILE, or --pretrain)", o.base));
   fs::create_directories(o.out);
   const std::string out = o.out;
   DemoResult res;
@@ -127,17 +141,26 @@ DemoResult run_demo(const DemoOptions& o, const DemoProgress& progress) {
     config_text.assign(b.begin(), b.end());
   }
 
-  // 2. pretraining
-  stage(2, fmt::format("fp32 pretraining of the byte-level LM, {} steps of {} x {} bytes", o.pretrain_steps, o.batch, o.seq));
+  // 2. the fp32 starting point: the shipped base model, or a short pretraining here
   t0 = Clock::now();
-  const std::string pre = out + "/pre.safetensors";
-  const nlohmann::json pre_recipe = {{"stage", "pretrain"}, {"config", config_text}, {"steps", o.pretrain_steps}, {"lr", o.pretrain_lr},
-                                     {"seq", o.seq},        {"batch", o.batch},      {"data", fs::absolute(o.data_dir).string()}};
-  if (cached(pre, pre_recipe, o.fresh)) {
-    log(fmt::format("reusing {} (same recipe; --fresh to redo)", pre));
+  std::string pre;
+  nlohmann::json pre_recipe;
+  if (!o.pretrain) {
+    stage(2, fmt::format("fp32 base model: {} (pretrained by scripts/pretrain_base.sh; --pretrain to train one here instead)", o.base));
+    pre = o.base;
+    pre_recipe = {{"stage", "base"}, {"fnv1a", file_digest(o.base)}};
+    log(fmt::format("{} ({} bytes)", o.base, fs::file_size(o.base)));
   } else {
-    run_train(train_job(pre, o.pretrain_steps, o.pretrain_lr, std::min<std::int64_t>(30, o.pretrain_steps / 10)), log);
-    mark_done(pre, pre_recipe);
+    stage(2, fmt::format("fp32 pretraining of the byte-level LM, {} steps of {} x {} bytes", o.pretrain_steps, o.batch, o.seq));
+    pre = out + "/pre.safetensors";
+    pre_recipe = {{"stage", "pretrain"}, {"config", config_text}, {"steps", o.pretrain_steps}, {"lr", o.pretrain_lr},
+                  {"seq", o.seq},        {"batch", o.batch},      {"data", fs::absolute(o.data_dir).string()}};
+    if (cached(pre, pre_recipe, o.fresh)) {
+      log(fmt::format("reusing {} (same recipe; --fresh to redo)", pre));
+    } else {
+      run_train(train_job(pre, o.pretrain_steps, o.pretrain_lr, std::min<std::int64_t>(30, o.pretrain_steps / 10)), log);
+      mark_done(pre, pre_recipe);
+    }
   }
   res.stage_seconds.emplace_back("pretrain", since(t0));
 
@@ -174,26 +197,45 @@ DemoResult run_demo(const DemoOptions& o, const DemoProgress& progress) {
   }
   res.stage_seconds.emplace_back("export", since(t0));
 
-  // 5. every format from its anchor on the runtime
-  stage(5, fmt::format("serve every format from its anchor (runtime, {} thread(s)): perplexity on {} windows of max_seq bytes spread over Persuasion, greedy decode",
-                       num_threads(), o.ppl_windows));
+  // 5. every format from its anchor on the runtime: perplexity per format, then decode speed in
+  // interleaved rounds (one pass per format in a row reads drift in the machine as format gaps)
+  stage(5, fmt::format("serve every format from its anchor (runtime, {} thread(s)): perplexity on {} windows of max_seq bytes spread over Persuasion, "
+                       "then greedy decode speed, median of {} interleaved rounds",
+                       num_threads(), o.ppl_windows, o.decode_rounds));
   t0 = Clock::now();
   const auto text = ckpt::read_file(o.data_dir + "/austen/test.txt");
   if (progress.table) progress.table();
+  std::vector<std::unique_ptr<runtime::Engine>> engines;
+  std::vector<std::size_t> engine_of;  // per row
   auto add_row = [&](DemoRow r) {
     res.rows.push_back(std::move(r));
+    engine_of.push_back(engines.size() - 1);
     if (progress.row) progress.row(res.rows.back());
   };
+  engines.push_back(runtime::Engine::open(pre));
   {
-    auto e = runtime::Engine::open(pre);
-    DemoRow r = measure(*e, "-", "fp32", text, o);
-    r.source = "fp32 pretrained model (before QAT)";
+    DemoRow r = measure(*engines.back(), "-", "fp32", text, o);
+    r.source = o.pretrain ? "fp32 pretrained model (before QAT)" : "fp32 base model (before QAT)";
     add_row(std::move(r));
   }
   for (const auto& f : fams) {
-    auto e = runtime::Engine::open(out + "/anchor_" + f.name + ".safetensors");
-    for (const auto& fmt_ : model::select_formats(f.eval, e->anchor_format())) add_row(measure(*e, f.name, fmt_->name, text, o));
+    engines.push_back(runtime::Engine::open(out + "/anchor_" + f.name + ".safetensors"));
+    for (const auto& fmt_ : model::select_formats(f.eval, engines.back()->anchor_format())) add_row(measure(*engines.back(), f.name, fmt_->name, text, o));
   }
+  std::vector<std::vector<double>> tps(res.rows.size());
+  for (std::int64_t round = 0; round < o.decode_rounds; ++round) {
+    log(fmt::format("decode round {}/{}", round + 1, o.decode_rounds));
+    for (std::size_t i = 0; i < res.rows.size(); ++i) tps[i].push_back(decode_tps(*engines[engine_of[i]], res.rows[i].format, o));
+  }
+  for (std::size_t i = 0; i < res.rows.size(); ++i) {
+    auto& t = tps[i];
+    if (t.empty()) continue;
+    std::sort(t.begin(), t.end());
+    res.rows[i].decode_tps = t.size() % 2 ? t[t.size() / 2] : 0.5 * (t[t.size() / 2 - 1] + t[t.size() / 2]);
+    res.rows[i].decode_tps_min = t.front();
+    res.rows[i].decode_tps_max = t.back();
+  }
+  engines.clear();
   res.stage_seconds.emplace_back("evaluate", since(t0));
 
   // 6. samples
@@ -221,7 +263,8 @@ DemoResult run_demo(const DemoOptions& o, const DemoProgress& progress) {
     for (const auto& r : res.rows) {
       s += nlohmann::json{{"family", r.family},       {"format", r.format},         {"bits_per_weight", r.bits_per_weight},
                           {"weight_mib", r.weight_mib}, {"perplexity", r.perplexity}, {"bits_per_byte", r.bits_per_byte},
-                          {"decode_tokens_per_s", r.decode_tps}, {"source", r.source}}
+                          {"decode_tokens_per_s", r.decode_tps}, {"decode_tokens_per_s_range", {r.decode_tps_min, r.decode_tps_max}},
+                          {"source", r.source}}
                .dump() + "\n";
     }
     ckpt::write_file_atomic(o.json, s.data(), s.size());

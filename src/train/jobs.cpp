@@ -208,6 +208,8 @@ std::vector<EvalRow> run_eval(const EvalJob& job, const std::function<void(const
     const Metrics met = lm ? evaluate_lm(*m, text, seq, job.batches, job.batch) : evaluate_classifier(*m, images, labels);
     r.loss = met.loss;
     r.accuracy = met.accuracy;
+    r.word_accuracy = met.word_accuracy;
+    r.words = met.words;
     r.units = met.units;
     if (lm) {
       r.perplexity = std::exp(met.loss);

@@ -2,6 +2,7 @@
 // images, the two Tasks the training loop samples from, and the held-out evaluations.
 #include <fstream>
 #include <stdexcept>
+#include <type_traits>
 
 #include "mfqat/data/idx.h"
 #include "mfqat/train/trainer.h"
@@ -47,19 +48,59 @@ Metrics evaluate_windows(QuantModelImpl& model, const std::vector<Tok>& text, st
     for (std::int64_t s0 = 0; s0 <= span; s0 += len - 1) all.push_back(s0);  // every byte after the first scored once
   }
   double sum = 0;
+  std::int64_t words = 0, correct = 0;
+  const std::int64_t T = len - 1;
   for (std::size_t i = 0; i < all.size(); i += static_cast<std::size_t>(batch)) {
     const std::vector<std::int64_t> starts(all.begin() + static_cast<std::ptrdiff_t>(i),
                                            all.begin() + static_cast<std::ptrdiff_t>(std::min(all.size(), i + static_cast<std::size_t>(batch))));
-    sum += lm_loss(model, windows(text, starts, len)).template item<double>() * static_cast<double>(starts.size());
+    const torch::Tensor win = windows(text, starts, len);
+    const torch::Tensor logits = model.forward(win.slice(1, 0, T));
+    const torch::Tensor target = win.slice(1, 1, T + 1);
+    sum += torch::nn::functional::cross_entropy(logits.reshape({-1, logits.size(-1)}), target.reshape({-1})).template item<double>() *
+           static_cast<double>(starts.size());
+    if constexpr (std::is_same_v<Tok, std::uint8_t>) {
+      const torch::Tensor hits = logits.argmax(-1).eq(target).contiguous();
+      const auto h = hits.accessor<bool, 2>();
+      for (std::size_t b = 0; b < starts.size(); ++b) {
+        std::vector<bool> hit(static_cast<std::size_t>(T));
+        for (std::int64_t t = 0; t < T; ++t) hit[static_cast<std::size_t>(t)] = h[static_cast<std::int64_t>(b)][t];
+        count_next_words(text, starts[b], hit, words, correct);
+      }
+    }
   }
   if (was_training) model.train();
   Metrics m;
   m.loss = sum / static_cast<double>(all.size());
   m.units = static_cast<std::int64_t>(all.size()) * (len - 1);
+  if (words > 0) {
+    m.word_accuracy = static_cast<double>(correct) / static_cast<double>(words);
+    m.words = words;
+  }
   return m;
 }
 
 }  // namespace
+
+namespace {
+bool is_letter(std::uint8_t c) { return (c >= 'a' && c <= 'z') || (c >= 'A' && c <= 'Z'); }
+
+}  // namespace
+
+void count_next_words(const std::vector<std::uint8_t>& text, std::int64_t start, const std::vector<bool>& hit, std::int64_t& words,
+                 std::int64_t& correct) {
+  const auto T = static_cast<std::int64_t>(hit.size());
+  for (std::int64_t p = start + 1; p <= start + T; ++p) {  // p: a word's first byte; p - 1 is in the window
+    if (!is_letter(text[p]) || is_letter(text[p - 1])) continue;
+    std::int64_t q = p;  // the byte that ends the word
+    while (q <= start + T && is_letter(text[q])) ++q;
+    if (q > start + T) break;  // the word's end is past the window
+    bool ok = true;
+    for (std::int64_t i = p; i <= q && ok; ++i) ok = hit[i - start - 1];
+    ++words;
+    correct += ok ? 1 : 0;
+    p = q;
+  }
+}
 
 Metrics evaluate_lm(QuantModelImpl& model, const std::vector<std::uint8_t>& text, std::int64_t seq, std::int64_t batches, std::int64_t batch) {
   return evaluate_windows(model, text, seq, batches, batch);

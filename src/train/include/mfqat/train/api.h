@@ -60,6 +60,8 @@ struct EvalRow {
   std::string source;      // "master", "master->F (quantized)", "anchor", "anchor A->F (sliced)"
   double loss = 0, perplexity = 0, bits_per_byte = 0;  // LM (loss in nats per byte)
   double accuracy = -1;    // classifier
+  double word_accuracy = -1;  // byte-level LM: greedy decoding from the true prefix writes the next word exactly
+  std::int64_t words = 0;     // words that scored
   std::int64_t units = 0;  // bytes or examples scored
   double seconds = 0;
 };

@@ -1,5 +1,5 @@
-// The main job end to end (`mfqat demo`), torch-free to its callers: prepare the data, pretrain
-// the default LM (or reuse it), run MF-QAT for the integer and the FP family, export both
+// The main job end to end (`mfqat demo`), torch-free to its callers: prepare the data, start
+// from the shipped base LM (or pretrain one), run MF-QAT for the integer and the FP family, export both
 // anchors, evaluate every format of each family from its anchor on the runtime (perplexity +
 // decode speed) and generate samples at a few formats. Every stage's output is cached in `out`
 // with the recipe that made it (OUTPUT.recipe.json); a second run reuses what still matches.
@@ -15,8 +15,13 @@ namespace mfqat::train {
 
 struct DemoOptions {
   std::string out = "out/demo", data_dir = "data", config;  // config: model config JSON; empty = the built-in LM
+  // The fp32 model MF-QAT starts from: the shipped base model (scripts/pretrain_base.sh made it),
+  // unless `pretrain` asks for a short pretraining here (pretrain_steps, config, pretrain_lr).
+  std::string base = "models/austen-base/base.safetensors";
+  bool pretrain = false;
   std::int64_t pretrain_steps = 200, qat_steps = 10, seq = 128, batch = 16, ppl_windows = 64, tokens = 64, sample_bytes = 160;
-  double pretrain_lr = 3e-3, qat_lr = 3e-4;
+  std::int64_t decode_rounds = 3;  // decode speed: the median of this many rounds over every format, interleaved
+  double pretrain_lr = 3e-3, qat_lr = 1e-4;
   std::string int_train = "mxint2,mxint4,mxint6,mxint8", fp_train = "mxfp4_e2m1,mxfp6_e2m3,mxfp8_e4m3";
   std::string int_eval = "int", fp_eval = "mxfp8_e4m3,mxfp7_e3m3,mxfp6_e3m2,mxfp6_e2m3,mxfp5_e2m2,mxfp4_e2m1";
   std::string samples = "mxint8,mxint4,mxint2", prompt = "It is a truth universally acknowledged, that";
@@ -27,7 +32,8 @@ struct DemoOptions {
 // One format served from its anchor (or the fp32 master): what the table shows.
 struct DemoRow {
   std::string family, format, source;
-  double bits_per_weight = 0, weight_mib = 0, perplexity = 0, bits_per_byte = 0, decode_tps = 0;
+  double bits_per_weight = 0, weight_mib = 0, perplexity = 0, bits_per_byte = 0;
+  double decode_tps = 0, decode_tps_min = 0, decode_tps_max = 0;  // median and range over the interleaved rounds
 };
 
 struct DemoSample {
@@ -46,7 +52,7 @@ struct DemoProgress {
   std::function<void(const std::string& line)> log;  // a line of progress inside a stage
   std::function<void(const DemoAnchor&)> anchor;     // stage 4: an anchor written
   std::function<void()> table;                       // stage 5: the table starts
-  std::function<void(const DemoRow&)> row;           // stage 5: one format measured
+  std::function<void(const DemoRow&)> row;           // stage 5: one format's perplexity measured (decode speed follows)
   std::function<void(const DemoSample&)> sample;     // stage 6: one sample generated
 };
 

@@ -48,6 +48,8 @@ struct Metrics {
   double loss = 0;       // mean cross-entropy (nats per byte / per example)
   double accuracy = -1;  // classifier only
   std::int64_t units = 0;  // bytes or examples scored
+  double word_accuracy = -1;  // byte-level LM: next-word accuracy (greedy writes the whole word), over `words` words
+  std::int64_t words = 0;
 };
 
 // What is trained on: items to sample, the loss of a batch of them, a held-out metric.
@@ -85,6 +87,13 @@ double train_step(QuantModelImpl& model, Task& task, const std::vector<std::int6
 
 // LM: mean next-byte cross-entropy (nats) over `batches` x `batch` windows of seq + 1 bytes
 // spread evenly over `text` (batches = 0: every non-overlapping window, the whole text).
+// Next-word accuracy of byte-level text (evaluate_lm): a word (a run of ASCII letters after a
+// non-letter) counts as predicted when the argmax at each of its bytes and at the byte that ends
+// it is the true byte, i.e. when greedy decoding from the true prefix writes exactly that word.
+// Adds the words of the window text[start, start + hit.size()] to (words, correct); hit[t]: the
+// prediction of byte start + 1 + t was right. Words whose end lies past the window are skipped.
+void count_next_words(const std::vector<std::uint8_t>& text, std::int64_t start, const std::vector<bool>& hit, std::int64_t& words,
+                      std::int64_t& correct);
 Metrics evaluate_lm(QuantModelImpl& model, const std::vector<std::int32_t>& ids, std::int64_t seq, std::int64_t batches, std::int64_t batch = 8);
 Metrics evaluate_lm(QuantModelImpl& model, const std::vector<std::uint8_t>& text, std::int64_t seq, std::int64_t batches,
                     std::int64_t batch = 8);
