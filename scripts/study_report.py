@@ -240,6 +240,39 @@ def checks(res, md):
         md.append("")
 
 
+def side_tables(res, md):
+    """LM only: next-word accuracy on the test windows, and bits/byte on the out-of-domain text
+    (eval.*.ood.jsonl, OOD_TEXT of study.sh): PTQ of the base, MF joint and SF at each format."""
+    if res["task"] != "lm":
+        return
+    tdir, seeds, n = os.path.join(OUT, res["task"]), res["seeds"], len(res["seeds"])
+    pct = {"fmt": "{:.2f}"}
+    bpb = res["spec"]
+    for title, src, key, scale, spec in [
+            ("Next-word accuracy, % (greedy decoding from the true prefix writes the whole next word and the byte that ends it; "
+             "same test windows as above; higher is better)", "master", "next_word_accuracy", 100.0, pct),
+            ("Out-of-domain text, bits/byte (OOD_TEXT of study.sh, the whole text; lower is better)", "ood", "bits_per_byte", 1.0, bpb)]:
+        pre = load(os.path.join(tdir, f"eval.pre.{src}.jsonl"))
+        if not pre or not any(key in r for r in pre.values()):
+            continue
+        md.append(f"\n**{title}.** Mean ± std over {n} seeds.\n")
+        for fam, d in res["families"].items():
+            models = [f"mf_{fam}_joint"] + [m for m in d["models"] if m.startswith("sf_")]
+            ev = {(m, sd): load(os.path.join(tdir, f"s{sd}", f"eval.{m}.{src}.jsonl")) for m in models for sd in seeds}
+            models = [m for m in models if any(ev[(m, sd)] for sd in seeds)]
+            md.append(f"| {fam.upper()} format | PTQ of the base | " + " | ".join(models) + " |")
+            md.append("|---|---:|" + "---:|" * len(models))
+            for r in d["rows"]:
+                f = r["format"]
+                def v(rows):
+                    x = rows.get(f, {}).get(key)
+                    return None if x is None else x * scale
+                c = [f + ("" if r["trained"] else " †"), cell(v(pre), spec)]
+                c += [cell(mean_std([v(ev[(m, sd)]) for sd in seeds]), spec, n) for m in models]
+                md.append("| " + " | ".join(c) + " |")
+            md.append("")
+
+
 def nz(v):
     return float("nan") if v is None else v
 
@@ -333,6 +366,7 @@ for res in reports:
     md.append(f"## {spec['title']}\n")
     md.append(f"Seeds: {', '.join(map(str, res['seeds']))} (QAT seeds; one fp32 pretrained model per task).")
     tables(res, md)
+    side_tables(res, md)
     md.append("\n### Claims, measured\n")
     checks(res, md)
     md.append("")
