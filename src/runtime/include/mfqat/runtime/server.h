@@ -38,7 +38,8 @@ struct ServerOptions {
   // slo_ms > 0: "auto" follows a latency target instead of the depths. Every running "auto"
   // request takes the policy's current level at every step (the format can change mid-stream);
   // the level steps down while the p90 inter-token gap of the last window exceeds slo_ms, and
-  // back up, one level at a time, after slo_hold_s below half of it (batcher.h).
+  // back up, one level at a time, after slo_hold_s, unless the level above missed the target
+  // in the last 30 s (no flapping; the rule in batcher.h).
   double slo_ms = 0;
   double slo_hold_s = 3.0;
   double slo_window_s = 0.5;  // how often the policy looks at the gaps
