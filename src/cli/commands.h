@@ -26,6 +26,7 @@ Command add_bench(CLI::App& app);
 Command add_serve(CLI::App& app);
 Command add_tokenize(CLI::App& app);
 Command add_import(CLI::App& app);
+Command add_plan(CLI::App& app);
 #if MFQAT_HAVE_TRAIN
 Command add_train(CLI::App& app);
 Command add_eval(CLI::App& app);

@@ -30,6 +30,7 @@ int main(int argc, char** argv) {
       mfqat::cli::add_serve(app),
       mfqat::cli::add_tokenize(app),
       mfqat::cli::add_import(app),
+      mfqat::cli::add_plan(app),
 #if MFQAT_HAVE_TRAIN
       mfqat::cli::add_train(app),
       mfqat::cli::add_eval(app),

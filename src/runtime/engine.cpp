@@ -235,7 +235,7 @@ std::vector<std::string> Engine::formats() const {
   return out;
 }
 
-std::shared_ptr<Weights> Engine::build(const std::optional<mx::Format>& f) const {
+std::shared_ptr<Weights> Engine::build(const std::optional<mx::Format>& f, const std::map<std::string, mx::Format>* per_linear) const {
   const auto t0 = std::chrono::steady_clock::now();
   auto w = std::make_shared<Weights>();
   w->format = f ? f->name : "fp32";
@@ -245,12 +245,20 @@ std::shared_ptr<Weights> Engine::build(const std::optional<mx::Format>& f) const
   const auto params = mc.params();
   // Bytes of p in the arena: its codes and scales (or fp32 values), each on a cache line; none
   // for the anchor's own format (borrowed).
-  const bool borrow = f && anchor_ && f->name == anchor_->name;
+  // The format of one linear: its entry in per_linear, else f.
+  auto fmt_of = [&](const model::Param& p) -> std::optional<mx::Format> {
+    if (per_linear) {
+      if (auto it = per_linear->find(p.name); it != per_linear->end()) return it->second;
+    }
+    return f;
+  };
+  auto borrows = [&](const std::optional<mx::Format>& pf) { return pf && anchor_ && pf->name == anchor_->name; };
   auto arena_bytes = [&](const model::Param& p) -> std::uint64_t {
     const std::int64_t rows = p.shape[0], cols = p.shape[1];
-    if (borrow) return 0;
-    if (!f) return round64(static_cast<std::uint64_t>(rows * cols) * sizeof(float));
-    return place(*f, rows, cols).total;
+    const auto pf = fmt_of(p);
+    if (borrows(pf)) return 0;
+    if (!pf) return round64(static_cast<std::uint64_t>(rows * cols) * sizeof(float));
+    return place(*pf, rows, cols).total;
   };
   auto find = [&](const std::string& n) -> const model::Param& {
     for (const auto& p : params) {
@@ -269,10 +277,17 @@ std::shared_ptr<Weights> Engine::build(const std::optional<mx::Format>& f) const
   if (total > 0) w->arena = std::make_unique<HugeBuffer>(total);
   if (f) w->mx_format = *f;
   std::uint64_t used = 0;
+  double bit_sum = 0, weight_sum = 0;  // the average bits per weight of a mixed plan
   auto make = [&](const model::Param& p) {
     Linear L;
     L.rows = p.shape[0];
     L.cols = p.shape[1];
+    const std::optional<mx::Format> f = fmt_of(p);  // this linear's format
+    const bool borrow = borrows(f);
+    const mx::Format* view_format = nullptr;
+    if (f) view_format = per_linear ? &w->linear_formats.emplace(p.name, *f).first->second : &*w->mx_format;
+    bit_sum += static_cast<double>(L.rows * L.cols) * (f ? f->bits_per_weight() : 32.0);
+    weight_sum += static_cast<double>(L.rows * L.cols);
     L.is_mx = f.has_value();
     if (borrow) {
       L.mx = anchor_views_.at(p.name);  // no copy of the anchor's own format
@@ -290,7 +305,7 @@ std::shared_ptr<Weights> Engine::build(const std::optional<mx::Format>& f) const
           const std::vector<float> v = ck_->values(p);
           mx::quantize(*f, v.data(), L.rows, L.cols, dst, sc);
         }
-        L.mx = MxView{&*w->mx_format, dst, sc, L.rows, L.cols};
+        L.mx = MxView{view_format, dst, sc, L.rows, L.cols};
       } else {
         auto* out = reinterpret_cast<float*>(dst);  // 2 MiB- or 64-byte-aligned storage
         if (a) {
@@ -318,9 +333,47 @@ std::shared_ptr<Weights> Engine::build(const std::optional<mx::Format>& f) const
     w->head.cols = cfg_.dim;
     w->head.f32 = head_f32_.data();
   }
+  if (per_linear && weight_sum > 0) w->bits_per_weight = bit_sum / weight_sum;
   if (used != total) throw std::logic_error("weights arena: " + std::to_string(used) + " of " + std::to_string(total) + " bytes used");
   if (w->arena) w->owned_bytes = w->arena->bytes();  // with its rounding: what the cache holds (0: borrowed)
   w->derive_seconds = seconds_since(t0);
+  return w;
+}
+
+std::vector<std::pair<std::string, std::int64_t>> Engine::linears() const {
+  std::vector<std::pair<std::string, std::int64_t>> out;
+  model::ModelConfig mc;
+  mc.lm = cfg_;
+  const auto params = mc.params();
+  auto add = [&](const std::string& n) {
+    for (const auto& p : params) {
+      if (p.name == n) out.emplace_back(n, p.shape[0] * p.shape[1]);
+    }
+  };
+  for (std::int64_t l = 0; l < cfg_.n_layers; ++l) {
+    for (const char* n : {"wq", "wk", "wv", "wo", "w1", "w2", "w3"}) add("blocks." + std::to_string(l) + "." + n + ".weight");
+  }
+  if (cfg_.quantize_head) add("head.weight");
+  return out;
+}
+
+std::shared_ptr<const Weights> Engine::weights_mixed(const std::map<std::string, std::string>& plan, const std::string& rest,
+                                                     const std::string& name) const {
+  std::map<std::string, mx::Format> per;
+  const auto lin = linears();
+  for (const auto& [param, fmt_name] : plan) {
+    if (std::none_of(lin.begin(), lin.end(), [&](const auto& l) { return l.first == param; }))
+      throw std::invalid_argument("no quantized linear '" + param + "' in this model");
+    try {
+      per.emplace(param, resolve(fmt_name));
+    } catch (const std::invalid_argument& e) {
+      throw std::invalid_argument(param + ": " + e.what());
+    }
+  }
+  std::optional<mx::Format> f;
+  if (rest != "fp32" && !(rest == "anchor" && !anchor_)) f = resolve(rest);
+  auto w = build(f, &per);
+  w->format = name;
   return w;
 }
 

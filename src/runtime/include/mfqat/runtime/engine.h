@@ -50,6 +50,9 @@ struct Weights {
   std::uint64_t owned_bytes = 0;   // bytes of its arena (not shared with the anchor: what the cache holds)
   double derive_seconds = 0;       // time to build from the anchor
   std::optional<mx::Format> mx_format;  // what the derived MX views point to
+  // Mixed precision (Engine::weights_mixed): the format of each linear, by parameter name; the
+  // views of those linears point here (map nodes do not move).
+  std::map<std::string, mx::Format> linear_formats;
   std::unique_ptr<HugeBuffer> arena;    // the derived (and fp32) weights' bytes
 };
 
@@ -82,6 +85,14 @@ class Engine {
   // The weights in `format` (a format name, "anchor", or "fp32"), derived once and cached.
   // Throws std::invalid_argument naming the format when it cannot be derived.
   std::shared_ptr<const Weights> weights(const std::string& format);
+  // Mixed precision, one format per linear: `plan` maps parameter names ("blocks.0.w1.weight",
+  // from linears()) to formats, every other linear takes `rest`. Derived from the anchor on each
+  // call, by the same Slice-and-Scale as weights(), and not cached; `name` labels the result.
+  // Throws std::invalid_argument naming an unknown linear or a format that cannot be derived.
+  std::shared_ptr<const Weights> weights_mixed(const std::map<std::string, std::string>& plan, const std::string& rest,
+                                               const std::string& name) const;
+  // The quantized linears in forward order: parameter name and weight count.
+  std::vector<std::pair<std::string, std::int64_t>> linears() const;
   // Resident bytes of the fixed parts (embedding, norms, head) and of the anchor itself.
   std::uint64_t base_bytes() const;
   std::uint64_t anchor_bytes() const { return anchor_bytes_; }
@@ -145,7 +156,7 @@ class Engine {
  private:
   Engine() = default;
   void init_fixed();
-  std::shared_ptr<Weights> build(const std::optional<mx::Format>& f) const;
+  std::shared_ptr<Weights> build(const std::optional<mx::Format>& f, const std::map<std::string, mx::Format>* per_linear = nullptr) const;
   mx::Format resolve(const std::string& name) const;
 
   model::LmConfig cfg_;

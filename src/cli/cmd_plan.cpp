@@ -1,0 +1,139 @@
+// `mfqat plan`: a bits budget turned into one format per linear (issue 22, docs/budget.md).
+// Measures each linear's sensitivity on calibration text (or reads it from --sensitivity),
+// solves the budget (exact DP or greedy), writes plan.json; --pareto also scores the uniform
+// formats and the plans at several budgets on held-out text.
+#include <fmt/core.h>
+
+#include <chrono>
+#include <cmath>
+#include <filesystem>
+#include <nlohmann/json.hpp>
+
+#include "commands.h"
+#include "mfqat/ckpt/file.h"
+#include "mfqat/plan/plan.h"
+#include "mfqat/runtime/engine.h"
+
+namespace mfqat::cli {
+
+namespace {
+std::vector<std::string> split(const std::string& s) {
+  std::vector<std::string> out;
+  std::size_t a = 0;
+  while (a <= s.size()) {
+    const std::size_t b = s.find(',', a);
+    const std::string t = s.substr(a, b == std::string::npos ? std::string::npos : b - a);
+    if (!t.empty()) out.push_back(t);
+    if (b == std::string::npos) break;
+    a = b + 1;
+  }
+  return out;
+}
+std::vector<std::uint8_t> text_of(const std::string& file, const std::string& data_dir, const std::string& split_name) {
+  const std::string path = file.empty() ? data_dir + "/austen/" + split_name + ".txt" : file;
+  if (!std::filesystem::exists(path)) throw std::runtime_error(path + ": no such text (run `mfqat data prepare` or pass a file)");
+  return ckpt::read_file(path);
+}
+}  // namespace
+
+Command add_plan(CLI::App& app) {
+  auto* sub = app.add_subcommand("plan", "Turn a bits budget into one MX format per linear, from one anchor (docs/budget.md)");
+  struct Opts {
+    std::string model, formats, budget, out, calib, eval_text, data_dir = "data", sens, solver = "dp", pareto, budgets;
+    std::int64_t windows = 32, eval_windows = 0, seq = 0;
+  };
+  auto o = std::make_shared<Opts>();
+  sub->add_option("model", o->model, "MX anchor (or fp32 master) of mfqat's byte LM")->required();
+  sub->add_option("--formats", o->formats, "candidate formats, most precise first (it is the reference: the anchor's format)")->required();
+  sub->add_option("--budget", o->budget, "average bits per weight (4.5) or bytes of the quantized weights (3.2GB, 800MB)");
+  sub->add_option("-o,--output", o->out, "plan file to write (JSON)");
+  sub->add_option("--calib", o->calib, "calibration text (default: the validation split of --data-dir)");
+  sub->add_option("--data-dir", o->data_dir, "prepared data (default data)");
+  sub->add_option("--windows", o->windows, "calibration windows of max_seq tokens")->check(CLI::PositiveNumber);
+  sub->add_option("--seq", o->seq, "window length (default: the model's max_seq)")->check(CLI::PositiveNumber);
+  sub->add_option("--sensitivity", o->sens, "sensitivity cache: read it when it exists, else measure and write it");
+  sub->add_option("--solver", o->solver, "dp (exact multiple-choice knapsack) or greedy")->check(CLI::IsMember({"dp", "greedy"}));
+  sub->add_option("--pareto", o->pareto, "also write JSON lines: every uniform format and the dp and greedy plans at --budgets, scored on held-out text");
+  sub->add_option("--budgets", o->budgets, "budgets for --pareto, bits per weight (comma-separated)");
+  sub->add_option("--eval-text", o->eval_text, "held-out text for --pareto (default: the test split)");
+  sub->add_option("--eval-windows", o->eval_windows, "windows of the held-out text (default 0: all of it)")->check(CLI::NonNegativeNumber);
+  return {sub, [o]() {
+    if (o->out.empty() != o->budget.empty()) throw std::invalid_argument("plan: --budget and -o go together (or --pareto alone)");
+    if (o->out.empty() && o->pareto.empty()) throw std::invalid_argument("plan: nothing to do (give --budget B -o plan.json, or --pareto FILE --budgets LIST)");
+    if (!o->pareto.empty() && o->budgets.empty()) throw std::invalid_argument("--pareto needs --budgets");
+    auto e = runtime::Engine::open(o->model);
+    if (e->tokenizer()) throw std::invalid_argument(o->model + ": plan scores byte-level text; models with a tokenizer are not supported yet");
+    const std::vector<std::string> formats = split(o->formats);
+    if (formats.size() < 2) throw std::invalid_argument("--formats: at least two formats (the reference first)");
+    const std::int64_t seq = o->seq > 0 ? o->seq : e->config().max_seq;
+    std::int64_t weights = 0;
+    for (const auto& l : e->linears()) weights += l.second;
+    // parse every budget before the measurement (a typo fails in a second)
+    const double budget = o->budget.empty() ? 0 : plan::parse_budget(o->budget, weights);
+    std::vector<double> budgets;
+    for (const auto& b : split(o->budgets)) budgets.push_back(plan::parse_budget(b, weights));
+
+    plan::Sensitivity s;
+    if (!o->sens.empty() && std::filesystem::exists(o->sens)) {
+      s = plan::read_sensitivity(o->sens);
+      if (s.layers.size() != e->linears().size()) throw std::runtime_error(o->sens + ": made for another model (" + std::to_string(s.layers.size()) + " linears)");
+      fmt::print("sensitivity: {} (reference {}, measured in {:.1f} s)\n", o->sens, s.reference, s.seconds);
+    } else {
+      const auto calib = text_of(o->calib, o->data_dir, "valid");
+      s = plan::measure(*e, formats, calib, seq, o->windows, [](std::size_t d, std::size_t t) {
+        if (d == t || d % 16 == 0) fmt::print(stderr, "\rsensitivity {}/{}", d, t);
+        if (d == t) fmt::print(stderr, "\n");
+      });
+      fmt::print("sensitivity: {} linears x {} formats on {} windows of {} tokens in {:.1f} s (reference {}: loss {:.5f})\n", s.layers.size(),
+                 formats.size(), o->windows, seq, s.seconds, s.reference, s.reference_loss);
+      if (!o->sens.empty()) plan::write_sensitivity(o->sens, s);
+    }
+    s.layers = plan::monotone(s.layers);  // the file keeps the measured costs; the solvers see these
+    auto solve = [&](double b, const std::string& solver) {
+      return solver == "dp" ? plan::solve_dp(s.layers, b) : plan::solve_greedy(s.layers, b);
+    };
+    if (!o->out.empty()) {
+      const auto t0 = std::chrono::steady_clock::now();
+      const auto sol = solve(budget, o->solver);
+      const double ms = std::chrono::duration<double, std::milli>(std::chrono::steady_clock::now() - t0).count();
+      const auto p = plan::make_plan(s, sol, budget, o->solver);
+      plan::write_plan(o->out, p);
+      std::map<std::string, int> count;
+      for (const auto& [k, v] : p.formats) ++count[v];
+      std::string mix;
+      for (const auto& [k, v] : count) mix += fmt::format("{}{} x{}", mix.empty() ? "" : ", ", k, v);
+      fmt::print("{}: {:.3f} bits/weight (budget {:.3f}), predicted loss +{:.5f} nats/token, solved in {:.1f} ms ({})\n", o->out, sol.bits, budget,
+                 sol.cost, ms, mix);
+    }
+    if (!o->pareto.empty()) {
+      const auto text = text_of(o->eval_text, o->data_dir, "test");
+      std::string lines;
+      auto row = [&](const std::string& kind, double b, double bits, double predicted, const std::shared_ptr<const runtime::Weights>& w) {
+        const double loss = runtime::perplexity(*e, w, text, seq, o->eval_windows).loss;
+        const nlohmann::json j = {{"kind", kind}, {"budget_bits", b}, {"bits_per_weight", bits}, {"predicted_loss_increase", predicted},
+                                  {"loss", loss},   {"bits_per_token", loss / std::log(2.0)}};
+        fmt::print("  {:<10} budget {:>5.2f}  bits/w {:>6.3f}  predicted +{:.5f}  held-out loss {:.5f} ({:.4f} bits/token)\n", kind, b, bits,
+                   predicted, loss, loss / std::log(2.0));
+        std::fflush(stdout);
+        lines += j.dump() + "\n";
+      };
+      for (std::size_t f = 0; f < formats.size(); ++f) {
+        double pred = 0;
+        for (const auto& l : s.layers) pred += l.options[f].cost;
+        const auto w = e->weights(s.layers[0].options[f].format);
+        row("uniform:" + s.layers[0].options[f].format, w->bits_per_weight, w->bits_per_weight, pred, w);
+      }
+      for (const double b : budgets) {
+        for (const char* solver : {"dp", "greedy"}) {
+          const auto sol = solve(b, solver);
+          const auto p = plan::make_plan(s, sol, b, solver);
+          row(solver, b, sol.bits, sol.cost, e->weights_mixed(p.formats, s.reference, std::string(solver) + "@" + std::to_string(b)));
+        }
+      }
+      ckpt::write_file_atomic(o->pareto, lines.data(), lines.size());
+    }
+    return 0;
+  }};
+}
+
+}  // namespace mfqat::cli

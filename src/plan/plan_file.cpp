@@ -1,0 +1,114 @@
+// Sensitivity and plan files (JSON), written atomically, read with one-line errors.
+#include <cmath>
+#include <nlohmann/json.hpp>
+#include <stdexcept>
+
+#include "mfqat/ckpt/file.h"
+#include "mfqat/plan/plan.h"
+
+namespace mfqat::plan {
+
+namespace {
+using nlohmann::json;
+
+void put(const std::string& path, const json& j) {
+  const std::string s = j.dump(1) + "\n";
+  ckpt::write_file_atomic(path, s.data(), s.size());
+}
+json get(const std::string& path) {
+  const auto b = ckpt::read_file(path);
+  json j = json::parse(std::string(b.begin(), b.end()), nullptr, false);
+  if (j.is_discarded() || !j.is_object()) throw std::runtime_error(path + ": not a JSON object");
+  return j;
+}
+template <class F>
+auto field(const std::string& path, F f) {
+  try {
+    return f();
+  } catch (const json::exception& e) {
+    throw std::runtime_error(path + ": " + e.what());
+  }
+}
+}  // namespace
+
+void write_sensitivity(const std::string& path, const Sensitivity& s) {
+  json layers = json::array();
+  for (const auto& l : s.layers) {
+    json o = json::array();
+    for (const auto& op : l.options) o.push_back({{"format", op.format}, {"bits", op.bits}, {"cost", op.cost}});
+    layers.push_back({{"name", l.name}, {"weights", l.weights}, {"options", o}});
+  }
+  put(path, {{"mfqat", "sensitivity"},
+             {"reference", s.reference},
+             {"reference_loss", s.reference_loss},
+             {"windows", s.windows},
+             {"seq", s.seq},
+             {"seconds", s.seconds},
+             {"layers", layers}});
+}
+
+Sensitivity read_sensitivity(const std::string& path) {
+  const json j = get(path);
+  return field(path, [&] {
+    if (j.at("mfqat").get<std::string>() != "sensitivity") throw std::runtime_error(path + ": not an mfqat sensitivity file");
+    Sensitivity s;
+    s.reference = j.at("reference").get<std::string>();
+    s.reference_loss = j.at("reference_loss").get<double>();
+    s.windows = j.at("windows").get<std::int64_t>();
+    s.seq = j.at("seq").get<std::int64_t>();
+    s.seconds = j.at("seconds").get<double>();
+    for (const auto& l : j.at("layers")) {
+      Layer L;
+      L.name = l.at("name").get<std::string>();
+      L.weights = l.at("weights").get<std::int64_t>();
+      for (const auto& o : l.at("options")) {
+        Option op{o.at("format").get<std::string>(), o.at("bits").get<double>(), o.at("cost").get<double>()};
+        if (!std::isfinite(op.bits) || op.bits <= 0 || !std::isfinite(op.cost)) throw std::runtime_error(path + ": " + L.name + ": bad option");
+        L.options.push_back(op);
+      }
+      if (L.options.empty() || L.weights <= 0) throw std::runtime_error(path + ": " + L.name + ": no options or no weights");
+      s.layers.push_back(std::move(L));
+    }
+    if (s.layers.empty()) throw std::runtime_error(path + ": no layers");
+    return s;
+  });
+}
+
+PlanFile make_plan(const Sensitivity& s, const Solution& sol, double budget, const std::string& solver) {
+  PlanFile p;
+  p.reference = s.reference;
+  p.solver = solver;
+  p.budget_bits = budget;
+  p.bits = sol.bits;
+  p.predicted = sol.cost;
+  for (std::size_t i = 0; i < s.layers.size(); ++i) p.formats[s.layers[i].name] = s.layers[i].options[sol.choice[i]].format;
+  return p;
+}
+
+void write_plan(const std::string& path, const PlanFile& p) {
+  put(path, {{"mfqat", "plan"},
+             {"reference", p.reference},
+             {"solver", p.solver},
+             {"budget_bits", p.budget_bits},
+             {"bits_per_weight", p.bits},
+             {"predicted_loss_increase", p.predicted},
+             {"formats", p.formats}});
+}
+
+PlanFile read_plan(const std::string& path) {
+  const json j = get(path);
+  return field(path, [&] {
+    if (j.at("mfqat").get<std::string>() != "plan") throw std::runtime_error(path + ": not an mfqat plan file");
+    PlanFile p;
+    p.reference = j.at("reference").get<std::string>();
+    p.solver = j.value("solver", "");
+    p.budget_bits = j.value("budget_bits", 0.0);
+    p.bits = j.value("bits_per_weight", 0.0);
+    p.predicted = j.value("predicted_loss_increase", 0.0);
+    p.formats = j.at("formats").get<std::map<std::string, std::string>>();
+    if (p.formats.empty()) throw std::runtime_error(path + ": no formats");
+    return p;
+  });
+}
+
+}  // namespace mfqat::plan

@@ -1,0 +1,41 @@
+#!/usr/bin/env bash
+# `mfqat plan` end to end on a tiny model (synthetic data): a plan within its budget that the
+# engine loads, the sensitivity cache reused, --pareto lines, and bad input refused with one
+# line before anything is written.
+set -euo pipefail
+BIN=$1
+T=$(mktemp -d)
+trap 'rm -rf "$T"' EXIT
+python3 "$(dirname "$0")/synthetic_data.py" "$T/data" > /dev/null
+echo '{"dim": 32, "n_layers": 2, "n_heads": 2, "max_seq": 32}' > "$T/tiny.json"
+"$BIN" --threads 2 train --config "$T/tiny.json" --data-dir "$T/data" --steps 20 --seq 32 --batch 8 -o "$T/m.safetensors" > /dev/null 2>&1
+"$BIN" export "$T/m.safetensors" --anchor mxint8 -o "$T/a.safetensors" > /dev/null
+args=("$T/a.safetensors" --formats mxint8,mxint6,mxint4,mxint2 --data-dir "$T/data" --windows 4 --sensitivity "$T/sens.json")
+"$BIN" --threads 3 plan "${args[@]}" --budget 5 -o "$T/plan.json" > "$T/out1.txt" 2>/dev/null
+grep -q "sensitivity: 14 linears x 4 formats" "$T/out1.txt"
+python3 - "$T/plan.json" <<'PY'
+import json, sys
+p = json.load(open(sys.argv[1]))
+assert p["mfqat"] == "plan" and p["reference"] == "mxint8" and p["solver"] == "dp", p
+assert len(p["formats"]) == 14 and set(p["formats"].values()) <= {"mxint8", "mxint6", "mxint4", "mxint2"}, p
+assert p["bits_per_weight"] <= 5.0 + 1e-9, p
+PY
+# the cached sensitivity is read, not measured again; a byte budget works the same way
+"$BIN" plan "${args[@]}" --budget 5 -o "$T/plan2.json" --solver greedy > "$T/out2.txt" 2>/dev/null
+grep -q "sensitivity: $T/sens.json" "$T/out2.txt"
+"$BIN" plan "${args[@]}" --pareto "$T/pareto.jsonl" --budgets 4.5,6 --eval-windows 4 > /dev/null 2>&1
+[ "$(wc -l < "$T/pareto.jsonl")" -eq 8 ]   # 4 uniform formats + 2 budgets x 2 solvers
+# bad input: one line on stderr, non-zero, no file written
+fail() {  # fail PATTERN ARGS...: the command must fail with one line matching PATTERN
+  local pat=$1; shift
+  if err=$("$BIN" plan "$@" 2>&1 >/dev/null); then echo "no error: $*"; exit 1; fi
+  [ "$(wc -l <<<"$err")" -eq 1 ] && grep -q -- "$pat" <<<"$err" || { echo "unexpected: $err"; exit 1; }
+}
+fail "unknown format 'mxint9'" "$T/a.safetensors" --formats mxint8,mxint9 --data-dir "$T/data" --budget 5 -o "$T/never.json"
+fail "below the least precise plan" "${args[@]}" --budget 2 -o "$T/never.json"
+fail "unit must be" "${args[@]}" --budget 3TB -o "$T/never.json"
+fail "go together" "${args[@]}" --budget 5
+echo '{"mfqat": "sensitivity", "layers": []}' > "$T/bad.json"
+fail "bad.json" "$T/a.safetensors" --formats mxint8,mxint4 --sensitivity "$T/bad.json" --budget 5 -o "$T/never.json"
+[ ! -e "$T/never.json" ]
+echo "plan cli: ok"

@@ -1,0 +1,172 @@
+// Bits budgets (src/plan, issue 22): the knapsack solvers against exhaustive search, the
+// engine's mixed-precision weights against its uniform ones, the sensitivity measure, files.
+#include <gtest/gtest.h>
+
+#include <cmath>
+#include <cstring>
+#include <filesystem>
+#include <fstream>
+#include <random>
+
+#include "common.h"
+#include "mfqat/plan/plan.h"
+#include "mfqat/runtime/engine.h"
+
+using namespace mfqat;
+
+namespace {
+
+std::vector<plan::Layer> random_layers(std::mt19937& rng, std::size_t n) {
+  const std::vector<std::pair<std::string, double>> fmts = {{"a8", 8.25}, {"a6", 6.25}, {"a5", 5.25}, {"a4", 4.25}, {"a2", 2.25}};
+  std::vector<plan::Layer> ls;
+  for (std::size_t i = 0; i < n; ++i) {
+    plan::Layer l;
+    l.name = std::to_string(i);
+    l.weights = std::uniform_int_distribution<std::int64_t>(1, 40)(rng) * 1024;
+    double c = 0;
+    for (const auto& [f, b] : fmts) {
+      l.options.push_back({f, b, c});
+      c += std::uniform_real_distribution<double>(0, 1)(rng) * (b < 5 ? 3 : 1);
+    }
+    ls.push_back(l);
+  }
+  return ls;
+}
+
+// The least cost over every plan within the budget (5^n plans).
+double brute_force(const std::vector<plan::Layer>& ls, double budget) {
+  std::vector<std::size_t> c(ls.size(), 0);
+  double best = INFINITY;
+  while (true) {
+    if (plan::average_bits(ls, c) <= budget + 1e-12) best = std::min(best, plan::predicted_cost(ls, c));
+    std::size_t i = 0;
+    while (i < c.size() && ++c[i] == ls[i].options.size()) c[i++] = 0;
+    if (i == c.size()) break;
+  }
+  return best;
+}
+
+}  // namespace
+
+TEST(PlanSolver, DpIsOptimalWithinItsRoundingAndGreedyIsNeverBetter) {
+  std::mt19937 rng(7);
+  for (int t = 0; t < 30; ++t) {
+    const auto ls = random_layers(rng, 6);
+    for (const double budget : {3.0, 4.5, 5.3, 6.0, 7.9}) {
+      const double opt = brute_force(ls, budget);
+      const auto dp = plan::solve_dp(ls, budget, 100000);
+      const auto gr = plan::solve_greedy(ls, budget);
+      EXPECT_LE(dp.bits, budget + 1e-12);
+      EXPECT_LE(gr.bits, budget + 1e-12);
+      EXPECT_GE(dp.cost, opt - 1e-12);  // nothing beats the exhaustive optimum
+      // bits rounded up to 1e-5 of the budget can only lose plans within that much of it
+      EXPECT_LE(dp.cost, brute_force(ls, budget * (1 - 6 * 1e-5)) + 1e-12) << t << " " << budget;
+      EXPECT_LE(dp.cost, gr.cost + 1e-12);
+      EXPECT_NEAR(dp.cost, plan::predicted_cost(ls, dp.choice), 1e-12);
+      // coarse steps: plans are lost near the budget, but none returned is over it
+      for (const int units : {7, 10, 37}) {
+        try {
+          EXPECT_LE(plan::solve_dp(ls, budget, units).bits, budget + 1e-12) << units;
+        } catch (const std::invalid_argument&) {  // every plan that fits the steps is over: refused, not returned
+        }
+      }
+    }
+  }
+}
+
+TEST(PlanSolver, BudgetsEdgesAndMonotoneCosts) {
+  std::mt19937 rng(3);
+  const auto ls = random_layers(rng, 4);
+  // at the top precision's bits everything stays at 8.25 and costs nothing
+  EXPECT_EQ(plan::solve_dp(ls, 8.25).cost, 0.0);
+  EXPECT_EQ(plan::solve_greedy(ls, 8.25).cost, 0.0);
+  // below the least precise plan: refused, by both
+  EXPECT_THROW(plan::solve_dp(ls, 2.0), std::invalid_argument);
+  EXPECT_THROW(plan::solve_greedy(ls, 2.0), std::invalid_argument);
+  // monotone: costs never fall with fewer bits, never below zero
+  plan::Layer l{"x", 10, {{"a8", 8.25, 0.0}, {"a6", 6.25, -0.2}, {"a4", 4.25, 0.5}, {"a5", 5.25, 0.1}}};
+  const auto m = plan::monotone({l})[0];
+  EXPECT_EQ(m.options[1].cost, 0.0);
+  EXPECT_EQ(m.options[3].cost, 0.1);
+  EXPECT_EQ(m.options[2].cost, 0.5);
+  // budgets as bits or bytes
+  EXPECT_DOUBLE_EQ(plan::parse_budget("4.5", 1000), 4.5);
+  EXPECT_DOUBLE_EQ(plan::parse_budget("1KB", 1000), 8.0);
+  EXPECT_DOUBLE_EQ(plan::parse_budget("3.2GB", 6400000000), 4.0);
+  for (const char* bad : {"", "x", "4.5TB", "-1", "0", "nan"}) EXPECT_THROW(plan::parse_budget(bad, 1000), std::invalid_argument) << bad;
+}
+
+TEST(PlanEngine, MixedWeightsAreEachLinearsOwnFormat) {
+  auto e = runtime::Engine::synthetic(small_lm(32), mx::find_format("mxint8"), 5);
+  const auto lin = e->linears();
+  ASSERT_EQ(lin.size(), 14u);  // 2 layers x 7
+  // every linear named, all at mxint4: the same bytes and the same logits as the uniform weights
+  std::map<std::string, std::string> all4;
+  for (const auto& l : lin) all4[l.first] = "mxint4";
+  const auto u4 = e->weights("mxint4"), m4 = e->weights_mixed(all4, "mxint8", "plan");
+  EXPECT_DOUBLE_EQ(m4->bits_per_weight, 4.25);
+  const std::vector<int> toks = {1, 70, 200, 33, 9, 120};
+  runtime::Session su(*e, u4), sm(*e, m4);
+  const auto a = su.feed_all(toks), b = sm.feed_all(toks);
+  ASSERT_EQ(a.size(), b.size());
+  EXPECT_EQ(std::memcmp(a.data(), b.data(), a.size() * sizeof(float)), 0);
+  // a mix: layer 0's w1 at mxint2, the rest at the anchor's mxint8
+  const auto mix = e->weights_mixed({{"blocks.0.w1.weight", "mxint2"}}, "mxint8", "mix");
+  const auto u8 = e->weights("mxint8"), u2 = e->weights("mxint2");
+  const auto& L = mix->layers[0].w1;
+  EXPECT_EQ(L.mx.format->name, "mxint2");
+  EXPECT_EQ(std::memcmp(L.mx.elements, u2->layers[0].w1.mx.elements, L.mx.format->packed_row_bytes(L.cols) * L.rows), 0);
+  EXPECT_EQ(std::memcmp(L.mx.scales, u2->layers[0].w1.mx.scales, L.mx.format->blocks_per_row(L.cols) * L.rows), 0);
+  EXPECT_EQ(mix->layers[0].w2.mx.elements, u8->layers[0].w2.mx.elements);  // the anchor's own bytes, borrowed
+  const double n1 = static_cast<double>(lin[4].second);
+  double total = 0;
+  for (const auto& l : lin) total += static_cast<double>(l.second);
+  EXPECT_NEAR(mix->bits_per_weight, (8.25 * (total - n1) + 2.25 * n1) / total, 1e-12);
+  // a mixed model runs and differs from both uniform ones
+  runtime::Session s8(*e, u8), sx(*e, mix);
+  const auto c8 = s8.feed_all(toks), cx = sx.feed_all(toks);
+  EXPECT_NE(std::memcmp(c8.data(), cx.data(), c8.size() * sizeof(float)), 0);
+  // bad plans: one line naming the thing
+  EXPECT_THROW(e->weights_mixed({{"blocks.9.w1.weight", "mxint4"}}, "mxint8", "x"), std::invalid_argument);
+  EXPECT_THROW(e->weights_mixed({{"blocks.0.w1.weight", "mxfp4_e2m1"}}, "mxint8", "x"), std::invalid_argument);
+  EXPECT_THROW(e->weights_mixed({{"blocks.0.w1.weight", "mxint9"}}, "mxint8", "x"), std::invalid_argument);
+}
+
+TEST(PlanSensitivity, MeasuresEachLinearAloneAndRoundTripsThroughFiles) {
+  auto e = runtime::Engine::synthetic(small_lm(32), mx::find_format("mxint8"), 6);
+  std::vector<std::uint8_t> text(2000);
+  std::mt19937 rng(1);
+  for (auto& c : text) c = static_cast<std::uint8_t>(std::uniform_int_distribution<int>(32, 126)(rng));
+  const auto s = plan::measure(*e, {"mxint8", "mxint4", "mxint2"}, text, 32, 8);
+  ASSERT_EQ(s.layers.size(), 14u);
+  EXPECT_EQ(s.reference, "mxint8");
+  // the reference loss is the uniform mxint8 loss; a cost is the loss with that linear alone changed
+  EXPECT_DOUBLE_EQ(s.reference_loss, runtime::perplexity(*e, e->weights("mxint8"), text, 32, 8).loss);
+  const auto& l3 = s.layers[3];
+  EXPECT_EQ(l3.options[0].cost, 0.0);
+  EXPECT_DOUBLE_EQ(l3.options[2].bits, 2.25);
+  EXPECT_DOUBLE_EQ(l3.options[2].cost,
+                   runtime::perplexity(*e, e->weights_mixed({{l3.name, "mxint2"}}, "mxint8", "x"), text, 32, 8).loss - s.reference_loss);
+  double any = 0;
+  for (const auto& l : s.layers) any += std::abs(l.options[2].cost);
+  EXPECT_GT(any, 0.0);
+  // files round-trip; bad files fail naming the file
+  const auto dir = std::filesystem::temp_directory_path() / ("mfqat_plan_" + std::to_string(::getpid()));
+  std::filesystem::create_directories(dir);
+  const std::string sf = (dir / "s.json").string(), pf = (dir / "p.json").string(), bad = (dir / "bad.json").string();
+  plan::write_sensitivity(sf, s);
+  const auto r = plan::read_sensitivity(sf);
+  ASSERT_EQ(r.layers.size(), s.layers.size());
+  EXPECT_EQ(r.layers[3].options[2].cost, l3.options[2].cost);
+  const auto sol = plan::solve_dp(plan::monotone(s.layers), 5.0);
+  plan::write_plan(pf, plan::make_plan(s, sol, 5.0, "dp"));
+  const auto p = plan::read_plan(pf);
+  EXPECT_EQ(p.formats.size(), 14u);
+  EXPECT_NEAR(e->weights_mixed(p.formats, p.reference, "p")->bits_per_weight, sol.bits, 1e-12);
+  for (const char* body : {"", "[]", "{\"mfqat\": \"plan\"}", "{\"mfqat\": \"sensitivity\", \"layers\": 3}", "{\"mfqat\": \"plan\", \"reference\": \"mxint8\", \"formats\": {}}"}) {
+    std::ofstream(bad) << body;
+    EXPECT_THROW(plan::read_plan(bad), std::runtime_error) << body;
+    EXPECT_THROW(plan::read_sensitivity(bad), std::runtime_error) << body;
+  }
+  std::filesystem::remove_all(dir);
+}
