@@ -20,6 +20,10 @@ assert p["mfqat"] == "plan" and p["reference"] == "mxint8" and p["solver"] == "d
 assert len(p["formats"]) == 14 and set(p["formats"].values()) <= {"mxint8", "mxint6", "mxint4", "mxint2"}, p
 assert p["bits_per_weight"] <= 5.0 + 1e-9, p
 PY
+# generate and bench run the plan (bench: beside the uniform formats, same JSON)
+"$BIN" generate "$T/a.safetensors" --plan "$T/plan.json" -p "ab" -n 5 --json | grep -q '"format":"plan"'
+"$BIN" bench "$T/a.safetensors" --formats mxint8 --plan "$T/plan.json" --prompt 4 --tokens 4 --json > "$T/bench.jsonl"
+grep -q '"format":"plan:plan"' "$T/bench.jsonl"
 # the cached sensitivity is read, not measured again; a byte budget works the same way
 "$BIN" plan "${args[@]}" --budget 5 -o "$T/plan2.json" --solver greedy > "$T/out2.txt" 2>/dev/null
 grep -q "sensitivity: $T/sens.json" "$T/out2.txt"

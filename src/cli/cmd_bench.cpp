@@ -2,6 +2,7 @@
 
 #include <algorithm>
 #include <chrono>
+#include <filesystem>
 #include <memory>
 #include <optional>
 #include <string>
@@ -12,6 +13,7 @@
 #include "kernel_flags.h"
 #include "mfqat/ckpt/file.h"
 #include "mfqat/mx/parallel.h"
+#include "mfqat/plan/plan.h"
 #include "mfqat/runtime/engine.h"
 #include "util.h"
 
@@ -66,6 +68,7 @@ Command add_bench(CLI::App& app) {
     KernelFlags kf;
     std::int64_t ctx = 0;
     std::string model, synthetic, anchor = "mxint8", formats = "all,fp32", text;
+    std::vector<std::string> plans;
     std::int64_t prompt = 64, tokens = 32, ppl_windows = 4, seq = 0, rounds = 1;
     bool json = false;
   };
@@ -76,6 +79,7 @@ Command add_bench(CLI::App& app) {
                   "--synthetic: the anchor format (default mxint8); a list (mxint8,mxfp8_e4m3) builds one model per anchor from the same "
                   "random weights, each format measured on the first anchor that derives it");
   sub->add_option("--formats", o->formats, "formats to measure (names, int, fp, all; fp32 = dequantized weights, OpenBLAS)");
+  sub->add_option("--plan", o->plans, "also measure a mixed-precision plan file of `mfqat plan` (repeatable; derived from the first anchor)");
   sub->add_option("--prompt", o->prompt, "prefill length in bytes")->check(CLI::PositiveNumber);
   sub->add_option("--tokens", o->tokens, "decode steps")->check(CLI::PositiveNumber);
   sub->add_option("--rounds", o->rounds,
@@ -110,6 +114,7 @@ Command add_bench(CLI::App& app) {
       std::string name;
       std::shared_ptr<const runtime::Weights> w;
       std::vector<double> pre, dec;
+      std::optional<plan::PlanFile> plan;  // a mixed-precision row
     };
     std::vector<Row> rows;
     const auto add = [&](runtime::Engine* e, const std::optional<mx::Format>& f) {
@@ -117,7 +122,7 @@ Command add_bench(CLI::App& app) {
       for (const Row& r : rows) {
         if (r.name == name) return;
       }
-      rows.push_back({e, name, nullptr, {}, {}});
+      rows.push_back({e, name, nullptr, {}, {}, std::nullopt});
     };
     for (const std::string& item : split_list(o->formats)) {
       const bool family = item == "int" || item == "fp" || item == "all";
@@ -133,6 +138,11 @@ Command add_bench(CLI::App& app) {
         }
       }
       if (!found) throw std::invalid_argument(why);
+    }
+    for (const auto& path : o->plans) {
+      auto p = plan::read_plan(path);
+      engines[0]->weights_mixed(p.formats, p.reference, path);  // refused now, naming the linear, if it does not fit the model
+      rows.push_back({engines[0].get(), "plan:" + std::filesystem::path(path).stem().string(), nullptr, {}, {}, std::move(p)});
     }
     if (rows.empty()) throw std::invalid_argument("no format to measure in '" + o->formats + "'");
     std::vector<std::uint8_t> text;
@@ -150,8 +160,12 @@ Command add_bench(CLI::App& app) {
     std::string prompt;
     for (std::int64_t i = 0; i < o->prompt; ++i) prompt.push_back(static_cast<char>('a' + i % 26));
     const auto derive = [&](Row& r) {
-      r.e->evict(r.name);  // measure the derivation from the anchor, not a cache hit
-      r.w = r.e->weights(r.name);
+      if (r.plan) {
+        r.w = r.e->weights_mixed(r.plan->formats, r.plan->reference, r.name);  // never cached: always derived
+      } else {
+        r.e->evict(r.name);  // measure the derivation from the anchor, not a cache hit
+        r.w = r.e->weights(r.name);
+      }
       runtime::generate(*r.e, r.w, prompt.substr(0, 8), 2, {});  // warm-up
     };
     const auto measure = [&](Row& r) {
@@ -194,7 +208,7 @@ Command add_bench(CLI::App& app) {
         measure(r);
         report(r);
         r.w.reset();
-        r.e->evict(r.name);
+        if (!r.plan) r.e->evict(r.name);  // a plan's weights are not in the cache
       }
     } else {
       for (Row& r : rows) derive(r);
