@@ -13,22 +13,11 @@
 #include "mfqat/ckpt/file.h"
 #include "mfqat/plan/plan.h"
 #include "mfqat/runtime/engine.h"
+#include "util.h"
 
 namespace mfqat::cli {
 
 namespace {
-std::vector<std::string> split(const std::string& s) {
-  std::vector<std::string> out;
-  std::size_t a = 0;
-  while (a <= s.size()) {
-    const std::size_t b = s.find(',', a);
-    const std::string t = s.substr(a, b == std::string::npos ? std::string::npos : b - a);
-    if (!t.empty()) out.push_back(t);
-    if (b == std::string::npos) break;
-    a = b + 1;
-  }
-  return out;
-}
 std::vector<std::uint8_t> text_of(const std::string& file, const std::string& data_dir, const std::string& split_name) {
   const std::string path = file.empty() ? data_dir + "/austen/" + split_name + ".txt" : file;
   if (!std::filesystem::exists(path)) throw std::runtime_error(path + ": no such text (run `mfqat data prepare` or pass a file)");
@@ -63,7 +52,7 @@ Command add_plan(CLI::App& app) {
     if (!o->pareto.empty() && o->budgets.empty()) throw std::invalid_argument("--pareto needs --budgets");
     auto e = runtime::Engine::open(o->model);
     if (e->tokenizer()) throw std::invalid_argument(o->model + ": plan scores byte-level text; models with a tokenizer are not supported yet");
-    const std::vector<std::string> formats = split(o->formats);
+    const std::vector<std::string> formats = split_list(o->formats);
     if (formats.size() < 2) throw std::invalid_argument("--formats: at least two formats (the reference first)");
     const std::int64_t seq = o->seq > 0 ? o->seq : e->config().max_seq;
     std::int64_t weights = 0;
@@ -71,7 +60,7 @@ Command add_plan(CLI::App& app) {
     // parse every budget before the measurement (a typo fails in a second)
     const double budget = o->budget.empty() ? 0 : plan::parse_budget(o->budget, weights);
     std::vector<double> budgets;
-    for (const auto& b : split(o->budgets)) budgets.push_back(plan::parse_budget(b, weights));
+    for (const auto& b : split_list(o->budgets)) budgets.push_back(plan::parse_budget(b, weights));
 
     plan::Sensitivity s;
     if (!o->sens.empty() && std::filesystem::exists(o->sens)) {

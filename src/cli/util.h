@@ -5,6 +5,7 @@
 
 #include <cstdint>
 #include <string>
+#include <vector>
 
 namespace mfqat::cli {
 
@@ -26,5 +27,18 @@ inline std::string human_bytes(double b) {
 }
 
 inline std::string shape_string(std::int64_t r, std::int64_t c) { return fmt::format("[{}, {}]", r, c); }
+
+// Splits "a,b,c" (empty items dropped).
+inline std::vector<std::string> split_list(const std::string& s) {
+  std::vector<std::string> out;
+  std::size_t pos = 0;
+  while (pos <= s.size()) {
+    std::size_t comma = s.find(',', pos);
+    if (comma == std::string::npos) comma = s.size();
+    if (comma > pos) out.push_back(s.substr(pos, comma - pos));
+    pos = comma + 1;
+  }
+  return out;
+}
 
 }  // namespace mfqat::cli

@@ -156,6 +156,12 @@ void Batcher::finish(Seq& s, int status, const std::string& error, const std::st
     j.decode_s = s.first.time_since_epoch().count() ? since(s.first) : 0;
     j.done = true;
   }
+  {
+    // Not running any more before its client hears so: a request the client sends next must not
+    // see this one in the load (an "auto" request would be served a lower precision).
+    std::lock_guard<std::mutex> lk(mu_);
+    if (running_ > 0) --running_;
+  }
   j.cv.notify_all();
   if (on_done_) on_done_(j);
 }
@@ -178,14 +184,16 @@ void Batcher::loop() {
       if (stopping_ && queue_.empty() && running.empty()) return;
       // Admission in arrival order while the batch has room and the KV reservation fits; the
       // first that does not fit waits (and the ones behind it: no overtaking, no starvation).
-      while (!queue_.empty() && running.size() + admitted.size() < o_.max_batch) {
+      // requests that ended in the last step are released below: they no longer count
+      const auto live = static_cast<std::size_t>(std::count_if(running.begin(), running.end(), [](const auto& s) { return !s->ended; }));
+      while (!queue_.empty() && live + admitted.size() < o_.max_batch) {
         const std::uint64_t need = e_.kv_bytes(queue_.front()->capacity);
         if (reserved_ + need > o_.kv_budget) break;
         reserved_ += need;
         admitted.push_back(queue_.front());
         queue_.pop_front();
       }
-      running_ = running.size() + admitted.size();
+      running_ = live + admitted.size();
     }
     for (auto& j : admitted) {
       auto s = std::make_unique<Seq>();
