@@ -361,7 +361,9 @@ std::shared_ptr<const Weights> Engine::weights_mixed(const std::map<std::string,
                                                      const std::string& name) const {
   std::map<std::string, mx::Format> per;
   const auto lin = linears();
-  for (const auto& [param, fmt_name] : plan) {
+  for (const auto& entry : plan) {
+    const std::string& param = entry.first;
+    const std::string& fmt_name = entry.second;
     if (std::none_of(lin.begin(), lin.end(), [&](const auto& l) { return l.first == param; }))
       throw std::invalid_argument("no quantized linear '" + param + "' in this model");
     try {
