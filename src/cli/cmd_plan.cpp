@@ -55,8 +55,9 @@ Command add_plan(CLI::App& app) {
     const std::vector<std::string> formats = split_list(o->formats);
     if (formats.size() < 2) throw std::invalid_argument("--formats: at least two formats (the reference first)");
     const std::int64_t seq = o->seq > 0 ? o->seq : e->config().max_seq;
+    const auto linears = e->linears();
     std::int64_t weights = 0;
-    for (const auto& l : e->linears()) weights += l.second;
+    for (const auto& l : linears) weights += l.second;
     // parse every budget before the measurement (a typo fails in a second)
     const double budget = o->budget.empty() ? 0 : plan::parse_budget(o->budget, weights);
     std::vector<double> budgets;
@@ -65,7 +66,7 @@ Command add_plan(CLI::App& app) {
     plan::Sensitivity s;
     if (!o->sens.empty() && std::filesystem::exists(o->sens)) {
       s = plan::read_sensitivity(o->sens);
-      if (s.layers.size() != e->linears().size()) throw std::runtime_error(o->sens + ": made for another model (" + std::to_string(s.layers.size()) + " linears)");
+      if (s.layers.size() != linears.size()) throw std::runtime_error(o->sens + ": made for another model (" + std::to_string(s.layers.size()) + " linears)");
       fmt::print("sensitivity: {} (reference {}, measured in {:.1f} s)\n", o->sens, s.reference, s.seconds);
     } else {
       const auto calib = text_of(o->calib, o->data_dir, "valid");

@@ -13,22 +13,22 @@ Sensitivity measure(runtime::Engine& e, const std::vector<std::string>& formats,
   if (formats.empty()) throw std::invalid_argument("--formats: at least one format");
   const auto t0 = std::chrono::steady_clock::now();
   Sensitivity s;
-  s.reference = e.canonical_format(formats[0]);
   s.seq = seq;
   s.windows = windows;
   std::vector<std::string> names;
   std::vector<double> bits;
   for (const auto& f : formats) {
-    const std::string c = e.canonical_format(f);  // throws naming an unknown or underivable format
-    if (c == "fp32") throw std::invalid_argument("--formats: fp32 is not an MX format");
-    names.push_back(c);
-    bits.push_back(e.weights_mixed({}, c, c)->bits_per_weight);
+    if (f == "fp32") throw std::invalid_argument("--formats: fp32 is not an MX format");
+    const mx::Format m = e.resolve(f);  // throws naming an unknown or underivable format
+    names.push_back(m.name);
+    bits.push_back(m.bits_per_weight());
   }
   auto loss_of = [&](const std::shared_ptr<const runtime::Weights>& w) {
     const double l = runtime::perplexity(e, w, calib, seq, windows).loss;
     if (!std::isfinite(l)) throw std::runtime_error("sensitivity: a non-finite loss at " + w->format);
     return l;
   };
+  s.reference = names[0];
   s.reference_loss = loss_of(e.weights(s.reference));
   const auto lin = e.linears();
   const std::size_t total = lin.size() * (names.size() - 1);

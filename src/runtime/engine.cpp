@@ -240,9 +240,6 @@ std::shared_ptr<Weights> Engine::build(const std::optional<mx::Format>& f, const
   auto w = std::make_shared<Weights>();
   w->format = f ? f->name : "fp32";
   w->bits_per_weight = f ? f->bits_per_weight() : 32.0;
-  model::ModelConfig mc;
-  mc.lm = cfg_;
-  const auto params = mc.params();
   // Bytes of p in the arena: its codes and scales (or fp32 values), each on a cache line; none
   // for the anchor's own format (borrowed).
   // The format of one linear: its entry in per_linear, else f.
@@ -260,20 +257,9 @@ std::shared_ptr<Weights> Engine::build(const std::optional<mx::Format>& f, const
     if (!pf) return round64(static_cast<std::uint64_t>(rows * cols) * sizeof(float));
     return place(*pf, rows, cols).total;
   };
-  auto find = [&](const std::string& n) -> const model::Param& {
-    for (const auto& p : params) {
-      if (p.name == n) return p;
-    }
-    throw std::logic_error("no parameter " + n);
-  };
-  // The linears in the order they are built: per layer wq wk wv wo w1 w2 w3, then the head.
-  std::vector<const model::Param*> order;
-  for (std::int64_t l = 0; l < cfg_.n_layers; ++l) {
-    for (const char* n : {"wq", "wk", "wv", "wo", "w1", "w2", "w3"}) order.push_back(&find("blocks." + std::to_string(l) + "." + n + ".weight"));
-  }
-  if (cfg_.quantize_head) order.push_back(&find("head.weight"));
+  const std::vector<model::Param> order = linear_params();  // the order they are built in
   std::uint64_t total = 0;
-  for (const model::Param* p : order) total += arena_bytes(*p);
+  for (const model::Param& p : order) total += arena_bytes(p);
   if (total > 0) w->arena = std::make_unique<HugeBuffer>(total);
   if (f) w->mx_format = *f;
   std::uint64_t used = 0;
@@ -323,11 +309,11 @@ std::shared_ptr<Weights> Engine::build(const std::optional<mx::Format>& f, const
   std::size_t next = 0;
   for (std::int64_t l = 0; l < cfg_.n_layers; ++l) {
     LayerWeights lw;
-    for (Linear* L : {&lw.wq, &lw.wk, &lw.wv, &lw.wo, &lw.w1, &lw.w2, &lw.w3}) *L = make(*order[next++]);
+    for (Linear* L : {&lw.wq, &lw.wk, &lw.wv, &lw.wo, &lw.w1, &lw.w2, &lw.w3}) *L = make(order[next++]);
     w->layers.push_back(lw);
   }
   if (cfg_.quantize_head) {
-    w->head = make(*order[next++]);
+    w->head = make(order[next++]);
   } else {
     w->head.rows = cfg_.vocab;
     w->head.cols = cfg_.dim;
@@ -340,20 +326,27 @@ std::shared_ptr<Weights> Engine::build(const std::optional<mx::Format>& f, const
   return w;
 }
 
-std::vector<std::pair<std::string, std::int64_t>> Engine::linears() const {
-  std::vector<std::pair<std::string, std::int64_t>> out;
+std::vector<model::Param> Engine::linear_params() const {
   model::ModelConfig mc;
   mc.lm = cfg_;
   const auto params = mc.params();
-  auto add = [&](const std::string& n) {
+  auto find = [&](const std::string& n) -> const model::Param& {
     for (const auto& p : params) {
-      if (p.name == n) out.emplace_back(n, p.shape[0] * p.shape[1]);
+      if (p.name == n) return p;
     }
+    throw std::logic_error("no parameter " + n);
   };
+  std::vector<model::Param> out;
   for (std::int64_t l = 0; l < cfg_.n_layers; ++l) {
-    for (const char* n : {"wq", "wk", "wv", "wo", "w1", "w2", "w3"}) add("blocks." + std::to_string(l) + "." + n + ".weight");
+    for (const char* n : {"wq", "wk", "wv", "wo", "w1", "w2", "w3"}) out.push_back(find("blocks." + std::to_string(l) + "." + n + ".weight"));
   }
-  if (cfg_.quantize_head) add("head.weight");
+  if (cfg_.quantize_head) out.push_back(find("head.weight"));
+  return out;
+}
+
+std::vector<std::pair<std::string, std::int64_t>> Engine::linears() const {
+  std::vector<std::pair<std::string, std::int64_t>> out;
+  for (const auto& p : linear_params()) out.emplace_back(p.name, p.shape[0] * p.shape[1]);
   return out;
 }
 

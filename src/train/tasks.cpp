@@ -22,11 +22,12 @@ torch::Tensor windows(const std::vector<Tok>& text, const std::vector<std::int64
   return out;
 }
 
-torch::Tensor lm_loss(QuantModelImpl& m, const torch::Tensor& win) {
+// Mean next-token cross-entropy of logits [B, T, V] (the model's output on win[:, :T]) against win[:, 1:].
+torch::Tensor lm_loss(const torch::Tensor& logits, const torch::Tensor& win) {
   const std::int64_t T = win.size(1) - 1;
-  const torch::Tensor logits = m.forward(win.slice(1, 0, T));
   return torch::nn::functional::cross_entropy(logits.reshape({-1, logits.size(-1)}), win.slice(1, 1, T + 1).reshape({-1}));
 }
+torch::Tensor lm_loss(QuantModelImpl& m, const torch::Tensor& win) { return lm_loss(m.forward(win.slice(1, 0, win.size(1) - 1)), win); }
 
 }  // namespace
 
@@ -55,11 +56,9 @@ Metrics evaluate_windows(QuantModelImpl& model, const std::vector<Tok>& text, st
                                            all.begin() + static_cast<std::ptrdiff_t>(std::min(all.size(), i + static_cast<std::size_t>(batch))));
     const torch::Tensor win = windows(text, starts, len);
     const torch::Tensor logits = model.forward(win.slice(1, 0, T));
-    const torch::Tensor target = win.slice(1, 1, T + 1);
-    sum += torch::nn::functional::cross_entropy(logits.reshape({-1, logits.size(-1)}), target.reshape({-1})).template item<double>() *
-           static_cast<double>(starts.size());
+    sum += lm_loss(logits, win).template item<double>() * static_cast<double>(starts.size());
     if constexpr (std::is_same_v<Tok, std::uint8_t>) {
-      const torch::Tensor hits = logits.argmax(-1).eq(target).contiguous();
+      const torch::Tensor hits = logits.argmax(-1).eq(win.slice(1, 1, T + 1)).contiguous();
       const auto h = hits.accessor<bool, 2>();
       for (std::size_t b = 0; b < starts.size(); ++b) {
         std::vector<bool> hit(static_cast<std::size_t>(T));

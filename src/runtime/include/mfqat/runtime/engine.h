@@ -93,6 +93,9 @@ class Engine {
                                                const std::string& name) const;
   // The quantized linears in forward order: parameter name and weight count.
   std::vector<std::pair<std::string, std::int64_t>> linears() const;
+  // A servable MX format by name ("anchor" for the anchor's own), with the anchor's block size:
+  // what weights() would derive. Throws std::invalid_argument naming an unknown or underivable one.
+  mx::Format resolve(const std::string& name) const;
   // Resident bytes of the fixed parts (embedding, norms, head) and of the anchor itself.
   std::uint64_t base_bytes() const;
   std::uint64_t anchor_bytes() const { return anchor_bytes_; }
@@ -157,7 +160,9 @@ class Engine {
   Engine() = default;
   void init_fixed();
   std::shared_ptr<Weights> build(const std::optional<mx::Format>& f, const std::map<std::string, mx::Format>* per_linear = nullptr) const;
-  mx::Format resolve(const std::string& name) const;
+  // The quantized linears' parameters in the order the forward runs them: per layer wq wk wv wo
+  // w1 w2 w3, then the head when it is quantized (build() and linears() share it).
+  std::vector<model::Param> linear_params() const;
 
   model::LmConfig cfg_;
   std::optional<model::Checkpoint> ck_;
