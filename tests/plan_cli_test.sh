@@ -21,7 +21,28 @@ assert len(p["formats"]) == 14 and set(p["formats"].values()) <= {"mxint8", "mxi
 assert p["bits_per_weight"] <= 5.0 + 1e-9, p
 PY
 # generate and bench run the plan (bench: beside the uniform formats, same JSON)
-"$BIN" generate "$T/a.safetensors" --plan "$T/plan.json" -p "ab" -n 5 --json | grep -q '"format":"plan"'
+"$BIN" generate "$T/a.safetensors" --plan "$T/plan.json" -p "ab" -n 5 --json | grep -q '"format":"plan:plan"'
+# a budget planned at load from the cached sensitivity: the same plan as the file of that budget
+"$BIN" generate "$T/a.safetensors" --budget 5 --sensitivity "$T/sens.json" -p "ab" -n 5 --json > "$T/gen_b.json"
+grep -q '"format":"budget:5"' "$T/gen_b.json"
+# eval: plan rows beside the formats; a plan of one format scores exactly as that format
+python3 - "$T/plan.json" "$T/uni4.json" <<'PY'
+import json, sys
+p = json.load(open(sys.argv[1]))
+json.dump({"mfqat": "plan", "reference": "mxint8", "formats": {k: "mxint4" for k in p["formats"]}}, open(sys.argv[2], "w"))
+PY
+for m in a m; do  # the anchor (sliced per linear) and the master (quantized per linear)
+  "$BIN" --threads 3 eval "$T/$m.safetensors" --formats mxint4 --plan "$T/uni4.json" --plan "$T/plan.json" --budget 5 --sensitivity "$T/sens.json" \
+    --data-dir "$T/data" --batches 2 --batch 2 --json > "$T/eval_$m.jsonl"
+  python3 - "$T/eval_$m.jsonl" <<'PY'
+import json, sys
+rows = {r["format"]: r for r in map(json.loads, open(sys.argv[1]))}
+assert set(rows) == {"mxint4", "plan:uni4", "plan:plan", "budget:5"}, rows.keys()
+assert rows["plan:uni4"]["loss"] == rows["mxint4"]["loss"], rows
+assert rows["plan:plan"]["loss"] == rows["budget:5"]["loss"], rows
+assert rows["plan:uni4"]["bits_per_weight"] == 4.25 and rows["plan:plan"]["bits_per_weight"] <= 5.0 + 1e-9, rows
+PY
+done
 "$BIN" bench "$T/a.safetensors" --formats mxint8 --plan "$T/plan.json" --prompt 4 --tokens 4 --json > "$T/bench.jsonl"
 grep -q '"format":"plan:plan"' "$T/bench.jsonl"
 # the cached sensitivity is read, not measured again; a byte budget works the same way
@@ -42,4 +63,25 @@ fail "go together" "${args[@]}" --budget 5
 echo '{"mfqat": "sensitivity", "layers": []}' > "$T/bad.json"
 fail "bad.json" "$T/a.safetensors" --formats mxint8,mxint4 --sensitivity "$T/bad.json" --budget 5 -o "$T/never.json"
 [ ! -e "$T/never.json" ]
+fail "above the reference mxint8" "${args[@]}" --budget 9 -o "$T/never.json"
+# plans and budgets where a model runs them: the same refusals, one line each
+run_fail() {  # run_fail PATTERN SUBCOMMAND ARGS...
+  local pat=$1; shift
+  if err=$("$BIN" "$@" 2>&1 >/dev/null); then echo "no error: $*"; exit 1; fi
+  [ "$(wc -l <<<"$err")" -eq 1 ] && grep -q -- "$pat" <<<"$err" || { echo "unexpected: $err"; exit 1; }
+}
+echo '{"dim": 64, "n_layers": 2, "n_heads": 2, "max_seq": 32}' > "$T/wide.json"
+"$BIN" --threads 2 train --config "$T/wide.json" --data-dir "$T/data" --steps 2 --seq 32 --batch 2 -o "$T/w.safetensors" > /dev/null 2>&1
+run_fail "made for another model" generate "$T/w.safetensors" --plan "$T/plan.json" -p ab -n 2
+run_fail "made for another model" serve "$T/w.safetensors" --budget 5 --sensitivity "$T/sens.json" --port 0
+run_fail "above the reference" eval "$T/a.safetensors" --budget 9 --sensitivity "$T/sens.json" --data-dir "$T/data"
+run_fail "below the least precise plan" bench "$T/a.safetensors" --budget 2 --sensitivity "$T/sens.json" --prompt 4 --tokens 4
+run_fail "needs --sensitivity" generate "$T/a.safetensors" --budget 5 -p ab -n 2
+python3 - "$T/plan.json" "$T/fp.json" <<'PY'
+import json, sys
+p = json.load(open(sys.argv[1]))
+p["formats"][next(iter(p["formats"]))] = "mxfp4_e2m1"
+json.dump(p, open(sys.argv[2], "w"))
+PY
+run_fail "cannot be derived from the mxint8 anchor" eval "$T/a.safetensors" --plan "$T/fp.json" --data-dir "$T/data"
 echo "plan cli: ok"

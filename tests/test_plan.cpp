@@ -2,6 +2,7 @@
 // engine's mixed-precision weights against its uniform ones, the sensitivity measure, files.
 #include <gtest/gtest.h>
 
+#include <algorithm>
 #include <cmath>
 #include <cstring>
 #include <filesystem>
@@ -130,6 +131,86 @@ TEST(PlanEngine, MixedWeightsAreEachLinearsOwnFormat) {
   EXPECT_THROW(e->weights_mixed({{"blocks.9.w1.weight", "mxint4"}}, "mxint8", "x"), std::invalid_argument);
   EXPECT_THROW(e->weights_mixed({{"blocks.0.w1.weight", "mxfp4_e2m1"}}, "mxint8", "x"), std::invalid_argument);
   EXPECT_THROW(e->weights_mixed({{"blocks.0.w1.weight", "mxint9"}}, "mxint8", "x"), std::invalid_argument);
+}
+
+TEST(PlanEngine, NamedPlansAreServedLikeFormats) {
+  auto e = runtime::Engine::synthetic(small_lm(32), mx::find_format("mxint8"), 5);
+  const auto lin = e->linears();
+  std::map<std::string, std::string> all6;
+  for (const auto& l : lin) all6[l.first] = "mxint6";
+  std::vector<std::string> derived;
+  e->set_derive_observer([&](const std::string& k) { derived.push_back(k); });
+  EXPECT_DOUBLE_EQ(e->add_plan("budget:6", all6, "mxint8"), 6.25);
+  EXPECT_DOUBLE_EQ(e->add_plan("plan:one2", {{"blocks.1.w2.weight", "mxint2"}}, "anchor"),
+                   e->weights_mixed({{"blocks.1.w2.weight", "mxint2"}}, "mxint8", "x")->bits_per_weight);
+  EXPECT_TRUE(e->is_plan("budget:6"));
+  EXPECT_EQ(e->canonical_format("budget:6"), "budget:6");
+  EXPECT_DOUBLE_EQ(e->bits_per_weight("budget:6"), 6.25);
+  EXPECT_DOUBLE_EQ(e->bits_per_weight("anchor"), 8.25);
+  const auto fs = e->formats();
+  ASSERT_GE(fs.size(), 3u);
+  EXPECT_EQ(fs[fs.size() - 3], "budget:6");  // after the formats, before fp32
+  EXPECT_EQ(fs[fs.size() - 2], "plan:one2");
+  // derived once, cached under its name, the same logits as the uniform format
+  const auto p1 = e->weights("budget:6"), p2 = e->weights("budget:6");
+  EXPECT_EQ(p1.get(), p2.get());
+  EXPECT_EQ(p1->format, "budget:6");
+  EXPECT_EQ(std::count(derived.begin(), derived.end(), "budget:6"), 1);
+  const std::vector<int> toks = {1, 70, 200, 33, 9, 120};
+  runtime::Session su(*e, e->weights("mxint6")), sp(*e, p1);
+  const auto a = su.feed_all(toks), b = sp.feed_all(toks);
+  EXPECT_EQ(std::memcmp(a.data(), b.data(), a.size() * sizeof(float)), 0);
+  bool listed = false;
+  for (const auto& c : e->cache()) listed |= c.format == "budget:6";
+  EXPECT_TRUE(listed);
+  e->evict("budget:6");
+  for (const auto& c : e->cache()) EXPECT_NE(c.format, "budget:6");
+  // refused: a taken name, a format's name, reserved names, a plan that does not fit
+  EXPECT_THROW(e->add_plan("budget:6", all6, "mxint8"), std::invalid_argument);
+  EXPECT_THROW(e->add_plan("mxint4", all6, "mxint8"), std::invalid_argument);
+  EXPECT_THROW(e->add_plan("auto", all6, "mxint8"), std::invalid_argument);
+  EXPECT_THROW(e->add_plan("x", {{"blocks.0.w1.weight", "mxfp4_e2m1"}}, "mxint8"), std::invalid_argument);
+  EXPECT_THROW(e->add_plan("y", {{"blocks.7.w1.weight", "mxint4"}}, "mxint8"), std::invalid_argument);
+  EXPECT_FALSE(e->is_plan("x"));
+  EXPECT_THROW(e->weights("budget:7"), std::invalid_argument);
+}
+
+TEST(PlanFiles, ModelChecksAndBudgetBounds) {
+  std::vector<plan::Layer> ls(2);
+  ls[0] = {"a.weight", 100, {{"mxint8", 8.25, 0}, {"mxint4", 4.25, 0.1}}};
+  ls[1] = {"b.weight", 300, {{"mxint8", 8.25, 0}, {"mxint4", 4.25, 0.2}}};
+  EXPECT_THROW(plan::solve_budget(ls, 8.3, "dp"), std::invalid_argument);   // above the reference
+  EXPECT_THROW(plan::solve_budget(ls, 4.0, "dp"), std::invalid_argument);   // below the least precise plan
+  EXPECT_THROW(plan::solve_budget(ls, 6.0, "lp"), std::invalid_argument);   // no such solver
+  const auto sol = plan::solve_budget(ls, 8.25, "greedy");
+  EXPECT_EQ(sol.choice, (std::vector<std::size_t>{0, 0}));
+  const auto dp = plan::solve_budget(ls, 7.25, "dp");  // only a (100 of 400 weights) can drop: 8.25 - 1 = 7.25
+  EXPECT_EQ(dp.choice, (std::vector<std::size_t>{1, 0}));
+  plan::Sensitivity s;
+  s.reference = "mxint8";
+  s.layers = ls;
+  const plan::Linears model = {{"a.weight", 100}, {"b.weight", 300}};
+  EXPECT_NO_THROW(plan::check_model(s, model, "s.json"));
+  EXPECT_THROW(plan::check_model(s, {{"a.weight", 100}, {"b.weight", 301}}, "s.json"), std::invalid_argument);
+  EXPECT_THROW(plan::check_model(s, {{"a.weight", 100}, {"b.weight", 300}, {"c.weight", 1}}, "s.json"), std::invalid_argument);
+  const plan::PlanFile p = plan::make_plan(s, dp, 7.25, "dp");
+  EXPECT_NO_THROW(plan::check_model(p, model, "p.json"));
+  try {
+    plan::check_model(p, {{"a.weight", 200}, {"b.weight", 300}}, "p.json");
+    ADD_FAILURE() << "a plan for another shape was taken";
+  } catch (const std::invalid_argument& e) {
+    EXPECT_STREQ(e.what(), "p.json: a.weight has 100 weights, the model's 200 (made for another model)");
+  }
+  EXPECT_THROW(plan::check_model(p, {{"b.weight", 300}}, "p.json"), std::invalid_argument);
+  // the weights survive the file; a hand-written plan without them is checked by name only
+  const std::string path = (std::filesystem::temp_directory_path() / "mfqat_plan_files_test.json").string();
+  plan::write_plan(path, p);
+  EXPECT_EQ(plan::read_plan(path).weights, p.weights);
+  std::ofstream(path) << R"({"mfqat": "plan", "reference": "mxint8", "formats": {"a.weight": "mxint4"}})";
+  EXPECT_NO_THROW(plan::check_model(plan::read_plan(path), model, path));
+  std::ofstream(path) << R"({"mfqat": "plan", "reference": "mxint8", "formats": {"a.weight": "mxint4"}, "weights": {"z": 5}})";
+  EXPECT_THROW(plan::read_plan(path), std::runtime_error);
+  std::filesystem::remove(path);
 }
 
 TEST(PlanSensitivity, MeasuresEachLinearAloneAndRoundTripsThroughFiles) {

@@ -186,14 +186,24 @@ TEST(Server, FullQueueAnswers503AndAutoDropsPrecisionWithDepth) {
 // number of requests queued before, not a matter of timing.
 TEST(Server, AutoServesALowerPrecisionUnderLoadThanIdle) {
   auto e = runtime::Engine::synthetic(small(), mx::find_format("mxint8"), 8);
+  // bits budgets as levels (issue 22): MLP weights down first, then attention too
+  std::map<std::string, std::string> mlp4, all4;
+  for (const auto& [name, n] : e->linears()) {
+    const bool mlp = name.find(".w1.") != std::string::npos || name.find(".w2.") != std::string::npos || name.find(".w3.") != std::string::npos;
+    if (mlp) mlp4[name] = "mxint4";
+    all4[name] = mlp ? "mxint4" : "mxint5";
+  }
+  e->add_plan("budget:mlp4", mlp4, "anchor");
+  e->add_plan("budget:all4", all4, "anchor");
   struct Case {
     std::vector<std::string> formats;
     std::vector<std::size_t> depths;
     std::vector<std::string> want;  // the format of an auto request admitted at depth 0, 1, 2, ...
   };
   for (const Case& c : {Case{{}, {}, {"mxint8", "mxint8", "mxint4", "mxint4"}},  // the default policy
-                        Case{{"anchor", "mxint6", "mxint4"}, {1, 3}, {"mxint8", "mxint6", "mxint6", "mxint4"}}}) {
-    SCOPED_TRACE(c.formats.empty() ? "default policy" : "three levels");
+                        Case{{"anchor", "mxint6", "mxint4"}, {1, 3}, {"mxint8", "mxint6", "mxint6", "mxint4"}},
+                        Case{{"anchor", "budget:mlp4", "budget:all4"}, {}, {"mxint8", "mxint8", "budget:mlp4", "budget:mlp4", "budget:all4"}}}) {
+    SCOPED_TRACE(c.formats.empty() ? "default policy" : c.formats[1]);
     runtime::ServerOptions o;
     o.max_batch = 3;
     o.queue_capacity = 8;
@@ -227,12 +237,68 @@ TEST(Server, AutoServesALowerPrecisionUnderLoadThanIdle) {
       EXPECT_EQ(got.back(), c.want[d]) << "admitted at depth " << d;
     }
     // Under load (the deepest queue), a lower precision than idle.
-    ASSERT_NE(got.back().find("mxint"), std::string::npos) << got.back();
-    EXPECT_LT(mx::find_format(got.back()).bits_per_weight(), mx::find_format(idle).bits_per_weight());
+    EXPECT_LT(e->bits_per_weight(got.back()), e->bits_per_weight(idle));
     // Drained: back to the anchor.
     EXPECT_EQ(served(post(port, auto_req.dump())), "mxint8");
     s.stop();
   }
+}
+
+// Issue 22: a named plan is one more format to the server: listed in /v1/formats with its bits,
+// requested by name, reported in the answer, and the same tokens as the uniform format it equals.
+TEST(Server, ServesNamedPlansLikeFormats) {
+  auto e = runtime::Engine::synthetic(small(), mx::find_format("mxint8"), 8);
+  std::map<std::string, std::string> all6, attn4;
+  for (const auto& [name, n] : e->linears()) {
+    all6[name] = "mxint6";
+    if (name.find(".w") != std::string::npos && name.find(".w1.") == std::string::npos && name.find(".w2.") == std::string::npos &&
+        name.find(".w3.") == std::string::npos)
+      attn4[name] = "mxint4";
+  }
+  const double b6 = e->add_plan("budget:6", all6, "anchor");
+  const double ba = e->add_plan("plan:attn4", attn4, "anchor");
+  EXPECT_DOUBLE_EQ(b6, 6.25);
+  EXPECT_GT(ba, 4.25);
+  EXPECT_LT(ba, 8.25);
+  runtime::ServerOptions o;
+  o.max_tokens = 12;
+  runtime::Server s(*e, o);
+  const int port = s.start("127.0.0.1", 0);
+  ASSERT_GT(port, 0);
+  httplib::Client cli("127.0.0.1", port);
+  const auto fr = cli.Get("/v1/formats");
+  ASSERT_TRUE(fr);
+  std::map<std::string, json> listed;
+  const json formats = json::parse(fr->body);
+  for (const auto& f : formats["formats"]) listed[f["name"].get<std::string>()] = f;
+  ASSERT_TRUE(listed.count("budget:6") && listed.count("plan:attn4")) << fr->body;
+  EXPECT_DOUBLE_EQ(listed["budget:6"]["bits_per_weight"].get<double>(), 6.25);
+  EXPECT_DOUBLE_EQ(listed["plan:attn4"]["bits_per_weight"].get<double>(), ba);
+  EXPECT_TRUE(listed["budget:6"].value("plan", false));
+  EXPECT_FALSE(listed["mxint6"].value("plan", false));
+  auto ask = [&](const std::string& f) {
+    const auto r = post(port, json{{"prompt", "It is a truth"}, {"max_tokens", 12}, {"format", f}}.dump());
+    EXPECT_TRUE(r);
+    if (!r) return json();
+    EXPECT_EQ(r->status, 200) << r->body;
+    return json::parse(r->body);
+  };
+  const json p6 = ask("budget:6"), u6 = ask("mxint6"), pa = ask("plan:attn4");
+  EXPECT_EQ(p6.value("format", ""), "budget:6");
+  EXPECT_EQ(pa.value("format", ""), "plan:attn4");
+  EXPECT_EQ(p6["choices"][0]["text"], u6["choices"][0]["text"]);
+  // derived in its own formats: the uniform-mxint6 plan holds exactly mxint6's bytes
+  const auto fr2 = cli.Get("/v1/formats");
+  ASSERT_TRUE(fr2);
+  std::map<std::string, std::uint64_t> cached;
+  const json after = json::parse(fr2->body);
+  for (const auto& f : after["formats"]) cached[f["name"].get<std::string>()] = f["cached_bytes"].get<std::uint64_t>();
+  EXPECT_GT(cached["mxint6"], 0u);
+  EXPECT_EQ(cached["budget:6"], cached["mxint6"]);
+  const auto bad = post(port, json{{"prompt", "x"}, {"format", "budget:5"}}.dump());
+  ASSERT_TRUE(bad);
+  EXPECT_EQ(bad->status, 400) << bad->body;
+  s.stop();
 }
 
 // Issue 19: stop() with requests running and waiting. It used to join the HTTP thread first,

@@ -13,7 +13,7 @@
 #include "kernel_flags.h"
 #include "mfqat/ckpt/file.h"
 #include "mfqat/mx/parallel.h"
-#include "mfqat/plan/plan.h"
+#include "plan_flags.h"
 #include "mfqat/runtime/engine.h"
 #include "util.h"
 
@@ -55,7 +55,7 @@ Command add_bench(CLI::App& app) {
     KernelFlags kf;
     std::int64_t ctx = 0;
     std::string model, synthetic, anchor = "mxint8", formats = "all,fp32", text;
-    std::vector<std::string> plans;
+    PlanFlags pf;
     std::int64_t prompt = 64, tokens = 32, ppl_windows = 4, seq = 0, rounds = 1;
     bool json = false;
   };
@@ -66,7 +66,6 @@ Command add_bench(CLI::App& app) {
                   "--synthetic: the anchor format (default mxint8); a list (mxint8,mxfp8_e4m3) builds one model per anchor from the same "
                   "random weights, each format measured on the first anchor that derives it");
   sub->add_option("--formats", o->formats, "formats to measure (names, int, fp, all; fp32 = dequantized weights, OpenBLAS)");
-  sub->add_option("--plan", o->plans, "also measure a mixed-precision plan file of `mfqat plan` (repeatable; derived from the first anchor)");
   sub->add_option("--prompt", o->prompt, "prefill length in bytes")->check(CLI::PositiveNumber);
   sub->add_option("--tokens", o->tokens, "decode steps")->check(CLI::PositiveNumber);
   sub->add_option("--rounds", o->rounds,
@@ -79,6 +78,7 @@ Command add_bench(CLI::App& app) {
   sub->add_option("--ctx", o->ctx, "context in tokens: sizes the KV cache (default: the model's max_seq; Hugging Face models: min(max_position_embeddings, 4096))")
       ->check(CLI::PositiveNumber);
   add_kernel_flags(sub, o->kf);
+  add_plan_flags(sub, o->pf, /*many=*/true);  // measured beside the formats, on the first anchor
   return {sub, [o]() {
     const runtime::KernelOptions kern = kernel_options(o->kf);
     if (o->model.empty() == o->synthetic.empty()) throw std::invalid_argument("give a checkpoint or --synthetic CONFIG (one of them)");
@@ -101,7 +101,6 @@ Command add_bench(CLI::App& app) {
       std::string name;
       std::shared_ptr<const runtime::Weights> w;
       std::vector<double> pre, dec;
-      std::optional<plan::PlanFile> plan;  // a mixed-precision row
     };
     std::vector<Row> rows;
     const auto add = [&](runtime::Engine* e, const std::optional<mx::Format>& f) {
@@ -109,7 +108,7 @@ Command add_bench(CLI::App& app) {
       for (const Row& r : rows) {
         if (r.name == name) return;
       }
-      rows.push_back({e, name, nullptr, {}, {}, std::nullopt});
+      rows.push_back({e, name, nullptr, {}, {}});
     };
     for (const std::string& item : split_list(o->formats)) {
       const bool family = item == "int" || item == "fp" || item == "all";
@@ -126,11 +125,7 @@ Command add_bench(CLI::App& app) {
       }
       if (!found) throw std::invalid_argument(why);
     }
-    for (const auto& path : o->plans) {
-      auto p = plan::read_plan(path);
-      engines[0]->weights_mixed(p.formats, p.reference, path);  // refused now, naming the linear, if it does not fit the model
-      rows.push_back({engines[0].get(), "plan:" + std::filesystem::path(path).stem().string(), nullptr, {}, {}, std::move(p)});
-    }
+    for (const auto& p : load_plans(*engines[0], o->pf)) rows.push_back({engines[0].get(), p.name, nullptr, {}, {}});
     if (rows.empty()) throw std::invalid_argument("no format to measure in '" + o->formats + "'");
     std::vector<std::uint8_t> text;
     if (!o->text.empty()) text = ckpt::read_file(o->text);
@@ -147,12 +142,8 @@ Command add_bench(CLI::App& app) {
     std::string prompt;
     for (std::int64_t i = 0; i < o->prompt; ++i) prompt.push_back(static_cast<char>('a' + i % 26));
     const auto derive = [&](Row& r) {
-      if (r.plan) {
-        r.w = r.e->weights_mixed(r.plan->formats, r.plan->reference, r.name);  // never cached: always derived
-      } else {
-        r.e->evict(r.name);  // measure the derivation from the anchor, not a cache hit
-        r.w = r.e->weights(r.name);
-      }
+      r.e->evict(r.name);  // measure the derivation from the anchor, not a cache hit
+      r.w = r.e->weights(r.name);
       runtime::generate(*r.e, r.w, prompt.substr(0, 8), 2, {});  // warm-up
     };
     const auto measure = [&](Row& r) {
@@ -195,7 +186,7 @@ Command add_bench(CLI::App& app) {
         measure(r);
         report(r);
         r.w.reset();
-        if (!r.plan) r.e->evict(r.name);  // a plan's weights are not in the cache
+        r.e->evict(r.name);
       }
     } else {
       for (Row& r : rows) derive(r);

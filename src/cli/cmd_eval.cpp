@@ -8,6 +8,7 @@
 #include <memory>
 
 #include "commands.h"
+#include "plan_flags.h"
 #include "mfqat/ckpt/file.h"
 #include "mfqat/hf/tokenizer.h"
 #include "mfqat/model/checkpoint.h"
@@ -23,7 +24,7 @@ namespace {
 // evaluation contract of docs/models.md on the torch-free engine: the whole text encoded as the
 // tokenizer does by default, consecutive windows of ctx tokens, every token after a window's
 // first scored, one JSON line per format {format, tokens, nll, ppl, ...}.
-int eval_tokens(const train::EvalJob& j, std::int64_t ctx, bool json) {
+int eval_tokens(const train::EvalJob& j, std::int64_t ctx, bool json, const PlanFlags& pf) {
   if (j.text.empty()) throw std::invalid_argument("--text FILE is required for a model with a tokenizer");
   auto e = runtime::Engine::open(j.model, ctx);
   if (!e->tokenizer()) throw std::invalid_argument(j.model + ": no tokenizer (mfqat's byte LM is evaluated without --ctx)");
@@ -35,11 +36,14 @@ int eval_tokens(const train::EvalJob& j, std::int64_t ctx, bool json) {
   } catch (const hf::TokenizerError& ex) {
     throw std::invalid_argument(j.text + ": " + ex.what());
   }
-  const std::string list = j.formats.empty() ? "all" : j.formats;
+  const auto plans = load_plans(*e, pf);
   std::vector<std::string> names;
-  for (const auto& f : model::select_formats(list, e->anchor_format(), /*allow_fp32=*/!e->anchor_format().has_value())) {
-    names.push_back(f ? f->name : "fp32");
+  if (!j.formats.empty() || plans.empty()) {
+    for (const auto& f : model::select_formats(j.formats.empty() ? "all" : j.formats, e->anchor_format(), /*allow_fp32=*/!e->anchor_format().has_value())) {
+      names.push_back(f ? f->name : "fp32");
+    }
   }
+  for (const auto& p : plans) names.push_back(p.name);
   if (!json) fmt::print("{:<12} {:>6} {:>9} {:>10} {:>9}\n", "format", "bpw", "nll", "ppl", "tokens");
   for (const auto& name : names) {
     const auto w = e->weights(name);
@@ -70,10 +74,11 @@ Command add_eval(CLI::App& app) {
   auto j = std::make_shared<train::EvalJob>();
   auto json = std::make_shared<bool>(false);
   auto ctx = std::make_shared<std::int64_t>(0);
+  auto pf = std::make_shared<PlanFlags>();
   sub->add_option("model", j->model, "fp32 master or MX anchor (.safetensors), or a Hugging Face model directory")->required();
   sub->add_option("--ctx", *ctx, "models with a tokenizer: window of N tokens (default: the model's context); see docs/models.md")
       ->check(CLI::PositiveNumber);
-  sub->add_option("--formats", j->formats, "comma-separated formats, int, fp or all (default all; fp32 = unquantized master)");
+  auto* formats = sub->add_option("--formats", j->formats, "comma-separated formats, int, fp or all (default all, or none with --plan/--budget; fp32 = unquantized master)");
   sub->add_option("--from", j->from, "master: quantize the fp32 weights; anchor: Slice-and-Scale from the anchor (default: what the file is)")
       ->check(CLI::IsMember({"master", "anchor"}));
   sub->add_option("--text", j->text, "LM: evaluate this text file instead of the prepared split");
@@ -83,8 +88,23 @@ Command add_eval(CLI::App& app) {
   sub->add_option("--batches", j->batches, "LM: batches of windows spread over the text (0: the whole text)")->check(CLI::NonNegativeNumber);
   sub->add_option("--batch", j->batch, "LM: windows per batch")->check(CLI::PositiveNumber);
   sub->add_flag("--json", *json, "print JSON lines, one per format");
-  return {sub, [j, json, ctx]() {
-    if (has_tokenizer(j->model)) return eval_tokens(*j, *ctx, *json);
+  add_plan_flags(sub, *pf, /*many=*/true);
+  return {sub, [j, json, ctx, pf, formats]() {
+    const bool planned = !pf->plans.empty() || !pf->budgets.empty();
+    if (planned && formats->count() == 0) j->formats.clear();  // only the plans
+    if (has_tokenizer(j->model)) return eval_tokens(*j, *ctx, *json, *pf);
+    if (planned) {  // checked and solved on the engine (the model's linears, the anchor's formats)
+      auto e = runtime::Engine::open(j->model);
+      const auto lin = e->linears();
+      for (const auto& p : load_plans(*e, *pf)) {
+        train::EvalJob::Plan ep{p.name, p.bits, {}};
+        for (const auto& l : lin) {
+          const std::string f = p.formats.count(l.first) ? p.formats.at(l.first) : e->canonical_format(p.rest);
+          if (f != "fp32") ep.formats[l.first] = f;  // fp32: the weight as stored (a master's, an anchor's own)
+        }
+        j->plans.push_back(std::move(ep));
+      }
+    }
     if (*ctx > 0) throw std::invalid_argument("--ctx: " + j->model + " has no tokenizer (mfqat's byte LM: use --seq)");
     j->threads = num_threads();  // --threads / MFQAT_NUM_THREADS / all cores
     bool header = false;

@@ -4,7 +4,7 @@
 
 #include "commands.h"
 #include "kernel_flags.h"
-#include "mfqat/plan/plan.h"
+#include "plan_flags.h"
 #include "mfqat/runtime/engine.h"
 
 namespace mfqat::cli {
@@ -13,16 +13,19 @@ Command add_generate(CLI::App& app) {
   auto* sub = app.add_subcommand("generate", "Generate text from an anchor (or master) at a format chosen now");
   struct Opts {
     KernelFlags kf;
+    PlanFlags pf;
     std::int64_t ctx = 0;
-    std::string model, format = "anchor", prompt, plan;
+    std::string model, format = "anchor", prompt;
     std::int64_t n = 200;
     runtime::SamplingOptions s;
     bool json = false;
   };
   auto o = std::make_shared<Opts>();
   sub->add_option("model", o->model, "anchor or fp32 master (.safetensors), or a Hugging Face model directory")->required();
-  sub->add_option("-f,--format", o->format, "format to run (derived from the anchor by Slice-and-Scale), anchor, or fp32");
-  sub->add_option("--plan", o->plan, "a mixed-precision plan file of `mfqat plan` instead of one format")->excludes(sub->get_option("--format"));
+  auto* format = sub->add_option("-f,--format", o->format, "format to run (derived from the anchor by Slice-and-Scale), anchor, or fp32");
+  add_plan_flags(sub, o->pf, /*many=*/false);
+  format->excludes(sub->get_option("--plan"))->excludes(sub->get_option("--budget"));
+  sub->get_option("--plan")->excludes(sub->get_option("--budget"));
   sub->add_option("-p,--prompt", o->prompt, "prompt text (bytes)");
   sub->add_option("-n,--tokens", o->n, "tokens to generate (bytes for mfqat's byte LM)")->check(CLI::NonNegativeNumber);
   sub->add_option("--temperature", o->s.temperature, "0: greedy (default)")->check(CLI::NonNegativeNumber);
@@ -36,13 +39,8 @@ Command add_generate(CLI::App& app) {
   return {sub, [o]() {
     auto e = runtime::Engine::open(o->model, o->ctx);
     e->set_kernels(kernel_options(o->kf));
-    std::shared_ptr<const runtime::Weights> w;
-    if (!o->plan.empty()) {
-      const auto p = plan::read_plan(o->plan);
-      w = e->weights_mixed(p.formats, p.reference, "plan");
-    } else {
-      w = e->weights(o->format);
-    }
+    const auto plans = load_plans(*e, o->pf);
+    const auto w = e->weights(plans.empty() ? o->format : plans[0].name);
     const auto g = runtime::generate(*e, w, o->prompt, o->n, o->s);
     const double pre = g.prefill_seconds > 0 ? static_cast<double>(g.prompt_tokens) / g.prefill_seconds : 0;
     const double dec = g.decode_seconds > 0 ? static_cast<double>(g.new_tokens) / g.decode_seconds : 0;

@@ -4,6 +4,7 @@
 // formats and the plans at several budgets on held-out text.
 #include <fmt/core.h>
 
+#include <algorithm>
 #include <chrono>
 #include <cmath>
 #include <filesystem>
@@ -62,11 +63,18 @@ Command add_plan(CLI::App& app) {
     const double budget = o->budget.empty() ? 0 : plan::parse_budget(o->budget, weights);
     std::vector<double> budgets;
     for (const auto& b : split_list(o->budgets)) budgets.push_back(plan::parse_budget(b, weights));
+    double top = 0, bottom = 1e9;  // every linear at the reference, every linear at the least precise format
+    for (const auto& f : formats) bottom = std::min(bottom, e->bits_per_weight(f));
+    top = e->bits_per_weight(formats[0]);
+    for (const double b : o->budget.empty() ? budgets : std::vector<double>{budget}) {
+      if (b > top + 1e-9) throw std::invalid_argument(fmt::format("budget {} bits/weight is above the reference {} ({} bits/weight): nothing to choose", b, formats[0], top));
+      if (b < bottom - 1e-9) throw std::invalid_argument(fmt::format("budget {} bits/weight is below the least precise plan ({} bits/weight)", b, bottom));
+    }
 
     plan::Sensitivity s;
     if (!o->sens.empty() && std::filesystem::exists(o->sens)) {
       s = plan::read_sensitivity(o->sens);
-      if (s.layers.size() != linears.size()) throw std::runtime_error(o->sens + ": made for another model (" + std::to_string(s.layers.size()) + " linears)");
+      plan::check_model(s, linears, o->sens);
       fmt::print("sensitivity: {} (reference {}, measured in {:.1f} s)\n", o->sens, s.reference, s.seconds);
     } else {
       const auto calib = text_of(o->calib, o->data_dir, "valid");
@@ -80,7 +88,7 @@ Command add_plan(CLI::App& app) {
     }
     s.layers = plan::monotone(s.layers);  // the file keeps the measured costs; the solvers see these
     auto solve = [&](double b, const std::string& solver) {
-      return solver == "dp" ? plan::solve_dp(s.layers, b) : plan::solve_greedy(s.layers, b);
+      return plan::solve_budget(s.layers, b, solver);
     };
     if (!o->out.empty()) {
       const auto t0 = std::chrono::steady_clock::now();

@@ -3,12 +3,14 @@
 
 #include <sys/resource.h>
 
+#include <algorithm>
 #include <csignal>
 #include <filesystem>
 #include <sstream>
 
 #include "commands.h"
 #include "kernel_flags.h"
+#include "plan_flags.h"
 #include "mfqat/runtime/server.h"
 
 namespace mfqat::cli {
@@ -18,6 +20,7 @@ Command add_serve(CLI::App& app) {
                                  "Serve a model over an OpenAI-compatible HTTP API with continuous batching; the MX format is chosen per request (or by load: \"auto\")");
   struct Opts {
     KernelFlags kf;
+    PlanFlags pf;
     std::int64_t ctx = 0;
     std::string model, host = "127.0.0.1", auto_formats, auto_depths, model_id;
     double kv_budget_mb = 0;
@@ -38,7 +41,9 @@ Command add_serve(CLI::App& app) {
   sub->add_option("--model-id", o->model_id, "the model's name in /v1/models and in answers (default: the file or directory name)");
   sub->add_option("--queue", o->s.queue_capacity, "waiting requests before 503 (default 16)");
   sub->add_option("--max-tokens", o->s.max_tokens, "per-request limit (default 256)")->check(CLI::PositiveNumber);
-  sub->add_option("--auto", o->auto_formats, "\"auto\" levels, highest precision first (default: the anchor, then the 4-bit format of its family)");
+  sub->add_option("--auto", o->auto_formats,
+                  "\"auto\" levels (formats or budget:B / plan:NAME), highest precision first (default: the anchor, then the "
+                  "--budget/--plan plans from the most bits down, or else the 4-bit format of its family)");
   sub->add_option("--auto-depths", o->auto_depths, "queue depths where \"auto\" drops a level (default 2)");
   sub->add_option("--slo-ms", o->s.slo_ms,
                   "inter-token latency target: \"auto\" requests then follow a level that steps down while the p90 gap exceeds it "
@@ -48,6 +53,7 @@ Command add_serve(CLI::App& app) {
   sub->add_option("--ctx", o->ctx, "context in tokens: sizes the KV cache (default: the model's max_seq; Hugging Face models: min(max_position_embeddings, 4096))")
       ->check(CLI::PositiveNumber);
   add_kernel_flags(sub, o->kf);
+  add_plan_flags(sub, o->pf, /*many=*/true);
   return {sub, [o]() {
     // SIGINT/SIGTERM end the server cleanly: blocked here, before any thread exists (threads
     // inherit the mask: the GEMV pool's start while the engine loads, the server's in start()),
@@ -78,6 +84,13 @@ Command add_serve(CLI::App& app) {
     auto e = runtime::Engine::open(o->model, o->ctx);
     e->set_kernels(kernel_options(o->kf));
     if (o->cache_mb > 0) e->set_cache_budget(static_cast<std::uint64_t>(o->cache_mb * 1e6));
+    auto plans = load_plans(*e, o->pf);
+    for (const auto& p : plans) fmt::print("mfqat serve: {} = {:.3f} bits/weight ({})\n", p.name, p.bits, p.mix);
+    if (o->s.auto_formats.empty() && !plans.empty()) {
+      std::stable_sort(plans.begin(), plans.end(), [](const LoadedPlan& a, const LoadedPlan& b) { return a.bits > b.bits; });
+      o->s.auto_formats.push_back("anchor");
+      for (const auto& p : plans) o->s.auto_formats.push_back(p.name);
+    }
     e->weights("anchor");  // the anchor's own format is ready before the first request
     if (o->kv_budget_mb > 0) o->s.kv_budget = static_cast<std::uint64_t>(o->kv_budget_mb * 1e6);
     o->s.model_id = !o->model_id.empty() ? o->model_id : std::filesystem::path(o->model).filename().replace_extension().string();

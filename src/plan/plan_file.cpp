@@ -81,7 +81,10 @@ PlanFile make_plan(const Sensitivity& s, const Solution& sol, double budget, con
   p.budget_bits = budget;
   p.bits = sol.bits;
   p.predicted = sol.cost;
-  for (std::size_t i = 0; i < s.layers.size(); ++i) p.formats[s.layers[i].name] = s.layers[i].options[sol.choice[i]].format;
+  for (std::size_t i = 0; i < s.layers.size(); ++i) {
+    p.formats[s.layers[i].name] = s.layers[i].options[sol.choice[i]].format;
+    p.weights[s.layers[i].name] = s.layers[i].weights;
+  }
   return p;
 }
 
@@ -92,7 +95,8 @@ void write_plan(const std::string& path, const PlanFile& p) {
              {"budget_bits", p.budget_bits},
              {"bits_per_weight", p.bits},
              {"predicted_loss_increase", p.predicted},
-             {"formats", p.formats}});
+             {"formats", p.formats},
+             {"weights", p.weights}});
 }
 
 PlanFile read_plan(const std::string& path) {
@@ -107,8 +111,41 @@ PlanFile read_plan(const std::string& path) {
     p.predicted = j.value("predicted_loss_increase", 0.0);
     p.formats = j.at("formats").get<std::map<std::string, std::string>>();
     if (p.formats.empty()) throw std::runtime_error(path + ": no formats");
+    if (j.contains("weights")) p.weights = j.at("weights").get<std::map<std::string, std::int64_t>>();
+    for (const auto& [name, n] : p.weights) {
+      if (n <= 0 || !p.formats.count(name)) throw std::runtime_error(path + ": weights of '" + name + "': not a linear of the plan with a positive count");
+    }
     return p;
   });
+}
+
+namespace {
+std::int64_t count_of(const Linears& model, const std::string& name, const std::string& path) {
+  for (const auto& [n, c] : model) {
+    if (n == name) return c;
+  }
+  throw std::invalid_argument(path + ": no linear '" + name + "' in this model (made for another model)");
+}
+void check_count(const Linears& model, const std::string& name, std::int64_t n, const std::string& path) {
+  const std::int64_t want = count_of(model, name, path);
+  if (n != want) {
+    throw std::invalid_argument(path + ": " + name + " has " + std::to_string(n) + " weights, the model's " + std::to_string(want) +
+                                " (made for another model)");
+  }
+}
+}  // namespace
+
+void check_model(const Sensitivity& s, const Linears& model, const std::string& path) {
+  for (const auto& l : s.layers) check_count(model, l.name, l.weights, path);
+  if (s.layers.size() != model.size()) {
+    throw std::invalid_argument(path + ": " + std::to_string(s.layers.size()) + " linears, the model has " + std::to_string(model.size()) +
+                                " (made for another model)");
+  }
+}
+
+void check_model(const PlanFile& p, const Linears& model, const std::string& path) {
+  for (const auto& [name, f] : p.formats) (void)count_of(model, name, path);
+  for (const auto& [name, n] : p.weights) check_count(model, name, n, path);
 }
 
 }  // namespace mfqat::plan

@@ -136,6 +136,19 @@ Solution solve_greedy(const std::vector<Layer>& layers, double budget_bits) {
   return s;
 }
 
+Solution solve_budget(const std::vector<Layer>& layers, double budget_bits, const std::string& solver) {
+  check(layers);
+  if (solver != "dp" && solver != "greedy") throw std::invalid_argument("solver '" + solver + "': dp or greedy");
+  std::vector<std::size_t> top(layers.size(), 0);
+  const double ref = average_bits(layers, top);
+  if (budget_bits > ref + 1e-9) {
+    throw std::invalid_argument("budget " + std::to_string(budget_bits) + " bits/weight is above the reference " + layers[0].options[0].format + " (" +
+                                std::to_string(ref) + " bits/weight): nothing to choose");
+  }
+  const auto m = monotone(layers);
+  return solver == "dp" ? solve_dp(m, budget_bits) : solve_greedy(m, budget_bits);
+}
+
 double parse_budget(const std::string& s, std::int64_t weights) {
   std::size_t end = 0;
   double v = 0;

@@ -231,6 +231,7 @@ std::vector<std::string> Engine::formats() const {
   for (const auto& f : mx::registry()) {
     if (!anchor_ || convert::slice_refusal(*anchor_, f.with_block_size(anchor_->block_size)).empty()) out.push_back(f.name);
   }
+  out.insert(out.end(), plan_order_.begin(), plan_order_.end());
   out.push_back("fp32");
   return out;
 }
@@ -350,9 +351,8 @@ std::vector<std::pair<std::string, std::int64_t>> Engine::linears() const {
   return out;
 }
 
-std::shared_ptr<const Weights> Engine::weights_mixed(const std::map<std::string, std::string>& plan, const std::string& rest,
-                                                     const std::string& name) const {
-  std::map<std::string, mx::Format> per;
+Engine::NamedPlan Engine::resolve_plan(const std::map<std::string, std::string>& plan, const std::string& rest) const {
+  NamedPlan np;
   const auto lin = linears();
   for (const auto& entry : plan) {
     const std::string& param = entry.first;
@@ -360,22 +360,68 @@ std::shared_ptr<const Weights> Engine::weights_mixed(const std::map<std::string,
     if (std::none_of(lin.begin(), lin.end(), [&](const auto& l) { return l.first == param; }))
       throw std::invalid_argument("no quantized linear '" + param + "' in this model");
     try {
-      per.emplace(param, resolve(fmt_name));
+      np.per.emplace(param, resolve(fmt_name));
     } catch (const std::invalid_argument& e) {
       throw std::invalid_argument(param + ": " + e.what());
     }
   }
-  std::optional<mx::Format> f;
-  if (rest != "fp32" && !(rest == "anchor" && !anchor_)) f = resolve(rest);
-  auto w = build(f, &per);
+  if (rest != "fp32" && !(rest == "anchor" && !anchor_)) np.rest = resolve(rest);
+  double bits = 0, n = 0;
+  for (const auto& [param, count] : lin) {
+    const auto it = np.per.find(param);
+    bits += static_cast<double>(count) * (it != np.per.end() ? it->second.bits_per_weight() : np.rest ? np.rest->bits_per_weight() : 32.0);
+    n += static_cast<double>(count);
+  }
+  np.bits = n > 0 ? bits / n : 0;
+  return np;
+}
+
+std::shared_ptr<const Weights> Engine::weights_mixed(const std::map<std::string, std::string>& plan, const std::string& rest,
+                                                     const std::string& name) const {
+  const NamedPlan np = resolve_plan(plan, rest);
+  auto w = build(np.rest, &np.per);
   w->format = name;
   return w;
 }
 
+double Engine::add_plan(const std::string& name, const std::map<std::string, std::string>& plan, const std::string& rest) {
+  if (name.empty() || name == "fp32" || name == "anchor" || name == "auto") throw std::invalid_argument("plan name '" + name + "' is reserved");
+  if (plans_.count(name)) throw std::invalid_argument("plan '" + name + "' is already added");
+  bool is_format = true;
+  try {
+    (void)mx::find_format(name);
+  } catch (const std::invalid_argument&) {
+    is_format = false;
+  }
+  if (is_format) throw std::invalid_argument("plan name '" + name + "' is a format's name");
+  NamedPlan np;
+  try {
+    np = resolve_plan(plan, rest);
+  } catch (const std::invalid_argument& e) {
+    throw std::invalid_argument("plan '" + name + "': " + e.what());
+  }
+  const double bits = np.bits;
+  plans_.emplace(name, std::move(np));
+  plan_order_.push_back(name);
+  return bits;
+}
+
+double Engine::bits_per_weight(const std::string& name) const {
+  if (const auto it = plans_.find(name); it != plans_.end()) return it->second.bits;
+  const std::string c = canonical_format(name);
+  return c == "fp32" ? 32.0 : resolve(c).bits_per_weight();
+}
+
 std::shared_ptr<const Weights> Engine::weights(const std::string& name) {
+  const auto plan = plans_.find(name);
+  const NamedPlan* np = plan != plans_.end() ? &plan->second : nullptr;
   std::optional<mx::Format> f;
-  if (name != "fp32" && !(name == "anchor" && !anchor_)) f = resolve(name);
-  const std::string key = f ? f->name : "fp32";
+  if (np) {
+    f = np->rest;
+  } else if (name != "fp32" && !(name == "anchor" && !anchor_)) {
+    f = resolve(name);
+  }
+  const std::string key = np ? name : f ? f->name : "fp32";
   std::promise<std::shared_ptr<const Weights>> mine;
   {
     std::unique_lock<std::mutex> lk(mu_);
@@ -397,7 +443,13 @@ std::shared_ptr<const Weights> Engine::weights(const std::string& name) {
   std::shared_ptr<const Weights> w;
   try {
     if (derive_observer_) derive_observer_(key);
-    w = build(f);
+    if (np) {
+      auto b = build(f, &np->per);
+      b->format = name;
+      w = std::move(b);
+    } else {
+      w = build(f);
+    }
   } catch (...) {
     {
       std::lock_guard<std::mutex> lk(mu_);
@@ -452,7 +504,7 @@ void Engine::set_cache_budget(std::uint64_t bytes) {
 }
 
 void Engine::evict(const std::string& name) {
-  const std::string key = name == "fp32" ? name : resolve(name).name;
+  const std::string key = canonical_format(name);
   std::lock_guard<std::mutex> lk(mu_);
   cache_.erase(key);
   lru_.remove(key);

@@ -302,7 +302,10 @@ Server::Server(Engine& engine, ServerOptions opt) : impl_(std::make_unique<Impl>
     o.auto_formats = {a ? a->name : "mxint8", fp ? "mxfp4_e2m1" : "mxint4"};
   }
   for (auto& f : o.auto_formats) f = engine.canonical_format(f);
-  if (o.auto_depths.empty()) o.auto_depths = {2};
+  // One more level every two waiting requests (2, 4, 6, ...): the default of two levels drops at 2.
+  if (o.auto_depths.empty()) {
+    for (std::size_t i = 1; i < o.auto_formats.size(); ++i) o.auto_depths.push_back(2 * i);
+  }
   if (o.auto_depths.size() + 1 != o.auto_formats.size()) throw std::invalid_argument("auto policy: need one depth threshold fewer than formats");
   BatcherOptions b;
   b.max_batch = o.max_batch;
@@ -338,8 +341,9 @@ int Server::start(const std::string& host, int port) {
     std::map<std::string, std::uint64_t> cached;
     for (const auto& c : s.e.cache()) cached[c.format] = c.bytes;
     for (const auto& f : s.e.formats()) {
-      const double bpw = f == "fp32" ? 32.0 : mx::find_format(f).bits_per_weight();
-      fs.push_back({{"name", f}, {"bits_per_weight", bpw}, {"cached_bytes", cached.count(f) ? cached[f] : 0}});
+      json row = {{"name", f}, {"bits_per_weight", s.e.bits_per_weight(f)}, {"cached_bytes", cached.count(f) ? cached[f] : 0}};
+      if (s.e.is_plan(f)) row["plan"] = true;  // a bits budget: one format per linear
+      fs.push_back(row);
     }
     res.set_content(dump({{"anchor", s.e.anchor_name()}, {"formats", fs}, {"auto", s.o.auto_formats}, {"kernels", s.e.kernels().describe()},
                           {"chat_template", chat_template_name(s.tmpl)},

@@ -8,6 +8,7 @@
 
 #include "mfqat/ckpt/file.h"
 #include "mfqat/ckpt/safetensors.h"
+#include "mfqat/mx/quantize.h"
 #include "mfqat/train/trainer.h"
 #include "train_state.h"
 
@@ -91,7 +92,8 @@ ModelConfig checkpoint_config(const std::string& path) {
   return model::read_config(ckpt::SafetensorsFile::open(path));
 }
 
-void load_weights(QuantModelImpl& m, const model::Checkpoint& ck, const std::optional<mx::Format>& target) {
+void load_weights(QuantModelImpl& m, const model::Checkpoint& ck, const std::optional<mx::Format>& target,
+                  const std::map<std::string, mx::Format>* per) {
   torch::NoGradGuard ng;
   auto named = m.named_parameters();
   for (auto& p : named) {
@@ -103,7 +105,9 @@ void load_weights(QuantModelImpl& m, const model::Checkpoint& ck, const std::opt
       want.back() = ']';
       throw std::runtime_error(ck.path() + ": tensor '" + p.key() + "' has another shape than the model's " + want);
     }
-    const std::vector<float> v = ck.values(*spec, spec->quantized ? target : std::nullopt);
+    const auto planned = per ? per->find(p.key()) : std::map<std::string, mx::Format>::const_iterator{};
+    const std::vector<float> v = per && planned != per->end() ? mx::dequantize(ck.packed(*spec, planned->second))
+                                                              : ck.values(*spec, spec->quantized ? target : std::nullopt);
     std::memcpy(p.value().data_ptr<float>(), v.data(), v.size() * sizeof(float));
   }
   if (named.size() != ck.params().size()) throw std::runtime_error(ck.path() + ": has parameters the model does not have");

@@ -172,9 +172,19 @@ std::vector<EvalRow> run_eval(const EvalJob& job, const std::function<void(const
   }
   std::vector<std::optional<mx::Format>> formats;
   try {
-    formats = model::select_formats(job.formats, ck.anchor_format());
+    if (!job.formats.empty() || job.plans.empty()) formats = model::select_formats(job.formats, ck.anchor_format());
   } catch (const std::invalid_argument& e) {
     throw std::invalid_argument(job.model + ": " + e.what());
+  }
+  const int block = ck.anchor_format() ? ck.anchor_format()->block_size : mx::kDefaultBlockSize;
+  std::vector<std::map<std::string, mx::Format>> plan_formats;
+  for (const auto& p : job.plans) {
+    auto& per = plan_formats.emplace_back();
+    for (const auto& [param, f] : p.formats) {
+      const model::Param* spec = ck.find_param(param);
+      if (!spec) throw std::invalid_argument(p.name + ": no linear '" + param + "' in " + job.model);
+      per.emplace(param, mx::find_format(f, block));
+    }
   }
   if (job.threads > 0) at::set_num_threads(job.threads);
   const auto m = make_model(ck.config());
@@ -192,19 +202,8 @@ std::vector<EvalRow> run_eval(const EvalJob& job, const std::function<void(const
   }
   if (from == "master") load_weights(*m, ck);
   std::vector<EvalRow> rows;
-  for (const auto& f : formats) {
-    const auto t0 = std::chrono::steady_clock::now();
-    EvalRow r;
-    r.format = f ? f->name : "fp32";
-    r.bits_per_weight = f ? f->bits_per_weight() : 32.0;
-    if (from == "master") {
-      m->set_format(f);  // fake-quant forward of the fp32 master
-      r.source = f ? "master->" + f->name + " (quantized)" : "master";
-    } else {
-      load_weights(*m, ck, f);  // Slice-and-Scale from the anchor's bits, dequantized once
-      m->set_format(std::nullopt);
-      r.source = f->name == ck.anchor_format()->name ? "anchor" : "anchor " + ck.anchor_format()->name + "->" + f->name + " (sliced)";
-    }
+  // the model as loaded now, scored into r
+  const auto score = [&](EvalRow& r, std::chrono::steady_clock::time_point t0) {
     const Metrics met = lm ? evaluate_lm(*m, text, seq, job.batches, job.batch) : evaluate_classifier(*m, images, labels);
     r.loss = met.loss;
     r.accuracy = met.accuracy;
@@ -218,6 +217,31 @@ std::vector<EvalRow> run_eval(const EvalJob& job, const std::function<void(const
     r.seconds = std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
     rows.push_back(r);
     if (row_done) row_done(r);
+  };
+  for (const auto& f : formats) {
+    const auto t0 = std::chrono::steady_clock::now();
+    EvalRow r;
+    r.format = f ? f->name : "fp32";
+    r.bits_per_weight = f ? f->bits_per_weight() : 32.0;
+    if (from == "master") {
+      m->set_format(f);  // fake-quant forward of the fp32 master
+      r.source = f ? "master->" + f->name + " (quantized)" : "master";
+    } else {
+      load_weights(*m, ck, f);  // Slice-and-Scale from the anchor's bits, dequantized once
+      m->set_format(std::nullopt);
+      r.source = f->name == ck.anchor_format()->name ? "anchor" : "anchor " + ck.anchor_format()->name + "->" + f->name + " (sliced)";
+    }
+    score(r, t0);
+  }
+  for (std::size_t i = 0; i < job.plans.size(); ++i) {
+    const auto t0 = std::chrono::steady_clock::now();
+    EvalRow r;
+    r.format = job.plans[i].name;
+    r.bits_per_weight = job.plans[i].bits_per_weight;
+    load_weights(*m, ck, std::nullopt, &plan_formats[i]);
+    m->set_format(std::nullopt);
+    r.source = from == "anchor" ? "anchor " + ck.anchor_format()->name + "->plan (sliced per linear)" : "master->plan (quantized per linear)";
+    score(r, t0);
   }
   m->set_format(std::nullopt);
   return rows;

@@ -69,6 +69,12 @@ struct Sensitivity {
 Sensitivity measure(runtime::Engine& e, const std::vector<std::string>& formats, const std::vector<std::uint8_t>& calib,
                     std::int64_t seq, std::int64_t windows, const std::function<void(std::size_t done, std::size_t total)>& progress = {});
 
+// `solve_dp` or `solve_greedy` ("dp", "greedy") on costs made monotone, after checking the
+// budget against the candidates: below the least precise plan, or above the reference (every
+// linear at the first option, where there is nothing to choose), it throws
+// std::invalid_argument naming the budget.
+Solution solve_budget(const std::vector<Layer>& layers, double budget_bits, const std::string& solver);
+
 // A budget as given on the command line: bits per weight ("4.5") or bytes of the quantized
 // linears' weights ("3.2GB", "800MB", "12KB"; decimal units) over `weights` weights.
 double parse_budget(const std::string& s, std::int64_t weights);
@@ -81,9 +87,17 @@ struct PlanFile {
   std::string reference, solver;
   double budget_bits = 0, bits = 0, predicted = 0;
   std::map<std::string, std::string> formats;  // parameter name -> format
+  std::map<std::string, std::int64_t> weights;  // parameter name -> weight count (absent in hand-written plans)
 };
 PlanFile make_plan(const Sensitivity& s, const Solution& sol, double budget, const std::string& solver);
 void write_plan(const std::string& path, const PlanFile& p);
 PlanFile read_plan(const std::string& path);
+
+// The model's quantized linears (name, weight count) as runtime::Engine::linears() lists them.
+// A file made for another model (a linear the model lacks, another weight count, or, for a
+// sensitivity, not every linear) is refused: std::invalid_argument naming the file and linear.
+using Linears = std::vector<std::pair<std::string, std::int64_t>>;
+void check_model(const Sensitivity& s, const Linears& model, const std::string& path);
+void check_model(const PlanFile& p, const Linears& model, const std::string& path);
 
 }  // namespace mfqat::plan

@@ -76,10 +76,13 @@ class Engine {
   std::string anchor_name() const { return anchor_ ? anchor_->name : "fp32"; }
   const std::optional<mx::Format>& anchor_format() const { return anchor_; }  // nullopt: an fp32 master
   // Formats this engine can serve: the anchor's family at or below its precision (+ "fp32").
+  // Then the named plans (add_plan), in the order they were added.
   std::vector<std::string> formats() const;
-  // The canonical name of a servable format ("anchor" -> the anchor's name, "fp32" for a master); throws
-  // std::invalid_argument naming it when it is unknown or cannot be derived.
+  // The canonical name of a servable format ("anchor" -> the anchor's name, "fp32" for a master,
+  // a named plan's name); throws std::invalid_argument naming it when it is unknown or cannot be
+  // derived.
   std::string canonical_format(const std::string& name) const {
+    if (is_plan(name)) return name;
     return name == "fp32" || (name == "anchor" && !anchor_) ? std::string("fp32") : resolve(name).name;
   }
   // The weights in `format` (a format name, "anchor", or "fp32"), derived once and cached.
@@ -91,6 +94,17 @@ class Engine {
   // Throws std::invalid_argument naming an unknown linear or a format that cannot be derived.
   std::shared_ptr<const Weights> weights_mixed(const std::map<std::string, std::string>& plan, const std::string& rest,
                                                const std::string& name) const;
+  // Named plans (bits budgets served like formats, issue 22): `name` ("budget:5", "plan:mine")
+  // stands for a per-linear map of formats as in weights_mixed. Once added, weights(name) derives
+  // it once and caches it like a format, and formats(), canonical_format() and bits_per_weight()
+  // know it, so every caller that takes a format name (sessions, the server's requests and its
+  // auto levels, /v1/formats) takes a plan. Add plans before sessions start. Throws
+  // std::invalid_argument naming an unknown linear, an underivable format, or a name that is
+  // already a format or a plan. Returns the plan's weight-averaged bits per weight.
+  double add_plan(const std::string& name, const std::map<std::string, std::string>& plan, const std::string& rest);
+  bool is_plan(const std::string& name) const { return plans_.count(name) > 0; }
+  // Bits per weight (scales included) of a format, a named plan or fp32 (32).
+  double bits_per_weight(const std::string& name) const;
   // The quantized linears in forward order: parameter name and weight count.
   std::vector<std::pair<std::string, std::int64_t>> linears() const;
   // A servable MX format by name ("anchor" for the anchor's own), with the anchor's block size:
@@ -163,12 +177,21 @@ class Engine {
   // The quantized linears' parameters in the order the forward runs them: per layer wq wk wv wo
   // w1 w2 w3, then the head when it is quantized (build() and linears() share it).
   std::vector<model::Param> linear_params() const;
+  // A plan's formats resolved and checked against this model (weights_mixed, add_plan).
+  struct NamedPlan {
+    std::map<std::string, mx::Format> per;
+    std::optional<mx::Format> rest;  // nullopt: fp32
+    double bits = 0;
+  };
+  NamedPlan resolve_plan(const std::map<std::string, std::string>& plan, const std::string& rest) const;
 
   model::LmConfig cfg_;
   std::optional<model::Checkpoint> ck_;
   std::optional<mx::Format> anchor_;                      // nullopt: an fp32 master
   std::unique_ptr<HugeBuffer> synthetic_;                // synthetic anchor tensors' bytes
   std::map<std::string, MxView> anchor_views_;            // the anchor's MX tensors, borrowed
+  std::map<std::string, NamedPlan> plans_;                // add_plan (before sessions: read without a lock)
+  std::vector<std::string> plan_order_;
   std::uint64_t anchor_bytes_ = 0;
   std::vector<float> emb_, norm_, head_f32_;
   std::vector<std::vector<float>> attn_norms_, mlp_norms_;

@@ -3,6 +3,7 @@
 
 #include <cstdint>
 #include <functional>
+#include <map>
 #include <string>
 #include <vector>
 
@@ -52,6 +53,15 @@ struct EvalJob {
   std::int64_t seq = 0;        // LM window; 0: the model's max_seq
   std::int64_t batches = 16, batch = 8;  // LM windows: batches x batch spread over the text; batches 0: all of it
   int threads = 0;
+  // Bits-budget plans evaluated after the formats (formats may then be empty): a name and the
+  // format of every quantized linear by parameter name (from a master: quantized; from an
+  // anchor: Slice-and-Scale).
+  struct Plan {
+    std::string name;
+    double bits_per_weight = 0;
+    std::map<std::string, std::string> formats;
+  };
+  std::vector<Plan> plans;
 };
 
 struct EvalRow {

@@ -110,8 +110,11 @@ void save_checkpoint(QuantModelImpl& model, const std::string& path, const std::
 ModelConfig checkpoint_config(const std::string& path);
 // Copies a checkpoint's parameters into the model; names and shapes must match the model's
 // ("PATH: tensor 'N': ..."). From an anchor, quantized weights are derived in `target` by
-// Slice-and-Scale (nullopt: the anchor format) and dequantized.
-void load_weights(QuantModelImpl& model, const model::Checkpoint& ck, const std::optional<mx::Format>& target = std::nullopt);
+// Slice-and-Scale (nullopt: the anchor format) and dequantized. `per` (a bits-budget plan):
+// these parameters instead in their own format, from an anchor by Slice-and-Scale, from a
+// master quantized (RNE), dequantized.
+void load_weights(QuantModelImpl& model, const model::Checkpoint& ck, const std::optional<mx::Format>& target = std::nullopt,
+                  const std::map<std::string, mx::Format>* per = nullptr);
 void load_checkpoint(QuantModelImpl& model, const std::string& path);
 
 }  // namespace mfqat::train
