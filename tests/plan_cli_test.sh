@@ -50,6 +50,19 @@ grep -q '"format":"plan:plan"' "$T/bench.jsonl"
 grep -q "sensitivity: $T/sens.json" "$T/out2.txt"
 "$BIN" plan "${args[@]}" --pareto "$T/pareto.jsonl" --budgets 4.5,6 --eval-windows 4 > /dev/null 2>&1
 [ "$(wc -l < "$T/pareto.jsonl")" -eq 8 ]   # 4 uniform formats + 2 budgets x 2 solvers
+# the first-order score: squared gradients, one backward per window; its own cache
+"$BIN" --threads 3 plan "$T/a.safetensors" --formats mxint8,mxint6,mxint4,mxint2 --data-dir "$T/data" --windows 4 --score fisher \
+  --sensitivity "$T/sensf.json" --budget 5 -o "$T/planf.json" > "$T/outf.txt" 2>/dev/null
+grep -q "sensitivity (fisher): 14 linears x 4 formats" "$T/outf.txt"
+python3 - "$T/sensf.json" "$T/planf.json" <<'PY'
+import json, sys
+s, p = json.load(open(sys.argv[1])), json.load(open(sys.argv[2]))
+assert s["score"] == "fisher" and len(s["layers"]) == 14, s.keys()
+for l in s["layers"]:
+    c = [o["cost"] for o in l["options"]]
+    assert c[0] == 0 and all(x > 0 for x in c[1:]), l
+assert p["bits_per_weight"] <= 5.0 + 1e-9, p
+PY
 # bad input: one line on stderr, non-zero, no file written
 fail() {  # fail PATTERN ARGS...: the command must fail with one line matching PATTERN
   local pat=$1; shift
@@ -64,6 +77,7 @@ echo '{"mfqat": "sensitivity", "layers": []}' > "$T/bad.json"
 fail "bad.json" "$T/a.safetensors" --formats mxint8,mxint4 --sensitivity "$T/bad.json" --budget 5 -o "$T/never.json"
 [ ! -e "$T/never.json" ]
 fail "above the reference mxint8" "${args[@]}" --budget 9 -o "$T/never.json"
+fail "a direct sensitivity, not fisher" "${args[@]}" --score fisher --budget 5 -o "$T/never.json"
 # plans and budgets where a model runs them: the same refusals, one line each
 run_fail() {  # run_fail PATTERN SUBCOMMAND ARGS...
   local pat=$1; shift

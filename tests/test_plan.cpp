@@ -175,6 +175,56 @@ TEST(PlanEngine, NamedPlansAreServedLikeFormats) {
   EXPECT_THROW(e->weights("budget:7"), std::invalid_argument);
 }
 
+// The first-order score: 1/2 * T * sum g2 * (w_f - w_ref)^2 over each linear's weights.
+TEST(PlanFisher, CostIsTheGradientWeightedSquaredDifferenceOfTheDerivedWeights) {
+  auto e = runtime::Engine::synthetic(small_lm(32), mx::find_format("mxint8"), 5);
+  std::map<std::string, std::vector<float>> g2;
+  std::mt19937 rng(3);
+  std::uniform_real_distribution<float> u(0, 2);
+  for (const auto& [name, n] : e->linears()) {
+    auto& v = g2[name];
+    for (std::int64_t i = 0; i < n; ++i) v.push_back(u(rng));
+  }
+  const std::int64_t T = 16;
+  const auto s = plan::fisher(*e, {"mxint8", "mxint6", "mxint4", "mxint2"}, g2, T, 3, 2.5);
+  EXPECT_EQ(s.score, "fisher");
+  EXPECT_EQ(s.reference, "mxint8");
+  EXPECT_DOUBLE_EQ(s.reference_loss, 2.5);
+  ASSERT_EQ(s.layers.size(), 14u);
+  // blocks.0.w1 by hand from the uniform weights' bytes
+  const auto& L = s.layers[4];
+  ASSERT_EQ(L.name, "blocks.0.w1.weight");
+  auto deq = [&](const std::string& f) {
+    const auto& lin = e->weights(f)->layers[0].w1;
+    std::vector<float> v(static_cast<std::size_t>(lin.rows * lin.cols));
+    mx::dequantize(*lin.mx.format, lin.mx.elements, lin.mx.scales, lin.rows, lin.cols, v.data());
+    return v;
+  };
+  const auto w8 = deq("mxint8");
+  for (std::size_t f = 0; f < 4; ++f) {
+    const auto wf = deq(L.options[f].format);
+    double want = 0;
+    for (std::size_t i = 0; i < wf.size(); ++i) want += g2.at(L.name)[i] * (double(wf[i]) - w8[i]) * (double(wf[i]) - w8[i]);
+    EXPECT_NEAR(L.options[f].cost, 0.5 * T * want, 1e-9 * (1 + want)) << L.options[f].format;
+  }
+  EXPECT_EQ(L.options[0].cost, 0.0);
+  for (const auto& l : s.layers) {  // fewer bits, larger error: the score orders every linear's formats
+    for (std::size_t f = 1; f < l.options.size(); ++f) EXPECT_GT(l.options[f].cost, l.options[f - 1].cost) << l.name;
+  }
+  // a linear without gradients, or with the wrong count, is refused
+  auto missing = g2;
+  missing.erase("blocks.1.wo.weight");
+  EXPECT_THROW(plan::fisher(*e, {"mxint8", "mxint4"}, missing, T, 3, 0), std::invalid_argument);
+  missing = g2;
+  missing["blocks.1.wo.weight"].pop_back();
+  EXPECT_THROW(plan::fisher(*e, {"mxint8", "mxint4"}, missing, T, 3, 0), std::invalid_argument);
+  // the score survives the file
+  const std::string path = (std::filesystem::temp_directory_path() / "mfqat_fisher_test.json").string();
+  plan::write_sensitivity(path, s);
+  EXPECT_EQ(plan::read_sensitivity(path).score, "fisher");
+  std::filesystem::remove(path);
+}
+
 TEST(PlanFiles, ModelChecksAndBudgetBounds) {
   std::vector<plan::Layer> ls(2);
   ls[0] = {"a.weight", 100, {{"mxint8", 8.25, 0}, {"mxint4", 4.25, 0.1}}};

@@ -2,8 +2,11 @@
 // straight-through estimator (plain or clipped).
 #include <gtest/gtest.h>
 
+#include <algorithm>
 #include <cstring>
+#include <filesystem>
 
+#include "mfqat/train/api.h"
 #include "mfqat/train/quant_linear.h"
 #include "mfqat/train/trainer.h"
 
@@ -145,4 +148,72 @@ TEST(NextWordAccuracy, CountsWholeWordsWithTheirEnd) {
   EXPECT_EQ(count(0, miss), (std::pair<std::int64_t, std::int64_t>{2, 1}));
   // a window starting inside "ab": "b" follows a letter, so only "cd" counts
   EXPECT_EQ(count(3, std::vector<bool>(8, true)), (std::pair<std::int64_t, std::int64_t>{1, 1}));
+}
+
+// The first-order budget score's statistics (issue 22): with one window, the squared gradient of
+// the window's mean loss, element by element; checked against central differences of the loss
+// computed here in float64 (the model converted), at the weights the reference format derives.
+TEST(SquaredGradients, EqualTheSquaredCentralDifferencesOfTheWindowLoss) {
+  model::ModelConfig c;
+  c.lm.dim = 32;
+  c.lm.n_layers = 2;
+  c.lm.n_heads = 2;
+  c.lm.max_seq = 16;
+  torch::manual_seed(7);
+  const auto m = make_model(c);
+  const std::string path = (std::filesystem::temp_directory_path() / "mfqat_sqgrad_test.safetensors").string();
+  save_checkpoint(*m, path);
+  std::vector<std::uint8_t> text(200);
+  for (std::size_t i = 0; i < text.size(); ++i) text[i] = static_cast<std::uint8_t>("It is a truth universally acknowledged"[i % 38]);
+  const std::string name = "blocks.1.w2.weight";
+  std::vector<std::string> linears;
+  for (int l = 0; l < 2; ++l) {
+    for (const char* n : {"wq", "wk", "wv", "wo", "w1", "w2", "w3"}) linears.push_back("blocks." + std::to_string(l) + "." + n + ".weight");
+  }
+  const SquaredGradients g = squared_gradients(path, "mxint8", linears, text, 16, 1, 1);
+  ASSERT_EQ(g.windows, 1);
+  ASSERT_EQ(g.seq, 16);
+  ASSERT_EQ(g.mean_sq.size(), 14u);
+  const std::vector<float>& sq = g.mean_sq.at(name);
+  // the reference model: every linear at mxint8 (a master quantized), in float64
+  const auto ck = model::Checkpoint::open(path);
+  const auto ref = make_model(c);
+  std::map<std::string, mx::Format> per;
+  for (const auto& n : linears) per.emplace(n, mx::find_format("mxint8"));
+  load_weights(*ref, ck, std::nullopt, &per);
+  ref->to(torch::kDouble);
+  torch::Tensor win = torch::empty({1, 17}, torch::kInt64);
+  for (int i = 0; i < 17; ++i) win[0][i] = static_cast<std::int64_t>(text[static_cast<std::size_t>(i)]);
+  auto loss = [&] {
+    torch::NoGradGuard ng;
+    const torch::Tensor logits = ref->forward(win.slice(1, 0, 16));
+    return torch::nn::functional::cross_entropy(logits.reshape({-1, logits.size(-1)}), win.slice(1, 1, 17).reshape({-1})).item<double>();
+  };
+  EXPECT_NEAR(loss(), g.loss, 1e-4);
+  torch::Tensor w;
+  for (auto& p : ref->named_parameters()) {
+    if (p.key() == name) w = p.value();
+  }
+  ASSERT_TRUE(w.defined());
+  const auto flat = w.view({-1});
+  // the five largest elements, and a few at random
+  std::vector<std::size_t> idx(sq.size());
+  for (std::size_t i = 0; i < idx.size(); ++i) idx[i] = i;
+  std::partial_sort(idx.begin(), idx.begin() + 5, idx.end(), [&](std::size_t a, std::size_t b) { return sq[a] > sq[b]; });
+  idx.resize(5);
+  idx.push_back(17);
+  idx.push_back(sq.size() / 2);
+  torch::NoGradGuard ng;  // the perturbations below edit a leaf
+  for (const std::size_t i : idx) {
+    const double h = 1e-4, w0 = flat[static_cast<std::int64_t>(i)].item<double>();
+    flat[static_cast<std::int64_t>(i)] = w0 + h;
+    const double lp = loss();
+    flat[static_cast<std::int64_t>(i)] = w0 - h;
+    const double lm = loss();
+    flat[static_cast<std::int64_t>(i)] = w0;
+    const double fd = (lp - lm) / (2 * h);
+    EXPECT_NEAR(sq[i], fd * fd, 1e-3 * fd * fd + 1e-12) << "element " << i;
+  }
+  EXPECT_GT(sq[idx[0]], 0.0f);
+  std::filesystem::remove(path);
 }

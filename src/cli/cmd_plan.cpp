@@ -14,6 +14,10 @@
 #include "mfqat/ckpt/file.h"
 #include "mfqat/plan/plan.h"
 #include "mfqat/runtime/engine.h"
+#include "mfqat/mx/parallel.h"
+#if MFQAT_HAVE_TRAIN
+#include "mfqat/train/api.h"
+#endif
 #include "util.h"
 
 namespace mfqat::cli {
@@ -29,7 +33,7 @@ std::vector<std::uint8_t> text_of(const std::string& file, const std::string& da
 Command add_plan(CLI::App& app) {
   auto* sub = app.add_subcommand("plan", "Turn a bits budget into one MX format per linear, from one anchor (docs/budget.md)");
   struct Opts {
-    std::string model, formats, budget, out, calib, eval_text, data_dir = "data", sens, solver = "dp", pareto, budgets;
+    std::string model, formats, budget, out, calib, eval_text, data_dir = "data", sens, solver = "dp", pareto, budgets, score = "direct";
     std::int64_t windows = 32, eval_windows = 0, seq = 0;
   };
   auto o = std::make_shared<Opts>();
@@ -42,6 +46,10 @@ Command add_plan(CLI::App& app) {
   sub->add_option("--windows", o->windows, "calibration windows of max_seq tokens")->check(CLI::PositiveNumber);
   sub->add_option("--seq", o->seq, "window length (default: the model's max_seq)")->check(CLI::PositiveNumber);
   sub->add_option("--sensitivity", o->sens, "sensitivity cache: read it when it exists, else measure and write it");
+  sub->add_option("--score", o->score,
+                  "direct: the loss increase with one linear changed (a forward per linear and format); fisher: the first-order "
+                  "estimate from squared gradients (one backward per window)")
+      ->check(CLI::IsMember({"direct", "fisher"}));
   sub->add_option("--solver", o->solver, "dp (exact multiple-choice knapsack) or greedy")->check(CLI::IsMember({"dp", "greedy"}));
   sub->add_option("--pareto", o->pareto, "also write JSON lines: every uniform format and the dp and greedy plans at --budgets, scored on held-out text");
   sub->add_option("--budgets", o->budgets, "budgets for --pareto, bits per weight (comma-separated)");
@@ -76,6 +84,22 @@ Command add_plan(CLI::App& app) {
       s = plan::read_sensitivity(o->sens);
       plan::check_model(s, linears, o->sens);
       fmt::print("sensitivity: {} (reference {}, measured in {:.1f} s)\n", o->sens, s.reference, s.seconds);
+      if (s.score != o->score) throw std::invalid_argument(o->sens + ": a " + s.score + " sensitivity, not " + o->score + " (--score)");
+    } else if (o->score == "fisher") {
+#if MFQAT_HAVE_TRAIN
+      const auto calib = text_of(o->calib, o->data_dir, "valid");
+      const auto t0 = std::chrono::steady_clock::now();
+      std::vector<std::string> names;
+      for (const auto& l : linears) names.push_back(l.first);
+      const auto g = train::squared_gradients(o->model, e->canonical_format(formats[0]), names, calib, seq, o->windows, num_threads());
+      s = plan::fisher(*e, formats, g.mean_sq, g.seq, g.windows, g.loss);
+      s.seconds = std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
+      fmt::print("sensitivity (fisher): {} linears x {} formats from squared gradients on {} windows of {} tokens in {:.1f} s (reference {}: loss {:.5f})\n",
+                 s.layers.size(), formats.size(), g.windows, g.seq, s.seconds, s.reference, s.reference_loss);
+      if (!o->sens.empty()) plan::write_sensitivity(o->sens, s);
+#else
+      throw std::invalid_argument("--score fisher needs the trainer (this build has MFQAT_BUILD_TRAIN off)");
+#endif
     } else {
       const auto calib = text_of(o->calib, o->data_dir, "valid");
       s = plan::measure(*e, formats, calib, seq, o->windows, [](std::size_t d, std::size_t t) {
@@ -106,10 +130,12 @@ Command add_plan(CLI::App& app) {
     if (!o->pareto.empty()) {
       const auto text = text_of(o->eval_text, o->data_dir, "test");
       std::string lines;
-      auto row = [&](const std::string& kind, double b, double bits, double predicted, const std::shared_ptr<const runtime::Weights>& w) {
+      auto row = [&](const std::string& kind, double b, double bits, double predicted, const std::shared_ptr<const runtime::Weights>& w,
+                     const std::map<std::string, std::string>& plan_formats) {
         const double loss = runtime::perplexity(*e, w, text, seq, o->eval_windows).loss;
-        const nlohmann::json j = {{"kind", kind}, {"budget_bits", b}, {"bits_per_weight", bits}, {"predicted_loss_increase", predicted},
-                                  {"loss", loss},   {"bits_per_token", loss / std::log(2.0)}};
+        nlohmann::json j = {{"kind", kind}, {"budget_bits", b}, {"bits_per_weight", bits}, {"predicted_loss_increase", predicted},
+                            {"loss", loss},   {"bits_per_token", loss / std::log(2.0)}};
+        if (!plan_formats.empty()) j["formats"] = plan_formats;  // so that any other score can predict this plan too
         fmt::print("  {:<10} budget {:>5.2f}  bits/w {:>6.3f}  predicted +{:.5f}  held-out loss {:.5f} ({:.4f} bits/token)\n", kind, b, bits,
                    predicted, loss, loss / std::log(2.0));
         std::fflush(stdout);
@@ -119,13 +145,13 @@ Command add_plan(CLI::App& app) {
         double pred = 0;
         for (const auto& l : s.layers) pred += l.options[f].cost;
         const auto w = e->weights(s.layers[0].options[f].format);
-        row("uniform:" + s.layers[0].options[f].format, w->bits_per_weight, w->bits_per_weight, pred, w);
+        row("uniform:" + s.layers[0].options[f].format, w->bits_per_weight, w->bits_per_weight, pred, w, {});
       }
       for (const double b : budgets) {
         for (const char* solver : {"dp", "greedy"}) {
           const auto sol = solve(b, solver);
           const auto p = plan::make_plan(s, sol, b, solver);
-          row(solver, b, sol.bits, sol.cost, e->weights_mixed(p.formats, s.reference, std::string(solver) + "@" + std::to_string(b)));
+          row(solver, b, sol.bits, sol.cost, e->weights_mixed(p.formats, s.reference, std::string(solver) + "@" + std::to_string(b)), p.formats);
         }
       }
       ckpt::write_file_atomic(o->pareto, lines.data(), lines.size());

@@ -39,6 +39,7 @@ void write_sensitivity(const std::string& path, const Sensitivity& s) {
     layers.push_back({{"name", l.name}, {"weights", l.weights}, {"options", o}});
   }
   put(path, {{"mfqat", "sensitivity"},
+             {"score", s.score},
              {"reference", s.reference},
              {"reference_loss", s.reference_loss},
              {"windows", s.windows},
@@ -52,6 +53,8 @@ Sensitivity read_sensitivity(const std::string& path) {
   return field(path, [&] {
     if (j.at("mfqat").get<std::string>() != "sensitivity") throw std::runtime_error(path + ": not an mfqat sensitivity file");
     Sensitivity s;
+    s.score = j.value("score", std::string("direct"));
+    if (s.score != "direct" && s.score != "fisher") throw std::runtime_error(path + ": unknown score '" + s.score + "'");
     s.reference = j.at("reference").get<std::string>();
     s.reference_loss = j.at("reference_loss").get<double>();
     s.windows = j.at("windows").get<std::int64_t>();

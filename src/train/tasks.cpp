@@ -221,4 +221,56 @@ std::pair<torch::Tensor, torch::Tensor> fmnist_split(const std::string& data_dir
   return fmnist_rows(xy, split == "valid" ? n - kFmnistValid : 0, split == "train" ? n - kFmnistValid : n);
 }
 
+// The first-order score's statistics (api.h): one backward per calibration window.
+SquaredGradients squared_gradients(const std::string& model, const std::string& reference, const std::vector<std::string>& linears,
+                                   const std::vector<std::uint8_t>& text, std::int64_t seq, std::int64_t max_windows, int threads) {
+  const model::Checkpoint ck = model::Checkpoint::open(model);
+  if (ck.config().kind != model::Kind::Lm) throw std::invalid_argument(model + ": not a language model");
+  if (threads > 0) at::set_num_threads(threads);
+  const auto m = make_model(ck.config());
+  const int block = ck.anchor_format() ? ck.anchor_format()->block_size : mx::kDefaultBlockSize;
+  const mx::Format ref = mx::find_format(reference, block);
+  std::map<std::string, mx::Format> per;
+  for (const auto& n : linears) per.emplace(n, ref);
+  load_weights(*m, ck, std::nullopt, &per);
+  m->set_format(std::nullopt);
+  m->eval();  // no dropout; gradients still flow
+  const std::int64_t len = std::min<std::int64_t>(seq + 1, static_cast<std::int64_t>(text.size()));
+  if (len < 2) throw std::invalid_argument("calibration text too short");
+  const std::int64_t span = static_cast<std::int64_t>(text.size()) - len, all = span / (len - 1) + 1;
+  const bool spread = max_windows > 0 && max_windows < all;
+  const std::int64_t n = spread ? max_windows : all;
+  std::map<std::string, torch::Tensor> params, acc;
+  for (auto& p : m->named_parameters()) {
+    if (per.count(p.key())) {
+      params[p.key()] = p.value();
+      acc[p.key()] = torch::zeros_like(p.value());
+    }
+  }
+  for (const auto& name : linears) {
+    if (!params.count(name)) throw std::invalid_argument(model + ": no parameter '" + name + "'");
+  }
+  SquaredGradients out;
+  out.windows = n;
+  out.seq = len - 1;
+  double loss_sum = 0;
+  for (std::int64_t i = 0; i < n; ++i) {
+    const std::int64_t s0 = !spread ? i * (len - 1) : n == 1 ? 0 : i * span / (n - 1);
+    m->zero_grad();
+    const torch::Tensor win = windows(text, std::vector<std::int64_t>{s0}, len);
+    const torch::Tensor loss = lm_loss(*m, win);
+    loss.backward();
+    loss_sum += loss.item<double>();
+    torch::NoGradGuard ng;
+    for (auto& [name, p] : params) acc[name].add_(p.grad().square());
+  }
+  for (auto& [name, a] : acc) {
+    a.div_(static_cast<double>(n));
+    const torch::Tensor c = a.contiguous();
+    out.mean_sq[name].assign(c.data_ptr<float>(), c.data_ptr<float>() + c.numel());
+  }
+  out.loss = loss_sum / static_cast<double>(n);
+  return out;
+}
+
 }  // namespace mfqat::train

@@ -60,6 +60,7 @@ Solution solve_greedy(const std::vector<Layer>& layers, double budget_bits);
 // `calib` (windows of `seq` tokens, at most `windows` of them) with that one linear changed,
 // minus the reference loss.
 struct Sensitivity {
+  std::string score = "direct";  // direct (measure) or fisher (fisher)
   std::string reference;
   double reference_loss = 0;  // nats per token, every linear at the reference format
   std::vector<Layer> layers;  // options in the order of `formats`
@@ -74,6 +75,15 @@ Sensitivity measure(runtime::Engine& e, const std::vector<std::string>& formats,
 // linear at the first option, where there is nothing to choose), it throws
 // std::invalid_argument naming the budget.
 Solution solve_budget(const std::vector<Layer>& layers, double budget_bits, const std::string& solver);
+
+// The first-order score (ModelOpt's gradient method, in weight space): the cost of a linear at a
+// format is 1/2 * T * sum_i E[g_i^2] * (w_i(format) - w_i(reference))^2, where E[g_i^2] is the
+// mean over calibration windows of the squared gradient of a window's mean loss over its T tokens
+// (`mean_sq`, train::squared_gradients) and w the weights each format derives. T * E[g^2] is the
+// per-token Fisher diagonal if the tokens' gradients were independent; the solver needs only the
+// costs' ranking, their scale is checked against the direct measure in docs/budget.md.
+Sensitivity fisher(runtime::Engine& e, const std::vector<std::string>& formats, const std::map<std::string, std::vector<float>>& mean_sq,
+                   std::int64_t seq, std::int64_t windows, double reference_loss);
 
 // A budget as given on the command line: bits per weight ("4.5") or bytes of the quantized
 // linears' weights ("3.2GB", "800MB", "12KB"; decimal units) over `weights` weights.
