@@ -47,6 +47,7 @@ const std::map<std::string, Target>& targets() {
       {"config", {[](const Bytes& b, const std::string& n) { fuzz::config(std::string(b.begin(), b.end()), n); }, false, true}},
       {"request", {[](const Bytes& b, const std::string&) { fuzz::request(std::string(b.begin(), b.end())); }, false, true}},
       {"gguf", {[](const Bytes& b, const std::string& n) { fuzz::gguf_file(b, n); }, true, false}},
+      {"plan", {[](const Bytes& b, const std::string& n) { fuzz::plan_file(std::string(b.begin(), b.end()), n); }, true, false}},
   };
   return t;
 }

@@ -11,16 +11,18 @@ namespace mfqat::plan {
 namespace {
 using nlohmann::json;
 
-void put(const std::string& path, const json& j) {
-  const std::string s = j.dump(1) + "\n";
-  ckpt::write_file_atomic(path, s.data(), s.size());
-}
-json get(const std::string& path) {
+void put(const std::string& path, const std::string& text) { ckpt::write_file_atomic(path, text.data(), text.size()); }
+std::string text_of(const std::string& path) {
   const auto b = ckpt::read_file(path);
-  json j = json::parse(std::string(b.begin(), b.end()), nullptr, false);
+  return std::string(b.begin(), b.end());
+}
+json get(const std::string& text, const std::string& path) {
+  json j = json::parse(text, nullptr, false);
   if (j.is_discarded() || !j.is_object()) throw std::runtime_error(path + ": not a JSON object");
   return j;
 }
+// Counts past 2^48 weights (or options past 255) are no model's: refused before any sum overflows.
+constexpr std::int64_t kMaxWeights = std::int64_t{1} << 48;
 template <class F>
 auto field(const std::string& path, F f) {
   try {
@@ -31,25 +33,29 @@ auto field(const std::string& path, F f) {
 }
 }  // namespace
 
-void write_sensitivity(const std::string& path, const Sensitivity& s) {
+std::string to_json(const Sensitivity& s) {
   json layers = json::array();
   for (const auto& l : s.layers) {
     json o = json::array();
     for (const auto& op : l.options) o.push_back({{"format", op.format}, {"bits", op.bits}, {"cost", op.cost}});
     layers.push_back({{"name", l.name}, {"weights", l.weights}, {"options", o}});
   }
-  put(path, {{"mfqat", "sensitivity"},
+  return json{{"mfqat", "sensitivity"},
              {"score", s.score},
              {"reference", s.reference},
              {"reference_loss", s.reference_loss},
              {"windows", s.windows},
              {"seq", s.seq},
              {"seconds", s.seconds},
-             {"layers", layers}});
+             {"layers", layers}}
+             .dump(1) + "\n";
 }
 
-Sensitivity read_sensitivity(const std::string& path) {
-  const json j = get(path);
+void write_sensitivity(const std::string& path, const Sensitivity& s) { put(path, to_json(s)); }
+Sensitivity read_sensitivity(const std::string& path) { return parse_sensitivity(text_of(path), path); }
+
+Sensitivity parse_sensitivity(const std::string& text, const std::string& path) {
+  const json j = get(text, path);
   return field(path, [&] {
     if (j.at("mfqat").get<std::string>() != "sensitivity") throw std::runtime_error(path + ": not an mfqat sensitivity file");
     Sensitivity s;
@@ -69,10 +75,11 @@ Sensitivity read_sensitivity(const std::string& path) {
         if (!std::isfinite(op.bits) || op.bits <= 0 || !std::isfinite(op.cost)) throw std::runtime_error(path + ": " + L.name + ": bad option");
         L.options.push_back(op);
       }
-      if (L.options.empty() || L.weights <= 0) throw std::runtime_error(path + ": " + L.name + ": no options or no weights");
+      if (L.options.empty() || L.options.size() > 255 || L.weights <= 0 || L.weights > kMaxWeights)
+        throw std::runtime_error(path + ": " + L.name + ": no options, more than 255, or a weight count out of range");
       s.layers.push_back(std::move(L));
     }
-    if (s.layers.empty()) throw std::runtime_error(path + ": no layers");
+    if (s.layers.empty() || s.layers.size() > 1000000) throw std::runtime_error(path + ": no layers, or too many");
     return s;
   });
 }
@@ -91,19 +98,23 @@ PlanFile make_plan(const Sensitivity& s, const Solution& sol, double budget, con
   return p;
 }
 
-void write_plan(const std::string& path, const PlanFile& p) {
-  put(path, {{"mfqat", "plan"},
+std::string to_json(const PlanFile& p) {
+  return json{{"mfqat", "plan"},
              {"reference", p.reference},
              {"solver", p.solver},
              {"budget_bits", p.budget_bits},
              {"bits_per_weight", p.bits},
              {"predicted_loss_increase", p.predicted},
              {"formats", p.formats},
-             {"weights", p.weights}});
+             {"weights", p.weights}}
+             .dump(1) + "\n";
 }
 
-PlanFile read_plan(const std::string& path) {
-  const json j = get(path);
+void write_plan(const std::string& path, const PlanFile& p) { put(path, to_json(p)); }
+PlanFile read_plan(const std::string& path) { return parse_plan(text_of(path), path); }
+
+PlanFile parse_plan(const std::string& text, const std::string& path) {
+  const json j = get(text, path);
   return field(path, [&] {
     if (j.at("mfqat").get<std::string>() != "plan") throw std::runtime_error(path + ": not an mfqat plan file");
     PlanFile p;
@@ -116,7 +127,7 @@ PlanFile read_plan(const std::string& path) {
     if (p.formats.empty()) throw std::runtime_error(path + ": no formats");
     if (j.contains("weights")) p.weights = j.at("weights").get<std::map<std::string, std::int64_t>>();
     for (const auto& [name, n] : p.weights) {
-      if (n <= 0 || !p.formats.count(name)) throw std::runtime_error(path + ": weights of '" + name + "': not a linear of the plan with a positive count");
+      if (n <= 0 || n > kMaxWeights || !p.formats.count(name)) throw std::runtime_error(path + ": weights of '" + name + "': not a linear of the plan with a positive count");
     }
     return p;
   });

@@ -102,6 +102,11 @@ struct PlanFile {
 PlanFile make_plan(const Sensitivity& s, const Solution& sol, double budget, const std::string& solver);
 void write_plan(const std::string& path, const PlanFile& p);
 PlanFile read_plan(const std::string& path);
+// The same from text (`path` names it in errors: std::runtime_error), and to text.
+Sensitivity parse_sensitivity(const std::string& text, const std::string& path);
+PlanFile parse_plan(const std::string& text, const std::string& path);
+std::string to_json(const Sensitivity& s);
+std::string to_json(const PlanFile& p);
 
 // The model's quantized linears (name, weight count) as runtime::Engine::linears() lists them.
 // A file made for another model (a linear the model lacks, another weight count, or, for a
