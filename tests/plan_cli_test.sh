@@ -63,6 +63,23 @@ for l in s["layers"]:
     assert c[0] == 0 and all(x > 0 for x in c[1:]), l
 assert p["bits_per_weight"] <= 5.0 + 1e-9, p
 PY
+# an imported Hugging Face model (Qwen3 layout, random weights, its own tokenizer): the text is
+# scored in the tokenizer's ids, both scores, a plan that eval and generate run
+/usr/bin/python3 - "$T/hf" <<PY
+import sys; sys.path.insert(0, "$(dirname "$0")/hf"); import hf_models as h
+h.write_model("qwen3", sys.argv[1]); h.write_tokenizer(sys.argv[1], 300)
+PY
+"$BIN" import "$T/hf" -o "$T/q.safetensors" > /dev/null
+"$BIN" export "$T/q.safetensors" --anchor mxint8 -o "$T/q8.safetensors" > /dev/null
+head -c 20000 "$T/data/austen/valid.txt" > "$T/calib.txt"
+qargs=("$T/q8.safetensors" --formats mxint8,mxint6,mxint4 --calib "$T/calib.txt" --windows 4 --seq 32)
+"$BIN" plan "${qargs[@]}" --budget 5 -o "$T/qplan.json" > "$T/q1.txt" 2>/dev/null
+grep -q "sensitivity: 14 linears x 3 formats on 4 windows of 32 tokens" "$T/q1.txt"
+"$BIN" plan "${qargs[@]}" --score fisher --budget 5 -o "$T/qplanf.json" > "$T/q2.txt" 2>/dev/null
+grep -q "sensitivity (fisher): 14 linears x 3 formats from squared gradients on 4 windows of 32 tokens" "$T/q2.txt"
+"$BIN" eval "$T/q8.safetensors" --text "$T/calib.txt" --ctx 32 --formats mxint4 --plan "$T/qplan.json" --json > "$T/qeval.jsonl"
+grep -q '"format":"plan:qplan"' "$T/qeval.jsonl"
+"$BIN" generate "$T/q8.safetensors" --plan "$T/qplanf.json" -p "It is" -n 4 --json | grep -q '"format":"plan:qplanf"'
 # bad input: one line on stderr, non-zero, no file written
 fail() {  # fail PATTERN ARGS...: the command must fail with one line matching PATTERN
   local pat=$1; shift

@@ -163,8 +163,8 @@ TEST(SquaredGradients, EqualTheSquaredCentralDifferencesOfTheWindowLoss) {
   const auto m = make_model(c);
   const std::string path = (std::filesystem::temp_directory_path() / "mfqat_sqgrad_test.safetensors").string();
   save_checkpoint(*m, path);
-  std::vector<std::uint8_t> text(200);
-  for (std::size_t i = 0; i < text.size(); ++i) text[i] = static_cast<std::uint8_t>("It is a truth universally acknowledged"[i % 38]);
+  std::vector<std::int32_t> text(200);
+  for (std::size_t i = 0; i < text.size(); ++i) text[i] = static_cast<std::uint8_t>("It is a truth universally acknowledged"[i % 38]);  // bytes as tokens
   const std::string name = "blocks.1.w2.weight";
   std::vector<std::string> linears;
   for (int l = 0; l < 2; ++l) {

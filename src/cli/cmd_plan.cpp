@@ -12,6 +12,7 @@
 
 #include "commands.h"
 #include "mfqat/ckpt/file.h"
+#include "mfqat/hf/tokenizer.h"
 #include "mfqat/plan/plan.h"
 #include "mfqat/runtime/engine.h"
 #include "mfqat/mx/parallel.h"
@@ -28,6 +29,33 @@ std::vector<std::uint8_t> text_of(const std::string& file, const std::string& da
   if (!std::filesystem::exists(path)) throw std::runtime_error(path + ": no such text (run `mfqat data prepare` or pass a file)");
   return ckpt::read_file(path);
 }
+// Calibration or held-out text as the model reads it: bytes for mfqat's byte LM, else the
+// tokenizer's ids (at most `windows` windows of `seq` tokens of them; 0: all).
+struct Data {
+  std::vector<std::uint8_t> bytes;
+  std::vector<int> ids;
+  bool tokens = false;
+};
+Data data_of(const runtime::Engine& e, std::vector<std::uint8_t> text, std::int64_t seq, std::int64_t windows, const std::string& what) {
+  Data d;
+  if (!e.tokenizer()) {
+    d.bytes = std::move(text);
+    return d;
+  }
+  d.tokens = true;
+  try {
+    for (const std::int32_t id : e.tokenizer()->encode(std::string_view(reinterpret_cast<const char*>(text.data()), text.size()))) d.ids.push_back(id);
+  } catch (const hf::TokenizerError& ex) {
+    throw std::invalid_argument(what + ": " + ex.what());
+  }
+  if (windows > 0 && static_cast<std::int64_t>(d.ids.size()) > windows * seq + 1) d.ids.resize(static_cast<std::size_t>(windows * seq + 1));
+  if (d.ids.size() < 2) throw std::invalid_argument(what + ": fewer than two tokens");
+  return d;
+}
+double loss_on(const runtime::Engine& e, const std::shared_ptr<const runtime::Weights>& w, const Data& d, std::int64_t seq, std::int64_t windows) {
+  return d.tokens ? runtime::score_windows(e, w, d.ids, seq).nll : runtime::perplexity(e, w, d.bytes, seq, windows).loss;
+}
+
 }  // namespace
 
 Command add_plan(CLI::App& app) {
@@ -37,7 +65,7 @@ Command add_plan(CLI::App& app) {
     std::int64_t windows = 32, eval_windows = 0, seq = 0;
   };
   auto o = std::make_shared<Opts>();
-  sub->add_option("model", o->model, "MX anchor (or fp32 master) of mfqat's byte LM")->required();
+  sub->add_option("model", o->model, "MX anchor or fp32 master (mfqat's byte LM, or an imported model with its tokenizer)")->required();
   sub->add_option("--formats", o->formats, "candidate formats, most precise first (it is the reference: the anchor's format)")->required();
   sub->add_option("--budget", o->budget, "average bits per weight (4.5) or bytes of the quantized weights (3.2GB, 800MB)");
   sub->add_option("-o,--output", o->out, "plan file to write (JSON)");
@@ -60,7 +88,6 @@ Command add_plan(CLI::App& app) {
     if (o->out.empty() && o->pareto.empty()) throw std::invalid_argument("plan: nothing to do (give --budget B -o plan.json, or --pareto FILE --budgets LIST)");
     if (!o->pareto.empty() && o->budgets.empty()) throw std::invalid_argument("--pareto needs --budgets");
     auto e = runtime::Engine::open(o->model);
-    if (e->tokenizer()) throw std::invalid_argument(o->model + ": plan scores byte-level text; models with a tokenizer are not supported yet");
     const std::vector<std::string> formats = split_list(o->formats);
     if (formats.size() < 2) throw std::invalid_argument("--formats: at least two formats (the reference first)");
     const std::int64_t seq = o->seq > 0 ? o->seq : e->config().max_seq;
@@ -87,11 +114,13 @@ Command add_plan(CLI::App& app) {
       if (s.score != o->score) throw std::invalid_argument(o->sens + ": a " + s.score + " sensitivity, not " + o->score + " (--score)");
     } else if (o->score == "fisher") {
 #if MFQAT_HAVE_TRAIN
-      const auto calib = text_of(o->calib, o->data_dir, "valid");
+      const Data calib = data_of(*e, text_of(o->calib, o->data_dir, "valid"), seq, o->windows, "--calib");
       const auto t0 = std::chrono::steady_clock::now();
       std::vector<std::string> names;
       for (const auto& l : linears) names.push_back(l.first);
-      const auto g = train::squared_gradients(o->model, e->canonical_format(formats[0]), names, calib, seq, o->windows, num_threads());
+      const std::vector<std::int32_t> toks = calib.tokens ? std::vector<std::int32_t>(calib.ids.begin(), calib.ids.end())
+                                                          : std::vector<std::int32_t>(calib.bytes.begin(), calib.bytes.end());
+      const auto g = train::squared_gradients(o->model, e->canonical_format(formats[0]), names, toks, seq, o->windows, num_threads());
       s = plan::fisher(*e, formats, g.mean_sq, g.seq, g.windows, g.loss);
       s.seconds = std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
       fmt::print("sensitivity (fisher): {} linears x {} formats from squared gradients on {} windows of {} tokens in {:.1f} s (reference {}: loss {:.5f})\n",
@@ -101,8 +130,9 @@ Command add_plan(CLI::App& app) {
       throw std::invalid_argument("--score fisher needs the trainer (this build has MFQAT_BUILD_TRAIN off)");
 #endif
     } else {
-      const auto calib = text_of(o->calib, o->data_dir, "valid");
-      s = plan::measure(*e, formats, calib, seq, o->windows, [](std::size_t d, std::size_t t) {
+      const Data calib = data_of(*e, text_of(o->calib, o->data_dir, "valid"), seq, o->windows, "--calib");
+      const plan::LossFn loss = [&](const std::shared_ptr<const runtime::Weights>& w) { return loss_on(*e, w, calib, seq, o->windows); };
+      s = plan::measure(*e, formats, loss, seq, o->windows, [](std::size_t d, std::size_t t) {
         if (d == t || d % 16 == 0) fmt::print(stderr, "\rsensitivity {}/{}", d, t);
         if (d == t) fmt::print(stderr, "\n");
       });
@@ -128,11 +158,11 @@ Command add_plan(CLI::App& app) {
                  sol.cost, ms, mix);
     }
     if (!o->pareto.empty()) {
-      const auto text = text_of(o->eval_text, o->data_dir, "test");
+      const Data text = data_of(*e, text_of(o->eval_text, o->data_dir, "test"), seq, o->eval_windows, "--eval-text");
       std::string lines;
       auto row = [&](const std::string& kind, double b, double bits, double predicted, const std::shared_ptr<const runtime::Weights>& w,
                      const std::map<std::string, std::string>& plan_formats) {
-        const double loss = runtime::perplexity(*e, w, text, seq, o->eval_windows).loss;
+        const double loss = loss_on(*e, w, text, seq, o->eval_windows);
         nlohmann::json j = {{"kind", kind}, {"budget_bits", b}, {"bits_per_weight", bits}, {"predicted_loss_increase", predicted},
                             {"loss", loss},   {"bits_per_token", loss / std::log(2.0)}};
         if (!plan_formats.empty()) j["formats"] = plan_formats;  // so that any other score can predict this plan too

@@ -12,6 +12,12 @@ namespace mfqat::plan {
 
 Sensitivity measure(runtime::Engine& e, const std::vector<std::string>& formats, const std::vector<std::uint8_t>& calib,
                     std::int64_t seq, std::int64_t windows, const std::function<void(std::size_t, std::size_t)>& progress) {
+  const LossFn loss = [&](const std::shared_ptr<const runtime::Weights>& w) { return runtime::perplexity(e, w, calib, seq, windows).loss; };
+  return measure(e, formats, loss, seq, windows, progress);
+}
+
+Sensitivity measure(runtime::Engine& e, const std::vector<std::string>& formats, const LossFn& loss, std::int64_t seq, std::int64_t windows,
+                    const std::function<void(std::size_t, std::size_t)>& progress) {
   if (formats.empty()) throw std::invalid_argument("--formats: at least one format");
   const auto t0 = std::chrono::steady_clock::now();
   Sensitivity s;
@@ -26,7 +32,7 @@ Sensitivity measure(runtime::Engine& e, const std::vector<std::string>& formats,
     bits.push_back(m.bits_per_weight());
   }
   auto loss_of = [&](const std::shared_ptr<const runtime::Weights>& w) {
-    const double l = runtime::perplexity(e, w, calib, seq, windows).loss;
+    const double l = loss(w);
     if (!std::isfinite(l)) throw std::runtime_error("sensitivity: a non-finite loss at " + w->format);
     return l;
   };

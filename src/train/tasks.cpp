@@ -223,7 +223,7 @@ std::pair<torch::Tensor, torch::Tensor> fmnist_split(const std::string& data_dir
 
 // The first-order score's statistics (api.h): one backward per calibration window.
 SquaredGradients squared_gradients(const std::string& model, const std::string& reference, const std::vector<std::string>& linears,
-                                   const std::vector<std::uint8_t>& text, std::int64_t seq, std::int64_t max_windows, int threads) {
+                                   const std::vector<std::int32_t>& text, std::int64_t seq, std::int64_t max_windows, int threads) {
   const model::Checkpoint ck = model::Checkpoint::open(model);
   if (ck.config().kind != model::Kind::Lm) throw std::invalid_argument(model + ": not a language model");
   if (threads > 0) at::set_num_threads(threads);

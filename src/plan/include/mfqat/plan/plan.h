@@ -8,11 +8,13 @@
 #include <cstdint>
 #include <functional>
 #include <map>
+#include <memory>
 #include <string>
 #include <vector>
 
 namespace mfqat::runtime {
 class Engine;
+struct Weights;
 }
 
 namespace mfqat::plan {
@@ -69,6 +71,11 @@ struct Sensitivity {
 };
 Sensitivity measure(runtime::Engine& e, const std::vector<std::string>& formats, const std::vector<std::uint8_t>& calib,
                     std::int64_t seq, std::int64_t windows, const std::function<void(std::size_t done, std::size_t total)>& progress = {});
+// The same with any loss of the weights (nats per token on the calibration data: a tokenizer's
+// ids, say); seq and windows are recorded in the result.
+using LossFn = std::function<double(const std::shared_ptr<const runtime::Weights>&)>;
+Sensitivity measure(runtime::Engine& e, const std::vector<std::string>& formats, const LossFn& loss, std::int64_t seq, std::int64_t windows,
+                    const std::function<void(std::size_t done, std::size_t total)>& progress = {});
 
 // `solve_dp` or `solve_greedy` ("dp", "greedy") on costs made monotone, after checking the
 // budget against the candidates: below the least precise plan, or above the reference (every

@@ -78,16 +78,16 @@ struct EvalRow {
 
 // The first-order (Fisher) sensitivity's statistics (issue 22, docs/budget.md): for every
 // parameter named in `linears` (pass every quantized linear), the mean over calibration windows
-// of the squared gradient of the window's mean next-byte loss, those parameters loaded at
+// of the squared gradient of the window's mean next-token loss (bytes, or a tokenizer's ids), those parameters loaded at
 // `reference` (Slice-and-Scale from an anchor, quantized from a master). Windows of seq + 1 bytes
-// spread over `text` as runtime::perplexity spreads them; one backward each.
+// spread over `tokens` as runtime::perplexity spreads them; one backward each.
 struct SquaredGradients {
   std::map<std::string, std::vector<float>> mean_sq;  // per parameter, row-major like its weight
   double loss = 0;                                     // mean window loss at the reference
   std::int64_t windows = 0, seq = 0;
 };
 SquaredGradients squared_gradients(const std::string& model, const std::string& reference, const std::vector<std::string>& linears,
-                                   const std::vector<std::uint8_t>& text, std::int64_t seq, std::int64_t windows, int threads);
+                                   const std::vector<std::int32_t>& tokens, std::int64_t seq, std::int64_t windows, int threads);
 
 // Evaluates the model at each format; throws a one-line std::exception on bad input.
 std::vector<EvalRow> run_eval(const EvalJob& job, const std::function<void(const EvalRow&)>& row_done);
