@@ -17,6 +17,7 @@
 #include "mfqat/mx/parallel.h"
 #include "mfqat/runtime/generate.h"
 #include "mfqat/runtime/server.h"
+#include "../src/runtime/batcher.h"  // next_prefill_budget
 
 using namespace mfqat;
 using nlohmann::json;
@@ -588,6 +589,46 @@ TEST(Server, BatchesConcurrentRequestsWithinTheKvBudgetAndCancelsAbandonedStream
 // one window at a time, and running "auto" requests change format mid-stream (their answer counts
 // the tokens each format wrote); fixed-format requests are not touched; idle, it returns to the
 // first level. With a target that is always met it never moves.
+// Issue 23: under an SLO, prompt chunks in a step with decode rows shrink while steps miss it.
+TEST(Server, SloPrefillBudgetHalvesOnAMissAndGrowsWhenFast) {
+  using runtime::next_prefill_budget;
+  EXPECT_EQ(next_prefill_budget(256, 256, 90, 60, 16, 256), 128);  // missed with a full chunk
+  EXPECT_EQ(next_prefill_budget(128, 40, 90, 60, 16, 256), 20);    // missed with what the prompt had left
+  EXPECT_EQ(next_prefill_budget(20, 20, 90, 60, 16, 256), 16);     // never below the floor
+  EXPECT_EQ(next_prefill_budget(64, 0, 90, 60, 16, 256), 64);      // decode alone missed: not the prompts' doing
+  EXPECT_EQ(next_prefill_budget(64, 64, 50, 60, 16, 256), 64);     // within 70-100 %: kept
+  EXPECT_EQ(next_prefill_budget(64, 64, 30, 60, 16, 256), 80);     // fast: a quarter more, at least 16
+  EXPECT_EQ(next_prefill_budget(16, 16, 30, 60, 16, 256), 32);
+  EXPECT_EQ(next_prefill_budget(240, 240, 30, 60, 16, 256), 256);  // never above the chunk
+  // In a server: a long prompt arriving while another request decodes is fed in ever smaller
+  // chunks when every step misses the target.
+  auto e = runtime::Engine::synthetic(small_lm(1024), mx::find_format("mxint8"), 14);
+  runtime::ServerOptions o;
+  o.auto_formats = {"mxint8", "mxint4"};
+  o.slo_ms = 1e-6;
+  o.prefill_chunk = 64;
+  o.max_tokens = 64;
+  runtime::Server s(*e, o);
+  const int port = s.start("127.0.0.1", 0);
+  ASSERT_GT(port, 0);
+  EXPECT_EQ(gauges(port)["mfqat_prefill_budget"], 64);
+  s.pause(true);
+  auto decoding = post_async(port, {{"prompt", "Emma"}, {"max_tokens", 64}, {"format", "mxint8"}});
+  auto longp = post_async(port, {{"prompt", std::string(300, 'a')}, {"max_tokens", 2}, {"format", "mxint8"}});
+  ASSERT_TRUE(eventually([&] { return gauges(port)["mfqat_queue_depth"] == 2; }));
+  s.pause(false);
+  const auto r1 = decoding.get(), r2 = longp.get();
+  ASSERT_TRUE(r1 && r2);
+  EXPECT_EQ(r1->status, 200);
+  EXPECT_EQ(r2->status, 200);
+  auto g = gauges(port);
+  EXPECT_EQ(g["mfqat_prefill_budget"], 16);
+  // steps: the first takes both prompts' first chunk (no decode rows yet: a full 64), then 64, 32,
+  // 16, 16, ... of the long prompt beside the decode rows: more steps than 300 / 64 would take
+  EXPECT_GE(g["mfqat_batch_steps_total"], 1 + 1 + 1 + (300 - 60 - 64 - 32) / 16);
+  s.stop();
+}
+
 TEST(Server, AutoUnderAnSloStepsDownMidStreamAndReturnsWhenIdle) {
   auto e = runtime::Engine::synthetic(small_lm(1024), mx::find_format("mxint8"), 14);
   {

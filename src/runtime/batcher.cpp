@@ -33,6 +33,7 @@ struct Batcher::Seq {
 };
 
 Batcher::Batcher(Engine& e, BatcherOptions o, std::function<void(const Job&)> on_done) : e_(e), o_(o), on_done_(std::move(on_done)) {
+  prefill_budget_ = std::max<std::int64_t>(1, o_.prefill_chunk);
   thread_ = std::thread([this] { loop(); });
 }
 
@@ -58,7 +59,16 @@ void Batcher::pause(bool on) {
 
 Batcher::Load Batcher::load() const {
   std::lock_guard<std::mutex> lk(mu_);
-  return {queue_.size(), running_, reserved_, steps_, rows_, level_, level_changes_};
+  return {queue_.size(), running_, reserved_, steps_, rows_, level_, level_changes_, prefill_budget_};
+}
+
+std::int64_t next_prefill_budget(std::int64_t budget, std::int64_t prefill, double step_ms, double slo_ms, std::int64_t lo, std::int64_t hi) {
+  if (prefill > 0 && step_ms > slo_ms) {
+    budget = std::min(budget, prefill) / 2;  // what it took, halved
+  } else if (step_ms < 0.7 * slo_ms) {
+    budget += std::max<std::int64_t>(16, budget / 4);
+  }
+  return std::clamp(budget, lo, std::max(lo, hi));
 }
 
 std::string Batcher::auto_format() const {
@@ -268,8 +278,11 @@ void Batcher::loop() {
         ++rows;
       }
     }
-    // Prompt chunks after the decode rows, oldest first, at most prefill_chunk tokens a step.
-    std::int64_t budget = std::min(ubatch - rows, std::max<std::int64_t>(1, o_.prefill_chunk));
+    // Prompt chunks after the decode rows, oldest first, at most prefill_chunk tokens a step;
+    // under an SLO with decode rows in the step, at most the SLO's prefill budget.
+    const std::int64_t decode_rows = rows;
+    const bool slo_chunk = o_.slo_ms > 0 && decode_rows > 0;
+    std::int64_t budget = std::min(ubatch - rows, std::max<std::int64_t>(1, slo_chunk ? prefill_budget_ : o_.prefill_chunk));
     for (auto& s : running) {
       if (budget <= 0) break;
       if (s->format != fmt || s->prefilled()) continue;
@@ -282,6 +295,7 @@ void Batcher::loop() {
     }
     std::vector<std::vector<float>> out;
     std::vector<double> gaps;  // inter-token gaps of this step's tokens (ms)
+    const auto t_step = std::chrono::steady_clock::now();
     try {
       Session::step(pieces, &out);
     } catch (const std::exception& ex) {
@@ -290,9 +304,14 @@ void Batcher::loop() {
       continue;
     }
     {
+      const double step_ms = std::chrono::duration<double, std::milli>(std::chrono::steady_clock::now() - t_step).count();
       std::lock_guard<std::mutex> lk(mu_);
       ++steps_;
       rows_ += static_cast<std::uint64_t>(rows);
+      if (slo_chunk) {
+        prefill_budget_ = next_prefill_budget(prefill_budget_, rows - decode_rows, step_ms, o_.slo_ms, std::min(o_.min_prefill_chunk, o_.prefill_chunk),
+                                              o_.prefill_chunk);
+      }
     }
     for (std::size_t i = 0; i < pieces.size(); ++i) {
       Seq& s = *owners[i];

@@ -60,7 +60,16 @@ struct BatcherOptions {
   double slo_ms = 0;
   std::vector<std::string> auto_levels;
   double window_s = 0.5, hold_s = 3.0, up_ratio = 0.5, probe_s = 30.0;
+  // Under an SLO, a step that carries decode rows takes at most prefill_budget() prompt tokens
+  // (between min_prefill_chunk and prefill_chunk), so that prompts do not stretch the gaps of
+  // the requests already decoding; a step with no decode rows takes a full chunk.
+  std::int64_t min_prefill_chunk = 16;
 };
+
+// The SLO prefill budget after a step that carried decode rows and `prefill` prompt tokens and
+// took step_ms: halved when the step missed the target (a prompt made everyone's gap too long),
+// grown by a quarter (at least 16) when it took under 70 % of it, else kept; within [lo, hi].
+std::int64_t next_prefill_budget(std::int64_t budget, std::int64_t prefill, double step_ms, double slo_ms, std::int64_t lo, std::int64_t hi);
 
 class Batcher {
  public:
@@ -77,6 +86,7 @@ class Batcher {
     std::uint64_t steps = 0, rows = 0;
     std::size_t auto_level = 0;
     std::uint64_t level_changes = 0;
+    std::int64_t prefill_budget = 0;  // prompt tokens a step with decode rows may take now
   };
   Load load() const;
   // The SLO policy's format now (auto_levels[level]).
@@ -96,6 +106,7 @@ class Batcher {
   std::uint64_t reserved_ = 0, steps_ = 0, rows_ = 0;
   std::size_t level_ = 0;  // the SLO policy's level
   std::uint64_t level_changes_ = 0;
+  std::int64_t prefill_budget_ = 0;  // under mu_ (written by the scheduler thread)
   void control(const std::vector<double>& gaps_ms, bool idle);  // the SLO policy (scheduler thread)
   std::vector<double> window_;
   // the p90 gap last measured at each level, and when: a level whose last p90 missed the target

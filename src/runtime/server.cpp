@@ -96,6 +96,8 @@ struct Server::Impl {
     m += "# HELP mfqat_auto_level The SLO policy's level (0: the first auto format).\n# TYPE mfqat_auto_level gauge\nmfqat_auto_level " +
          std::to_string(ld.auto_level) + "\n";
     m += "# TYPE mfqat_auto_level_changes_total counter\nmfqat_auto_level_changes_total " + std::to_string(ld.level_changes) + "\n";
+    m += "# HELP mfqat_prefill_budget Prompt tokens a step with decode rows may take (under --slo-ms; else the prefill chunk).\n"
+         "# TYPE mfqat_prefill_budget gauge\nmfqat_prefill_budget " + std::to_string(ld.prefill_budget) + "\n";
     m += "# TYPE mfqat_prompt_tokens_total counter\nmfqat_prompt_tokens_total " + std::to_string(prompt_tokens) + "\n";
     m += "# TYPE mfqat_generated_tokens_total counter\nmfqat_generated_tokens_total " + std::to_string(new_tokens) + "\n";
     m += "# TYPE mfqat_queue_depth gauge\nmfqat_queue_depth " + std::to_string(ld.queued) + "\n";
