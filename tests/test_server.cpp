@@ -2,6 +2,9 @@
 // request answered with its status, the bounded queue, metrics, "auto" under load, shutdown.
 #include <gtest/gtest.h>
 #include <httplib.h>
+#include <netinet/in.h>
+#include <sys/socket.h>
+#include <unistd.h>
 
 #include <chrono>
 #include <filesystem>
@@ -589,6 +592,44 @@ TEST(Server, BatchesConcurrentRequestsWithinTheKvBudgetAndCancelsAbandonedStream
 // one window at a time, and running "auto" requests change format mid-stream (their answer counts
 // the tokens each format wrote); fixed-format requests are not touched; idle, it returns to the
 // first level. With a target that is always met it never moves.
+// Issue 23: a non-streaming client that disconnects while it waits cancels its request.
+TEST(Server, NonStreamingClientThatGoesAwayCancelsItsRequest) {
+  auto e = runtime::Engine::synthetic(small(), mx::find_format("mxint8"), 8);
+  runtime::ServerOptions o;
+  o.max_tokens = 32;
+  runtime::Server s(*e, o);
+  const int port = s.start("127.0.0.1", 0);
+  ASSERT_GT(port, 0);
+  s.pause(true);  // it waits in the queue
+  const int fd = socket(AF_INET, SOCK_STREAM, 0);
+  ASSERT_GE(fd, 0);
+  sockaddr_in a{};
+  a.sin_family = AF_INET;
+  a.sin_port = htons(static_cast<std::uint16_t>(port));
+  a.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
+  ASSERT_EQ(connect(fd, reinterpret_cast<sockaddr*>(&a), sizeof a), 0);
+  const std::string body = R"({"prompt": "Emma", "max_tokens": 32})";
+  const std::string msg = "POST /v1/completions HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\nContent-Length: " +
+                          std::to_string(body.size()) + "\r\n\r\n" + body;
+  ASSERT_EQ(send(fd, msg.data(), msg.size(), 0), static_cast<ssize_t>(msg.size()));
+  ASSERT_TRUE(eventually([&] { return gauges(port)["mfqat_queue_depth"] == 1; }));
+  close(fd);  // the client gives up
+  auto metrics = [&] {
+    httplib::Client cli("127.0.0.1", port);
+    const auto r = cli.Get("/metrics");
+    return r ? r->body : std::string();
+  };
+  EXPECT_TRUE(eventually([&] { return metrics().find("mfqat_requests_total{status=\"499\"} 1") != std::string::npos; }, 10)) << metrics();
+  s.pause(false);  // dropped when it would be admitted: nothing generated for it
+  EXPECT_TRUE(eventually([&] { return gauges(port)["mfqat_queue_depth"] == 0 && gauges(port)["mfqat_active_requests"] == 0; }));
+  EXPECT_EQ(gauges(port)["mfqat_generated_tokens_total"], 0);
+  // a client that stays gets its answer
+  const auto r = post(port, json{{"prompt", "Emma"}, {"max_tokens", 4}}.dump());
+  ASSERT_TRUE(r);
+  EXPECT_EQ(r->status, 200);
+  s.stop();
+}
+
 // Issue 23: under an SLO, prompt chunks in a step with decode rows shrink while steps miss it.
 TEST(Server, SloPrefillBudgetHalvesOnAMissAndGrowsWhenFast) {
   using runtime::next_prefill_budget;

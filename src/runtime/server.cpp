@@ -11,6 +11,7 @@
 #include <thread>
 
 #include "batcher.h"
+#include "peer_socket.h"
 #include "mfqat/runtime/generate.h"
 
 namespace mfqat::runtime {
@@ -194,7 +195,17 @@ void Server::Impl::handle(const httplib::Request& req, httplib::Response& res, b
   const std::int64_t created = static_cast<std::int64_t>(std::time(nullptr));
   if (!job->req.stream) {
     std::unique_lock<std::mutex> lk(job->mu);
-    job->cv.wait(lk, [&] { return job->done; });
+    // A client that goes away while it waits cancels its request (the batcher drops it at the next
+    // step, or when it would be admitted): its connection is looked at four times a second.
+    int sock = -2;  // not looked up yet: only requests still waiting after the first look pay for it
+    while (!job->cv.wait_for(lk, std::chrono::milliseconds(250), [&] { return job->done; })) {
+      if (sock == -2) sock = find_peer_socket(req.remote_addr, req.remote_port, req.local_port);
+      if (sock >= 0 && peer_closed(sock)) {
+        job->cancelled = true;
+        lk.unlock();
+        return fail(res, 499, "client closed the connection");
+      }
+    }
     if (job->status != 200) {
       lk.unlock();
       return fail(res, job->status, job->error);

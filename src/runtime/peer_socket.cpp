@@ -1,0 +1,65 @@
+#include "peer_socket.h"
+
+#include <arpa/inet.h>
+#include <dirent.h>
+#include <netinet/in.h>
+#include <poll.h>
+#include <sys/socket.h>
+#include <sys/stat.h>
+
+#include <cstdlib>
+#include <cstring>
+
+namespace mfqat::runtime {
+
+namespace {
+// The address and port of one end of a socket ("127.0.0.1", "::1"), false if not INET/INET6.
+bool end_of(int fd, bool peer, std::string& addr, int& port) {
+  sockaddr_storage ss{};
+  socklen_t len = sizeof ss;
+  if ((peer ? getpeername(fd, reinterpret_cast<sockaddr*>(&ss), &len) : getsockname(fd, reinterpret_cast<sockaddr*>(&ss), &len)) != 0) return false;
+  char buf[INET6_ADDRSTRLEN] = {};
+  if (ss.ss_family == AF_INET) {
+    const auto* a = reinterpret_cast<const sockaddr_in*>(&ss);
+    inet_ntop(AF_INET, &a->sin_addr, buf, sizeof buf);
+    port = ntohs(a->sin_port);
+  } else if (ss.ss_family == AF_INET6) {
+    const auto* a = reinterpret_cast<const sockaddr_in6*>(&ss);
+    inet_ntop(AF_INET6, &a->sin6_addr, buf, sizeof buf);
+    port = ntohs(a->sin6_port);
+  } else {
+    return false;
+  }
+  addr = buf;
+  return true;
+}
+}  // namespace
+
+int find_peer_socket(const std::string& remote_addr, int remote_port, int local_port) {
+  DIR* d = opendir("/proc/self/fd");
+  if (!d) return -1;
+  int found = -1;
+  while (const dirent* e = readdir(d)) {
+    char* end = nullptr;
+    const long fd = std::strtol(e->d_name, &end, 10);
+    if (end == e->d_name || *end != '\0' || fd == dirfd(d)) continue;
+    struct stat st{};
+    if (fstat(static_cast<int>(fd), &st) != 0 || !S_ISSOCK(st.st_mode)) continue;
+    std::string addr, local;
+    int port = 0, lport = 0;
+    if (!end_of(static_cast<int>(fd), true, addr, port) || port != remote_port || addr != remote_addr) continue;
+    if (!end_of(static_cast<int>(fd), false, local, lport) || lport != local_port) continue;
+    found = static_cast<int>(fd);
+    break;
+  }
+  closedir(d);
+  return found;
+}
+
+bool peer_closed(int fd) {
+  pollfd p{fd, static_cast<short>(POLLRDHUP), 0};
+  if (poll(&p, 1, 0) < 0) return false;
+  return (p.revents & (POLLRDHUP | POLLHUP | POLLERR | POLLNVAL)) != 0;
+}
+
+}  // namespace mfqat::runtime
