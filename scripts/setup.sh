@@ -13,6 +13,7 @@ PACKAGES=(
   libtorch-dev libgloo-dev libopenblas-dev libcpp-httplib-dev
   libpcre2-dev libicu-dev nodejs
   pybind11-dev python3-dev python3-pytest python3-torch
+  python3-jinja2
 )
 # npm: Debian's package, unless npm is already there (NodeSource's nodejs bundles it and conflicts
 # with Debian's npm).
