@@ -5,6 +5,7 @@
 //   serve_load [--model FILE | --synthetic default|medium|large] [--clients 1,4,16,64] [--seconds 10]
 //              [--formats mxint8,mxint4,auto] [--tokens 32] [--max-batch 64] [--prefill-chunk 256] [--json FILE]
 //              [--slo-ms MS --auto mxint8,mxint4,mxint2]   ("auto" under a latency target)
+//              [--min-prefill-chunk N]   (under --slo-ms: the floor of a step's prompt budget)
 #include <fmt/core.h>
 #include <httplib.h>
 
@@ -42,7 +43,7 @@ int main(int argc, char** argv) {
   std::string model, synthetic = "medium", clients_s = "1,4,16", formats_s, json_path, anchor = "mxint8";
   double seconds = 10, slo_ms = 0;
   std::string auto_s;
-  int tokens = 32, max_batch = 64, prefill_chunk = 256;
+  int tokens = 32, max_batch = 64, prefill_chunk = 256, min_prefill_chunk = 16;
   for (int i = 1; i + 1 < argc; i += 2) {
     const std::string a = argv[i], v = argv[i + 1];
     if (a == "--model") model = v;
@@ -56,6 +57,7 @@ int main(int argc, char** argv) {
     else if (a == "--max-batch") max_batch = std::stoi(v);
     else if (a == "--slo-ms") slo_ms = std::stod(v);
     else if (a == "--prefill-chunk") prefill_chunk = std::stoi(v);
+    else if (a == "--min-prefill-chunk") min_prefill_chunk = std::stoi(v);
     else if (a == "--auto") auto_s = v;
     else { fmt::print(stderr, "unknown option {}\n", a); return 2; }
   }
@@ -81,6 +83,7 @@ int main(int argc, char** argv) {
   o.max_batch = static_cast<std::size_t>(max_batch);
   o.slo_ms = slo_ms;
   o.prefill_chunk = prefill_chunk;
+  o.min_prefill_chunk = min_prefill_chunk;
   if (!auto_s.empty()) {
     o.auto_formats = split(auto_s);
     for (std::size_t i = 1; i < o.auto_formats.size(); ++i) o.auto_depths.push_back(i + 1);
@@ -183,7 +186,8 @@ int main(int argc, char** argv) {
                      {"requests_per_s", static_cast<double>(lat.size()) / wall}, {"generated_tokens_per_s", static_cast<double>(gen) / wall},
                      {"p50_ms", pct(lat, 0.5)}, {"p99_ms", pct(lat, 0.99)}, {"ttft_p50_ms", pct(ttft, 0.5)}, {"ttft_p99_ms", pct(ttft, 0.99)},
                      {"itl_p50_ms", pct(itl, 0.5)}, {"itl_p99_ms", pct(itl, 0.99)}, {"served", served}, {"max_batch", max_batch},
-                     {"tokens", tokens}, {"slo_ms", slo_ms}, {"prefill_chunk", prefill_chunk}});
+                     {"tokens", tokens}, {"slo_ms", slo_ms}, {"prefill_chunk", prefill_chunk},
+                     {"min_prefill_chunk", min_prefill_chunk}});
     }
   }
   server.stop();

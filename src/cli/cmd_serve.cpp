@@ -36,6 +36,9 @@ Command add_serve(CLI::App& app) {
   sub->add_option("--kv-budget", o->kv_budget_mb, "MB of KV cache for running requests; a request that does not fit waits (default: min(4096, max-batch full contexts))")
       ->check(CLI::PositiveNumber);
   sub->add_option("--prefill-chunk", o->s.prefill_chunk, "prompt tokens per batched step, at most (default 256)")->check(CLI::PositiveNumber);
+  sub->add_option("--min-prefill-chunk", o->s.min_prefill_chunk,
+                  "under --slo-ms, a step with decode rows takes an adaptive prompt budget that shrinks while steps miss the target, down to this (default 16)")
+      ->check(CLI::PositiveNumber);
   sub->add_option("--http-threads", o->s.http_threads, "connection threads: idle keep-alive connections hold one each (default 1024)")
       ->check(CLI::PositiveNumber);
   sub->add_option("--model-id", o->model_id, "the model's name in /v1/models and in answers (default: the file or directory name)");

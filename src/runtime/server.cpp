@@ -325,6 +325,7 @@ Server::Server(Engine& engine, ServerOptions opt) : impl_(std::make_unique<Impl>
   b.queue_capacity = o.queue_capacity;
   b.kv_budget = o.kv_budget;
   b.prefill_chunk = o.prefill_chunk;
+  b.min_prefill_chunk = std::max<std::int64_t>(1, o.min_prefill_chunk);
   b.slo_ms = o.slo_ms;
   b.hold_s = o.slo_hold_s;
   b.window_s = o.slo_window_s;

@@ -22,6 +22,8 @@ struct ServerOptions {
   std::size_t queue_capacity = 16;  // waiting requests beyond those; more -> 503
   std::uint64_t kv_budget = 0;      // bytes of KV cache for running requests (0: min(4 GiB, max_batch full contexts))
   std::int64_t prefill_chunk = 256;  // prompt tokens per step, at most
+  // Under slo_ms: the floor of the adaptive prompt budget of a step that has decode rows.
+  std::int64_t min_prefill_chunk = 16;
   std::int64_t max_tokens = 256;    // per request
   std::int64_t max_prompt_bytes = 0;  // 0: 64 x max_seq
   std::size_t max_body_bytes = 1 << 20;
