@@ -716,3 +716,32 @@ TEST(Server, AutoUnderAnSloStepsDownMidStreamAndReturnsWhenIdle) {
     s.stop();
   }
 }
+
+// A model's own chat template (tokenizer_config.json's Jinja): rendered with add_generation_prompt
+// and the special tokens; a conversation it refuses is a 400 naming the template; one that does
+// not parse is refused with its position. (End to end through import, export and serve with the
+// real Qwen 3 and Llama 3 templates: tests/serve/chat_template_serve_test.py.)
+TEST(Server, ChatTemplateFromTokenizerConfig) {
+  const std::string cfg = R"({"bos_token": "<s>", "eos_token": {"content": "</s>"}, "chat_template":
+    "{{ bos_token }}{% for m in messages %}{% if m.role == 'system' and not loop.first %}{{ raise_exception('system first') }}{% endif %}[{{ m.role }}]{{ m.content | trim }}{{ eos_token }}\n{% endfor %}{% if add_generation_prompt %}[assistant]{% endif %}"})";
+  const auto t = runtime::ChatTemplate::from_tokenizer_config(cfg, "m: chat_template");
+  ASSERT_TRUE(t.has_value());
+  EXPECT_EQ(runtime::chat_template_name(*t), std::string("jinja"));
+  EXPECT_EQ(runtime::render_chat(*t, {{"system", "Be brief."}, {"user", " Who is Emma? "}}), "<s>[system]Be brief.</s>\n[user]Who is Emma?</s>\n[assistant]");
+  try {
+    (void)runtime::render_chat(*t, {{"user", "a"}, {"system", "b"}});
+    ADD_FAILURE() << "accepted";
+  } catch (const runtime::RequestError& e) {
+    EXPECT_EQ(e.status, 400);
+    EXPECT_EQ(e.param, "messages");
+    EXPECT_EQ(std::string(e.what()), "the model's chat template refused the conversation: m: chat_template:1:103: raise_exception: system first");
+  }
+  EXPECT_FALSE(runtime::ChatTemplate::from_tokenizer_config(R"({"bos_token": "<s>"})", "m").has_value());
+  try {
+    (void)runtime::ChatTemplate::from_tokenizer_config(R"({"chat_template": "{% if x %}"})", "m: chat_template");
+    ADD_FAILURE() << "accepted";
+  } catch (const hf::JinjaError& e) {
+    EXPECT_EQ(std::string(e.what()), "m: chat_template:1:11: unexpected end of template, expected one of: 'elif', 'else', 'endif'");
+  }
+  EXPECT_EQ(runtime::chat_template_name(runtime::ChatTemplate::ChatMl), std::string("chatml"));
+}

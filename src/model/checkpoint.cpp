@@ -7,6 +7,8 @@
 #include <string>
 #include <utility>
 
+#include <nlohmann/json.hpp>
+
 #include "mfqat/ckpt/file.h"
 #include "mfqat/ckpt/stream_writer.h"
 
@@ -76,6 +78,26 @@ std::optional<std::string> Checkpoint::tokenizer_json() const {
   if (t->dtype != ckpt::DType::U8 || t->shape.size() != 1) throw std::runtime_error(path() + ": tensor '" + kTokenizerTensor + "' is not 1-D U8 text");
   const auto b = file_.data(*t);
   return std::string(b.begin(), b.end());
+}
+
+std::optional<std::string> chat_subset_of_tokenizer_config(const std::string& text) {
+  const nlohmann::ordered_json cfg = nlohmann::ordered_json::parse(text, nullptr, /*allow_exceptions=*/false);
+  if (!cfg.is_object()) return std::nullopt;
+  nlohmann::ordered_json out = nlohmann::ordered_json::object();
+  for (const char* k : {"chat_template", "bos_token", "eos_token", "unk_token", "sep_token", "pad_token", "cls_token", "mask_token"}) {
+    const auto it = cfg.find(k);
+    if (it != cfg.end() && !it->is_null()) out[k] = *it;
+  }
+  if (out.empty()) return std::nullopt;
+  return out.dump();
+}
+
+std::optional<std::string> Checkpoint::tokenizer_config_json() const {
+  if (hf_) return hf_->tokenizer_config_json();
+  const auto& meta = file_.metadata();
+  const auto it = meta.find(kTokenizerConfigKey);
+  if (it == meta.end()) return std::nullopt;
+  return it->second;
 }
 
 Checkpoint Checkpoint::from_file(ckpt::SafetensorsFile file) {
@@ -228,6 +250,9 @@ namespace {
 void declare_common(const Checkpoint& src, ckpt::SafetensorsStreamWriter& w, const std::optional<std::string>& tok) {
   if (src.hf()) {
     w.set_metadata(ckpt::kModelConfigKey, src.config().to_json());
+    if (const auto& tc = src.hf()->tokenizer_config_json()) {
+      if (const auto chat = chat_subset_of_tokenizer_config(*tc)) w.set_metadata(kTokenizerConfigKey, *chat);
+    }
   } else {
     for (const auto& [k, v] : src.file().metadata()) {
       if (k.rfind(ckpt::kMxMetaPrefix, 0) != 0) w.set_metadata(k, v);

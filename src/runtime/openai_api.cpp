@@ -10,29 +10,65 @@ namespace mfqat::runtime {
 
 using nlohmann::json;
 
+const ChatTemplate ChatTemplate::Plain{ChatTemplate::Kind::Plain};
+const ChatTemplate ChatTemplate::ChatMl{ChatTemplate::Kind::ChatMl};
+const ChatTemplate ChatTemplate::Llama3{ChatTemplate::Kind::Llama3};
+
+std::optional<ChatTemplate> ChatTemplate::from_tokenizer_config(const std::string& text, const std::string& origin, const hf::Tokenizer* tok) {
+  auto src = hf::chat_template_from_config(text, origin);
+  if (!src) return std::nullopt;
+  ChatTemplate t;
+  t.kind_ = Kind::Jinja;
+  t.jinja_ = std::make_shared<const hf::JinjaTemplate>(src->source, origin);
+  const auto bos = src->special_tokens.find("bos_token");
+  if (tok && bos != src->special_tokens.end() && bos->is_string()) {
+    const auto id = tok->token_to_id(bos->get<std::string>());
+    const auto with = tok->encode("a", true), without = tok->encode("a", false);
+    if (id && with.size() == without.size() + 1 && with.front() == *id) t.strip_bos_ = bos->get<std::string>();
+  }
+  t.source_ = std::make_shared<const hf::ChatTemplateSource>(std::move(*src));
+  return t;
+}
+
 ChatTemplate chat_template_for(const Engine& e) {
   const hf::Tokenizer* tok = e.tokenizer();
+  if (const auto cfg = e.tokenizer_config_json()) {
+    const std::string path = e.checkpoint_path();
+    if (auto t = ChatTemplate::from_tokenizer_config(*cfg, (path.empty() ? std::string() : path + ": ") + "chat_template", tok)) return *t;
+  }
   if (!tok) return ChatTemplate::Plain;
   if (tok->token_to_id("<|im_start|>") && tok->token_to_id("<|im_end|>")) return ChatTemplate::ChatMl;
   if (tok->token_to_id("<|start_header_id|>") && tok->token_to_id("<|eot_id|>")) return ChatTemplate::Llama3;
   return ChatTemplate::Plain;
 }
 
-const char* chat_template_name(ChatTemplate t) {
-  switch (t) {
-    case ChatTemplate::ChatMl: return "chatml";
-    case ChatTemplate::Llama3: return "llama3";
+const char* chat_template_name(const ChatTemplate& t) {
+  switch (t.kind()) {
+    case ChatTemplate::Kind::Jinja: return "jinja";
+    case ChatTemplate::Kind::ChatMl: return "chatml";
+    case ChatTemplate::Kind::Llama3: return "llama3";
     default: return "plain";
   }
 }
 
-std::string render_chat(ChatTemplate t, const std::vector<ChatMessage>& messages) {
+std::string render_chat(const ChatTemplate& t, const std::vector<ChatMessage>& messages) {
   std::string out;
-  switch (t) {
-    case ChatTemplate::ChatMl:
+  switch (t.kind()) {
+    case ChatTemplate::Kind::Jinja: {
+      nlohmann::ordered_json msgs = nlohmann::ordered_json::array();
+      for (const auto& m : messages) msgs.push_back({{"role", m.role}, {"content", m.content}});
+      try {
+        out = t.jinja_->render(hf::chat_template_context(*t.source_, msgs, true));
+      } catch (const hf::JinjaError& ex) {
+        throw RequestError(400, std::string("the model's chat template refused the conversation: ") + ex.what(), "messages");
+      }
+      if (!t.strip_bos_.empty() && out.compare(0, t.strip_bos_.size(), t.strip_bos_) == 0) out.erase(0, t.strip_bos_.size());
+      return out;
+    }
+    case ChatTemplate::Kind::ChatMl:
       for (const auto& m : messages) out += "<|im_start|>" + m.role + "\n" + m.content + "<|im_end|>\n";
       return out + "<|im_start|>assistant\n";
-    case ChatTemplate::Llama3: {
+    case ChatTemplate::Kind::Llama3: {
       // The tokenizer's post-processor adds <|begin_of_text|>; Meta's template trims each content.
       auto trim = [](const std::string& s) {
         const auto b = s.find_first_not_of(" \t\n\r"), e = s.find_last_not_of(" \t\n\r");

@@ -156,7 +156,13 @@ TrainSummary run_train(const TrainJob& job, const std::function<void(const std::
                          {"seed", job.seed},
                          {"valid_loss", r.valid_loss}};
   if (r.valid_accuracy >= 0) meta["valid_accuracy"] = r.valid_accuracy;
-  save_checkpoint(*m, job.output, {{"mfqat.train", meta.dump()}}, tokenizer_json);
+  std::map<std::string, std::string> extra = {{"mfqat.train", meta.dump()}};
+  if (init && tokenizer_json) {  // the chat template travels with the tokenizer
+    if (const auto tc = init->tokenizer_config_json()) {
+      if (const auto chat = model::chat_subset_of_tokenizer_config(*tc)) extra[model::kTokenizerConfigKey] = *chat;
+    }
+  }
+  save_checkpoint(*m, job.output, extra, tokenizer_json);
   return r;
 }
 

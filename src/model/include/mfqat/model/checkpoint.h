@@ -19,6 +19,14 @@ using ckpt::kAnchorKey;
 
 // The tensor (U8, 1-D) in which `mfqat import` embeds the model's tokenizer.json.
 inline constexpr const char* kTokenizerTensor = "tokenizer.json";
+// The metadata key in which `mfqat import` (and every checkpoint written from one: anchors,
+// masters) keeps what chat needs of tokenizer_config.json: a JSON object with its chat_template
+// and special tokens (bos_token, eos_token, ...), nothing else.
+inline constexpr const char* kTokenizerConfigKey = "mfqat.tokenizer_config";
+
+// The members of a tokenizer_config.json text that kTokenizerConfigKey keeps (nullopt: none of
+// them, or not a JSON object).
+std::optional<std::string> chat_subset_of_tokenizer_config(const std::string& tokenizer_config_json);
 
 class Checkpoint {
  public:
@@ -43,6 +51,9 @@ class Checkpoint {
   // The model's tokenizer.json text: embedded by `mfqat import` (tensor kTokenizerTensor) or the
   // directory's own; nullopt for mfqat's byte-level LM.
   std::optional<std::string> tokenizer_json() const;
+  // tokenizer_config.json's chat template and special tokens as JSON text: the directory's file,
+  // or an mfqat file's kTokenizerConfigKey; nullopt when there is none.
+  std::optional<std::string> tokenizer_config_json() const;
   const ModelConfig& config() const { return config_; }
   const std::vector<Param>& params() const { return params_; }
   const Param* find_param(const std::string& name) const;  // nullptr when the config has none

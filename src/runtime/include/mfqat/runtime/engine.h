@@ -167,6 +167,10 @@ class Engine {
   // The model's tokenizer (Hugging Face models: embedded by import, or the directory's
   // tokenizer.json); nullptr for mfqat's byte-level LM, whose tokens are bytes.
   const hf::Tokenizer* tokenizer() const { return tokenizer_.get(); }
+  // tokenizer_config.json's chat template and special tokens (model::Checkpoint::
+  // tokenizer_config_json), and the checkpoint's path; nullopt / "" for a synthetic model.
+  std::optional<std::string> tokenizer_config_json() const { return ck_ ? ck_->tokenizer_config_json() : std::nullopt; }
+  std::string checkpoint_path() const { return ck_ ? ck_->path() : std::string(); }
   const std::vector<float>& rope_cos() const { return cos_; }
   const std::vector<float>& rope_sin() const { return sin_; }
 

@@ -5,13 +5,20 @@
 
 #include <cstdint>
 #include <functional>
+#include <memory>
+#include <optional>
 #include <stdexcept>
 #include <string>
 #include <vector>
 
 #include <nlohmann/json.hpp>
 
+#include "mfqat/hf/jinja.h"
 #include "mfqat/runtime/sampling.h"
+
+namespace mfqat::hf {
+class Tokenizer;
+}
 
 namespace mfqat::runtime {
 
@@ -21,15 +28,43 @@ struct ChatMessage {
   std::string role, content;
 };
 
-// How a conversation becomes prompt text. Built in (the Jinja templates of tokenizer_config.json
-// are not interpreted): ChatML (Qwen2/2.5/3: <|im_start|>role\ncontent<|im_end|>\n), Llama 3
+// How a conversation becomes prompt text. A model's own template: the Jinja chat_template of its
+// tokenizer_config.json (kept in the checkpoint by `mfqat import`, carried to its anchors), rendered
+// by mfqat/hf/jinja.h as transformers' apply_chat_template renders it (add_generation_prompt on).
+// Otherwise built in: ChatML (Qwen2/2.5/3: <|im_start|>role\ncontent<|im_end|>\n), Llama 3
 // (<|start_header_id|>role<|end_header_id|>\n\ncontent<|eot_id|>), and Plain for models without
 // chat markers (mfqat's byte LM, Llama 2): "Role: content\n" per message, then "Assistant:".
-enum class ChatTemplate { Plain, ChatMl, Llama3 };
-ChatTemplate chat_template_for(const Engine& e);  // from the tokenizer's special tokens
-const char* chat_template_name(ChatTemplate t);
-// The conversation, ending with the opening of the assistant's turn (add_generation_prompt).
-std::string render_chat(ChatTemplate t, const std::vector<ChatMessage>& messages);
+class ChatTemplate {
+ public:
+  enum class Kind { Plain, ChatMl, Llama3, Jinja };
+  ChatTemplate() = default;  // Plain
+  ChatTemplate(Kind k) : kind_(k) {}  // NOLINT(google-explicit-constructor): the built-ins by name
+  static const ChatTemplate Plain, ChatMl, Llama3;
+  // Parses the chat_template of a tokenizer_config.json text (nullopt: it has none); throws
+  // hf::JinjaError, one line naming `origin` and the position, when the template does not parse.
+  // `tok` (may be null): when its post-processor already puts the template's bos_token first, the
+  // rendered text's leading bos_token is dropped, so the ids are those of transformers'
+  // apply_chat_template(tokenize=True), which encodes without special tokens.
+  static std::optional<ChatTemplate> from_tokenizer_config(const std::string& tokenizer_config_json, const std::string& origin,
+                                                           const hf::Tokenizer* tok = nullptr);
+  Kind kind() const { return kind_; }
+  bool operator==(const ChatTemplate& o) const { return kind_ == o.kind_ && jinja_ == o.jinja_; }
+  bool operator!=(const ChatTemplate& o) const { return !(*this == o); }
+
+ private:
+  friend std::string render_chat(const ChatTemplate& t, const std::vector<ChatMessage>& messages);
+  Kind kind_ = Kind::Plain;
+  std::shared_ptr<const hf::JinjaTemplate> jinja_;
+  std::shared_ptr<const hf::ChatTemplateSource> source_;
+  std::string strip_bos_;  // the leading text to drop (see from_tokenizer_config), "" none
+};
+// The model's own Jinja template when its checkpoint has one (throws hf::JinjaError naming the
+// checkpoint when it does not parse), else a built-in chosen from the tokenizer's special tokens.
+ChatTemplate chat_template_for(const Engine& e);
+const char* chat_template_name(const ChatTemplate& t);  // "jinja", "chatml", "llama3", "plain"
+// The conversation, ending with the opening of the assistant's turn (add_generation_prompt). A
+// Jinja template that refuses the conversation (raise_exception, an error) throws RequestError 400.
+std::string render_chat(const ChatTemplate& t, const std::vector<ChatMessage>& messages);
 
 // A request error: the HTTP status it answers and the request field it names ("" none).
 struct RequestError : std::invalid_argument {
