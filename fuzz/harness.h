@@ -157,7 +157,7 @@ inline void request(const std::string& body) {
   } catch (const std::invalid_argument& ex) {
     why = ex.what();
   }
-  for (const auto t : {runtime::ChatTemplate::Plain, runtime::ChatTemplate::ChatMl, runtime::ChatTemplate::Llama3}) {
+  for (const auto& t : {runtime::ChatTemplate::Plain, runtime::ChatTemplate::ChatMl, runtime::ChatTemplate::Llama3}) {
     try {
       const auto c = runtime::parse_completion_request(body, lim, canonical, true,
                                                        [t](const std::vector<runtime::ChatMessage>& m) { return runtime::render_chat(t, m); });

@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # Builds the libFuzzer targets with clang (ASan+UBSan) and runs each for SECONDS (default 60).
-#   bash scripts/fuzz.sh [SECONDS] [TARGET...]     targets: safetensors npy config request gguf rdata idx gzip tokenizer_json plan
+#   bash scripts/fuzz.sh [SECONDS] [TARGET...]     targets: safetensors npy config request gguf rdata idx gzip tokenizer_json plan chat_template
 # (all of them by default). What each target does with an input: fuzz/harness.h, fuzz/harness_data.h.
 # Crashes are written to build/fuzz/crashes/; a crash makes the script fail. Found crashes should
 # become regression inputs in fuzz/regressions/ (replayed by the unit tests).
@@ -8,7 +8,7 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 SECS=${1:-60}
 shift || true
-TARGETS=${*:-safetensors npy config request gguf rdata idx gzip tokenizer_json plan}
+TARGETS=${*:-safetensors npy config request gguf rdata idx gzip tokenizer_json plan chat_template}
 bash scripts/setup.sh
 CC=clang CXX=clang++ cmake -S . -B build/fuzz -G Ninja -DCMAKE_BUILD_TYPE=RelWithDebInfo -DMFQAT_FUZZ=ON \
   -DMFQAT_BUILD_TESTS=OFF -DMFQAT_BUILD_BENCH=OFF >/dev/null

@@ -18,6 +18,7 @@
 #include <vector>
 
 #include "../fuzz/harness.h"
+#include "../fuzz/harness_chat.h"
 #include "mfqat/ckpt/file.h"
 
 namespace fs = std::filesystem;
@@ -48,6 +49,7 @@ const std::map<std::string, Target>& targets() {
       {"request", {[](const Bytes& b, const std::string&) { fuzz::request(std::string(b.begin(), b.end())); }, false, true}},
       {"gguf", {[](const Bytes& b, const std::string& n) { fuzz::gguf_file(b, n); }, true, false}},
       {"plan", {[](const Bytes& b, const std::string& n) { fuzz::plan_file(std::string(b.begin(), b.end()), n); }, true, false}},
+      {"chat_template", {[](const Bytes& b, const std::string& n) { fuzz::chat_template(std::string(b.begin(), b.end()), n); }, true, false}},
   };
   return t;
 }
@@ -84,6 +86,10 @@ struct Known {
 };
 const std::map<std::string, Known>& known_regressions() {
   static const std::map<std::string, Known> k = {
+      // ASan: unary minus read its operand after the temporary holding it had gone (fuzz_chat_template).
+      {"chat_template-unary-minus-use-after-scope.jinja", {Outcome::Accepted, ""}},
+      // UBSan: signed overflow in 2 ** 80 (Python's integers are unbounded; mfqat's 64-bit ones refuse).
+      {"chat_template-int-overflow.jinja", {Outcome::Rejected, "integer overflow in ** (integers are 64-bit here)"}},
       // UBSan: memcpy from a null pointer for shape (0, 2040); an empty matrix is valid.
       {"npy-empty-shape-memcpy.npy", {Outcome::Accepted, ""}},
       // A dtype with a newline was echoed into the message, which then spanned two lines.

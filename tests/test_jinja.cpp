@@ -158,6 +158,8 @@ TEST(Jinja, ErrorsAreOneLineWithThePosition) {
   EXPECT_EQ(error_of("{% frob %}"), "t:1:4: unknown or unsupported tag 'frob'");
   EXPECT_EQ(error_of("{{ 'a' + 1 }}"), "t:1:8: unsupported operand types for +: 'str' and 'int'");
   EXPECT_EQ(error_of("{# open"), "t:1:1: missing end of comment tag");
+  EXPECT_EQ(error_of("{{ 2 ** 80 }}"), "t:1:6: integer overflow in ** (integers are 64-bit here)");
+  EXPECT_EQ(error_of("{{ 9223372036854775807 + 1 }}"), "t:1:24: integer overflow in + (integers are 64-bit here)");
 }
 
 TEST(Jinja, LimitsStopRunawayTemplates) {

@@ -832,7 +832,7 @@ class Parser {
       for (const char* o : ops) {
         if (is_op(o)) {
           auto e = make(Expr::Bin, cur().pos);
-          e->name = o;
+          e->name = std::string(o);
           ++i_;
           e->args.push_back(std::move(l));
           e->args.push_back((this->*next)());
@@ -1456,10 +1456,12 @@ class Renderer {
       }
       case Expr::Neg:
       case Expr::Pos: {
-        const json& v = need(eval(*e.args[0]), e.pos);
+        const Value operand = eval(*e.args[0]);  // need() returns a reference into it
+        const json& v = need(operand, e.pos);
         if (!is_num(v)) fail(e.pos, "bad operand type for unary " + std::string(e.k == Expr::Neg ? "-" : "+") + ": '" + type_name(v) + "'");
         if (e.k == Expr::Pos) return Value::of(v.is_boolean() ? json(inum(v)) : v);
         if (v.is_number_float()) return Value::of(json(-v.get<double>()));
+        if (inum(v) == INT64_MIN) fail(e.pos, "integer overflow in unary - (integers are 64-bit here)");
         return Value::of(json(-inum(v)));
       }
       case Expr::Not: return Value::of(json(!truthy(eval(*e.args[0]))));
@@ -1546,7 +1548,7 @@ class Renderer {
     if (op == "*" && ((a.is_string() && (is_int(b) || b.is_boolean())) || (b.is_string() && (is_int(a) || a.is_boolean())))) {
       const std::string& s = a.is_string() ? a.get_ref<const std::string&>() : b.get_ref<const std::string&>();
       const std::int64_t n = a.is_string() ? inum(b) : inum(a);
-      if (n > 0 && s.size() * static_cast<std::uint64_t>(n) > lim_.max_output) fail(e.pos, "a string longer than the output limit");
+      if (n > 0 && !s.empty() && static_cast<std::uint64_t>(n) > lim_.max_output / s.size()) fail(e.pos, "a string longer than the output limit");
       std::string r;
       for (std::int64_t i = 0; i < n; ++i) r += s;
       return Value::of(json(r));
@@ -1559,11 +1561,15 @@ class Renderer {
     }
     if (ints) {
       const std::int64_t x = inum(a), y = inum(b);
-      if (op == "+") return Value::of(json(x + y));
-      if (op == "-") return Value::of(json(x - y));
-      if (op == "*") return Value::of(json(x * y));
+      std::int64_t res = 0;
+      // Python's integers do not overflow; 64-bit ones that would are refused
+      const auto overflow = [&]() { fail(e.pos, "integer overflow in " + op + " (integers are 64-bit here)"); };
+      if (op == "+") return __builtin_add_overflow(x, y, &res) ? (overflow(), Value()) : Value::of(json(res));
+      if (op == "-") return __builtin_sub_overflow(x, y, &res) ? (overflow(), Value()) : Value::of(json(res));
+      if (op == "*") return __builtin_mul_overflow(x, y, &res) ? (overflow(), Value()) : Value::of(json(res));
       if (op == "//" || op == "%") {
         if (y == 0) fail(e.pos, "integer division or modulo by zero");
+        if (x == INT64_MIN && y == -1) overflow();
         std::int64_t q = x / y, r = x % y;
         if (r != 0 && ((r < 0) != (y < 0))) {
           --q;
@@ -1573,9 +1579,16 @@ class Renderer {
       }
       if (op == "**") {
         if (y < 0) return Value::of(json(std::pow(static_cast<double>(x), static_cast<double>(y))));
-        std::int64_t r = 1;
-        for (std::int64_t i = 0; i < y && i < 64; ++i) r *= x;
-        return Value::of(json(r));
+        std::int64_t p = 1;
+        for (std::int64_t i = 0; i < y; ++i) {
+          if (__builtin_mul_overflow(p, x, &p)) overflow();
+          if (p == 0 || p == 1) break;  // x is 0 or 1
+          if (p == -1) {                 // x is -1
+            p = y % 2 == 0 ? 1 : -1;
+            break;
+          }
+        }
+        return Value::of(json(p));
       }
     }
     const double x = num(a), y = num(b);
@@ -1793,7 +1806,11 @@ class Renderer {
     const json& j = need(v, pos);
     if (f == "int") {
       if (is_int(j) || j.is_boolean()) return Value::of(json(inum(j)));
-      if (j.is_number_float()) return Value::of(json(static_cast<std::int64_t>(j.get<double>())));
+      if (j.is_number_float()) {
+        const double d = j.get<double>();
+        if (!(std::fabs(d) < 9.2e18)) fail(pos, "int: " + py_float(d) + " does not fit 64 bits");
+        return Value::of(json(static_cast<std::int64_t>(d)));
+      }
       if (j.is_string()) {
         std::int64_t x = 0;
         const std::string s = py_strip(j.get<std::string>(), nullptr, true, true);
@@ -1814,7 +1831,10 @@ class Renderer {
     }
     if (f == "abs") {
       if (j.is_number_float()) return Value::of(json(std::fabs(j.get<double>())));
-      if (is_int(j) || j.is_boolean()) return Value::of(json(std::llabs(inum(j))));
+      if (is_int(j) || j.is_boolean()) {
+        if (inum(j) == INT64_MIN) fail(pos, "integer overflow in abs");
+        return Value::of(json(std::llabs(inum(j))));
+      }
       fail(pos, "bad operand type for abs(): '" + type_name(j) + "'");
     }
     if (f == "round") {
@@ -1848,7 +1868,10 @@ class Renderer {
         json acc = json(0);
         for (const json& x : items) {
           if (!is_num(x)) fail(pos, "sum: unsupported operand type '" + type_name(x) + "'");
-          acc = (acc.is_number_float() || x.is_number_float()) ? json(num(acc) + num(x)) : json(inum(acc) + inum(x));
+          std::int64_t r = 0;
+          if (acc.is_number_float() || x.is_number_float()) acc = json(num(acc) + num(x));
+          else if (__builtin_add_overflow(inum(acc), inum(x), &r)) fail(pos, "integer overflow in sum");
+          else acc = json(r);
         }
         return Value::of(acc);
       }
@@ -2015,9 +2038,10 @@ class Renderer {
         }
         if (st == 0) fail(pos, "range() arg 3 must not be zero");
         json out = json::array();
-        for (std::int64_t i = lo; st > 0 ? i < hi : i > hi; i += st) {
+        for (std::int64_t i = lo; st > 0 ? i < hi : i > hi;) {
           if (out.size() >= 100000) fail(pos, "range() longer than 100000 items");
           out.push_back(i);
+          if (__builtin_add_overflow(i, st, &i)) break;
         }
         return Value::of(std::move(out));
       }
