@@ -1065,7 +1065,8 @@ class Parser {
 // ---------------------------------------------------------------- values
 struct Value {
   enum K : std::uint8_t { Undef, Json, Ns } k = Undef;
-  json j;
+  json j;                    // Json: the value, unless `ref` points at it
+  const json* ref = nullptr;  // a value inside the render's context (not copied: it outlives the render)
   std::shared_ptr<json> ns;  // a namespace's attributes (shared: `set ns.x` changes every copy)
   std::string hint;          // Undef: what is undefined, for errors
   static Value undef(std::string h) {
@@ -1079,12 +1080,21 @@ struct Value {
     v.j = std::move(x);
     return v;
   }
+  static Value ref_to(const json& x) {
+    Value v;
+    v.k = Json;
+    v.ref = &x;
+    return v;
+  }
+  const json& J() const { return ref ? *ref : j; }
+  // A member or element of this value: borrowed when this one is, else copied.
+  Value child(const json& c) const { return ref ? ref_to(c) : of(c); }
 };
 
 bool truthy(const Value& v) {
   if (v.k == Value::Undef) return false;
   if (v.k == Value::Ns) return true;
-  const json& j = v.j;
+  const json& j = v.J();
   switch (j.type()) {
     case json::value_t::null: return false;
     case json::value_t::boolean: return j.get<bool>();
@@ -1101,7 +1111,7 @@ bool truthy(const Value& v) {
 std::string to_str(const Value& v) {
   if (v.k == Value::Undef) return "";
   if (v.k == Value::Ns) return "<Namespace " + py_repr(*v.ns) + ">";
-  return py_str(v.j);
+  return py_str(v.J());
 }
 
 bool is_int(const json& j) { return j.is_number_integer(); }
@@ -1136,7 +1146,7 @@ bool val_eq(const Value& a, const Value& b) {
   if (a.k != b.k) return false;
   if (a.k == Value::Undef) return true;
   if (a.k == Value::Ns) return a.ns == b.ns;
-  return py_eq(a.j, b.j);
+  return py_eq(a.J(), b.J());
 }
 
 struct Loop {};
@@ -1175,7 +1185,7 @@ class Renderer {
     }
     if (ctx_.is_object()) {
       const auto f = ctx_.find(name);
-      if (f != ctx_.end()) return Value::of(*f);
+      if (f != ctx_.end()) return Value::ref_to(*f);
     }
     return Value::undef("'" + name + "' is undefined");
   }
@@ -1214,7 +1224,7 @@ class Renderer {
         const Value ns = lookup(s.text);
         if (ns.k != Value::Ns) fail(s.pos, "cannot assign attribute on non-namespace object '" + s.text + "'");
         if (v.k == Value::Ns) fail(s.pos, "a namespace inside a namespace is not supported");
-        (*ns.ns)[s.attr] = v.k == Value::Undef ? json() : v.j;
+        (*ns.ns)[s.attr] = v.k == Value::Undef ? json() : v.J();
         if (v.k == Value::Undef) fail(s.pos, v.hint);
         return Flow::Normal;
       }
@@ -1237,7 +1247,7 @@ class Renderer {
   std::vector<json> iterate(const Value& v, std::size_t pos) {
     if (v.k == Value::Undef) return {};
     if (v.k == Value::Ns) fail(pos, "a namespace is not iterable");
-    const json& j = v.j;
+    const json& j = v.J();
     std::vector<json> items;
     if (j.is_array()) {
       items.assign(j.begin(), j.end());
@@ -1331,7 +1341,7 @@ class Renderer {
   const json& need(const Value& v, std::size_t pos) const {
     if (v.k == Value::Undef) fail(pos, v.hint);
     if (v.k == Value::Ns) fail(pos, "a namespace cannot be used here");
-    return v.j;
+    return v.J();
   }
 
   Value getattr(const Value& obj, const std::string& name, std::size_t pos) {
@@ -1341,11 +1351,11 @@ class Renderer {
       if (f != obj.ns->end()) return Value::of(*f);
       return Value::undef("'Namespace' object has no attribute '" + name + "'");
     }
-    if (obj.j.is_object()) {
-      const auto f = obj.j.find(name);
-      if (f != obj.j.end()) return Value::of(*f);
+    if (obj.J().is_object()) {
+      const auto f = obj.J().find(name);
+      if (f != obj.J().end()) return obj.child(*f);
     }
-    return Value::undef("'" + type_name(obj.j) + " object' has no attribute '" + name + "'");
+    return Value::undef("'" + type_name(obj.J()) + " object' has no attribute '" + name + "'");
   }
 
   static std::int64_t norm_index(std::int64_t i, std::size_t n) { return i < 0 ? i + static_cast<std::int64_t>(n) : i; }
@@ -1353,21 +1363,21 @@ class Renderer {
   Value getitem(const Value& obj, const Value& key, std::size_t pos) {
     if (obj.k == Value::Undef) fail(pos, obj.hint);
     if (obj.k == Value::Ns) {
-      if (key.k == Value::Json && key.j.is_string()) return getattr(obj, key.j.get<std::string>(), pos);
+      if (key.k == Value::Json && key.J().is_string()) return getattr(obj, key.J().get<std::string>(), pos);
       return Value::undef("'Namespace' object has no item");
     }
     if (key.k != Value::Json) return Value::undef("no such item");
-    const json& o = obj.j;
-    const json& k = key.j;
+    const json& o = obj.J();
+    const json& k = key.J();
     if (o.is_object() && k.is_string()) {
       const auto f = o.find(k.get<std::string>());
-      if (f != o.end()) return Value::of(*f);
+      if (f != o.end()) return obj.child(*f);
       return Value::undef("'dict object' has no attribute '" + k.get<std::string>() + "'");
     }
     if ((o.is_array() || o.is_string()) && (is_int(k) || k.is_boolean())) {
       if (o.is_array()) {
         const std::int64_t i = norm_index(inum(k), o.size());
-        if (i >= 0 && i < static_cast<std::int64_t>(o.size())) return Value::of(o[static_cast<std::size_t>(i)]);
+        if (i >= 0 && i < static_cast<std::int64_t>(o.size())) return obj.child(o[static_cast<std::size_t>(i)]);
         return Value::undef("'list object' has no element " + std::to_string(inum(k)));
       }
       const std::u32string u = to_u32(o.get_ref<const std::string&>());
@@ -1497,15 +1507,15 @@ class Renderer {
     if (op == "in" || op == "not in") {
       bool found = false;
       if (rv.k == Value::Json) {
-        const json& c = rv.j;
+        const json& c = rv.J();
         if (c.is_string()) {
           const json& x = need(lv, e.pos);
           if (!x.is_string()) fail(e.pos, "'in <string>' requires string as left operand, not " + type_name(x));
           found = c.get_ref<const std::string&>().find(x.get_ref<const std::string&>()) != std::string::npos;
         } else if (c.is_array()) {
-          for (const json& it : c) found = found || (lv.k == Value::Json && py_eq(it, lv.j));
+          for (const json& it : c) found = found || (lv.k == Value::Json && py_eq(it, lv.J()));
         } else if (c.is_object()) {
-          found = lv.k == Value::Json && lv.j.is_string() && c.contains(lv.j.get<std::string>());
+          found = lv.k == Value::Json && lv.J().is_string() && c.contains(lv.J().get<std::string>());
         } else {
           fail(e.pos, "argument of type '" + type_name(c) + "' is not iterable");
         }
@@ -1659,7 +1669,7 @@ class Renderer {
     if (f == "length" || f == "count") {
       if (v.k == Value::Undef) return Value::of(json(0));
       const std::size_t n = length_of(need(v, pos));
-      if (n == static_cast<std::size_t>(-1)) fail(pos, "object of type '" + type_name(v.j) + "' has no len()");
+      if (n == static_cast<std::size_t>(-1)) fail(pos, "object of type '" + type_name(v.J()) + "' has no len()");
       return Value::of(json(n));
     }
     if (f == "string") return Value::of(json(to_str(v)));
@@ -1936,7 +1946,7 @@ class Renderer {
     if (t == "undefined") return v.k == Value::Undef;
     if (t == "callable") return false;
     const bool js = v.k == Value::Json;
-    const json& j = v.j;
+    const json& j = v.J();
     if (t == "none") return js && j.is_null();
     if (t == "boolean") return js && j.is_boolean();
     if (t == "true") return js && j.is_boolean() && j.get<bool>();
@@ -2017,7 +2027,7 @@ class Renderer {
         }
         for (const auto& [k, v] : a.kw) {
           if (v.k == Value::Ns) fail(pos, "a namespace inside a namespace is not supported");
-          (*obj)[k] = v.k == Value::Undef ? json() : v.j;
+          (*obj)[k] = v.k == Value::Undef ? json() : v.J();
         }
         if (fn == "dict") return Value::of(*obj);
         Value v;
@@ -2062,7 +2072,7 @@ class Renderer {
     const Args a = eval_args(e, 1);
     if (obj.k == Value::Undef) fail(pos, obj.hint);
     if (obj.k == Value::Ns) fail(pos, "'Namespace' object has no method '" + m + "'");
-    const json& j = obj.j;
+    const json& j = obj.J();
     if (j.is_object()) {
       if (m == "items") {
         json out = json::array();
