@@ -654,7 +654,9 @@ TEST(Server, SloPrefillBudgetHalvesOnAMissAndGrowsWhenFast) {
   ASSERT_GT(port, 0);
   EXPECT_EQ(gauges(port)["mfqat_prefill_budget"], 64);
   s.pause(true);
+  // in this order (queued first, served first): the short one is decoding while the long one is read
   auto decoding = post_async(port, {{"prompt", "Emma"}, {"max_tokens", 64}, {"format", "mxint8"}});
+  ASSERT_TRUE(eventually([&] { return gauges(port)["mfqat_queue_depth"] == 1; }));
   auto longp = post_async(port, {{"prompt", std::string(300, 'a')}, {"max_tokens", 2}, {"format", "mxint8"}});
   ASSERT_TRUE(eventually([&] { return gauges(port)["mfqat_queue_depth"] == 2; }));
   s.pause(false);
