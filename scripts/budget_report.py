@@ -136,8 +136,12 @@ def main():
         matplotlib.use("Agg")
         import matplotlib.pyplot as plt
 
-        fig, axes = plt.subplots(1, len(panels), figsize=(5.2 * len(panels), 4.2), squeeze=False)
-        for ax, (name, uni, direct, fisher) in zip(axes[0], panels):
+        cols = 2 if len(panels) > 2 else len(panels)
+        rows = (len(panels) + cols - 1) // cols
+        fig, axes = plt.subplots(rows, cols, figsize=(6 * cols, 4.4 * rows), squeeze=False)
+        for ax in axes.flat[len(panels):]:
+            ax.set_visible(False)
+        for ax, (name, uni, direct, fisher) in zip(axes.flat, panels):
             f = frontier(uni)
             ax.plot([u["bits_per_weight"] for u in f], [u["loss"] for u in f], "-", color="grey", label="uniform line (best format at each bits)")
             ax.plot([u["bits_per_weight"] for u in uni], [u["loss"] for u in uni], "o", color="grey")
