@@ -5,7 +5,7 @@
 #include <stdexcept>
 #include <string>
 
-#include "harness.h"
+#include "harness_plan.h"
 
 extern "C" int LLVMFuzzerTestOneInput(const std::uint8_t* data, std::size_t size) {
   try {

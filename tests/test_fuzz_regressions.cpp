@@ -19,6 +19,7 @@
 
 #include "../fuzz/harness.h"
 #include "../fuzz/harness_chat.h"
+#include "../fuzz/harness_plan.h"
 #include "mfqat/ckpt/file.h"
 
 namespace fs = std::filesystem;
