@@ -152,7 +152,7 @@ def main():
                 if ps:
                     ax.plot([r["bits_per_weight"] for r in ps], [r["loss"] for r in ps], m, color=c, label=label, markersize=6)
             ax.set_xlabel("average bits per weight (scales included)")
-            ax.set_ylabel("held-out loss, nats/byte")
+            ax.set_ylabel("held-out loss, nats/token (byte LM: per byte)")
             ax.set_title(name, fontsize=9)
             ax.grid(alpha=0.3)
             ax.legend(fontsize=7)
