@@ -11,6 +11,7 @@
 #include <nlohmann/json.hpp>
 
 #include "commands.h"
+#include "plan_flags.h"
 #include "mfqat/ckpt/file.h"
 #include "mfqat/hf/tokenizer.h"
 #include "mfqat/plan/plan.h"
@@ -150,12 +151,8 @@ Command add_plan(CLI::App& app) {
       const double ms = std::chrono::duration<double, std::milli>(std::chrono::steady_clock::now() - t0).count();
       const auto p = plan::make_plan(s, sol, budget, o->solver);
       plan::write_plan(o->out, p);
-      std::map<std::string, int> count;
-      for (const auto& [k, v] : p.formats) ++count[v];
-      std::string mix;
-      for (const auto& [k, v] : count) mix += fmt::format("{}{} x{}", mix.empty() ? "" : ", ", k, v);
       fmt::print("{}: {:.3f} bits/weight (budget {:.3f}), predicted loss +{:.5f} nats/token, solved in {:.1f} ms ({})\n", o->out, sol.bits, budget,
-                 sol.cost, ms, mix);
+                 sol.cost, ms, mix_of(p.formats));
     }
     if (!o->pareto.empty()) {
       const Data text = data_of(*e, text_of(o->eval_text, o->data_dir, "test"), seq, o->eval_windows, "--eval-text");

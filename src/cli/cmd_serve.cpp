@@ -6,12 +6,12 @@
 #include <algorithm>
 #include <csignal>
 #include <filesystem>
-#include <sstream>
 
 #include "commands.h"
 #include "kernel_flags.h"
 #include "plan_flags.h"
 #include "mfqat/runtime/server.h"
+#include "util.h"
 
 namespace mfqat::cli {
 
@@ -74,16 +74,8 @@ Command add_serve(CLI::App& app) {
       rl.rlim_cur = rl.rlim_max;
       setrlimit(RLIMIT_NOFILE, &rl);
     }
-    auto split = [](const std::string& s) {
-      std::vector<std::string> out;
-      std::stringstream ss(s);
-      for (std::string item; std::getline(ss, item, ',');) {
-        if (!item.empty()) out.push_back(item);
-      }
-      return out;
-    };
-    o->s.auto_formats = split(o->auto_formats);
-    for (const auto& d : split(o->auto_depths)) o->s.auto_depths.push_back(static_cast<std::size_t>(std::stoul(d)));
+    o->s.auto_formats = split_list(o->auto_formats);
+    for (const auto& d : split_list(o->auto_depths)) o->s.auto_depths.push_back(static_cast<std::size_t>(std::stoul(d)));
     auto e = runtime::Engine::open(o->model, o->ctx);
     e->set_kernels(kernel_options(o->kf));
     if (o->cache_mb > 0) e->set_cache_budget(static_cast<std::uint64_t>(o->cache_mb * 1e6));

@@ -23,7 +23,6 @@ void add_plan_flags(CLI::App* sub, PlanFlags& f, bool many) {
   sub->add_option("--plan-solver", f.solver, "--budget: dp (exact, default) or greedy")->check(CLI::IsMember({"dp", "greedy"}));
 }
 
-namespace {
 std::string mix_of(const std::map<std::string, std::string>& formats) {
   std::map<std::string, int> count;
   for (const auto& [k, v] : formats) ++count[v];
@@ -31,7 +30,6 @@ std::string mix_of(const std::map<std::string, std::string>& formats) {
   for (const auto& [k, v] : count) mix += (mix.empty() ? "" : ", ") + k + " x" + std::to_string(v);
   return mix;
 }
-}  // namespace
 
 std::vector<LoadedPlan> load_plans(runtime::Engine& e, const PlanFlags& f) {
   std::vector<LoadedPlan> out;

@@ -5,6 +5,7 @@
 #pragma once
 
 #include <CLI/CLI.hpp>
+#include <map>
 #include <string>
 #include <vector>
 
@@ -28,6 +29,9 @@ struct LoadedPlan {
   std::map<std::string, std::string> formats;  // parameter -> format
   std::string rest;  // the format of the linears the plan does not name
 };
+
+// How many linears take each format: "mxint4 x20, mxint8 x9".
+std::string mix_of(const std::map<std::string, std::string>& formats);
 
 // Reads the plan files and solves the budgets, checks each against the engine's model (a file
 // made for another model, a format its anchor cannot derive, a budget outside the candidates:
