@@ -82,15 +82,16 @@ Stat stat(std::vector<double> v) {
 int main(int argc, char** argv) {
   int threads = 2, rounds = 5;
   bool batch = false;
-  std::string json;
+  std::string json, only;  // only: a comma-separated list of formats for --batch (default: all)
   for (int i = 1; i < argc; ++i) {
     const std::string a = argv[i];
     if (a == "--threads" && i + 1 < argc) threads = std::stoi(argv[++i]);
     else if (a == "--rounds" && i + 1 < argc) rounds = std::stoi(argv[++i]);
     else if (a == "--json" && i + 1 < argc) json = argv[++i];
     else if (a == "--batch") batch = true;
+    else if (a == "--formats" && i + 1 < argc) only = argv[++i];
     else {
-      std::fprintf(stderr, "gemm_bench: unknown argument '%s' (--threads N --rounds N --json FILE)\n", a.c_str());
+      std::fprintf(stderr, "gemm_bench: unknown argument '%s' (--threads N --rounds N --json FILE --batch --formats A,B)\n", a.c_str());
       return 2;
     }
   }
@@ -108,11 +109,13 @@ int main(int argc, char** argv) {
     for (auto& v : w) v = nd(rng);
     std::printf("decode batches, W %lld x %lld, %d thread(s), %d rounds interleaved: ms per call, median [range]\n", static_cast<long long>(rows),
                 static_cast<long long>(cols), threads, rounds);
-    std::printf("%-12s %3s %24s %24s %24s\n", "format", "n", "int8 gemm", "fp32-act MX gemm", "n x gemv");
+    std::printf("%-12s %3s %24s %24s %24s %24s\n", "format", "n", "int8 gemm, repacked", "int8 gemm, per-call pack", "fp32-act MX gemm", "n x gemv");
     for (const char* fname : {"mxint8", "mxint7", "mxint6", "mxint5", "mxint4", "mxint3", "mxint2", "mxfp8_e4m3", "mxfp6_e3m2", "mxfp6_e2m3", "mxfp4"}) {
+      if (!only.empty() && ("," + only + ",").find("," + std::string(fname) + ",") == std::string::npos) continue;
       const mx::Format& f = mx::find_format(fname);
       const mx::PackedMatrix q = mx::quantize(f, w.data(), rows, cols);
-      for (std::int64_t n : {2, 4, 8, 16, 32}) {
+      const auto panels = runtime::repack_q8(runtime::view(q), runtime::KernelOptions{});
+      for (std::int64_t n : {1, 2, 4, 8, 16, 32}) {
         std::vector<float> x(static_cast<std::size_t>(n * cols)), y(static_cast<std::size_t>(n * rows));
         for (auto& v : x) v = nd(rng) * 50;
         runtime::KernelOptions k8, kf;
@@ -127,9 +130,10 @@ int main(int argc, char** argv) {
           } while (now() - t0 < 0.2);
           return 1e3 * (now() - t0) / reps;
         };
-        std::vector<double> g8, gf, gv;
+        std::vector<double> gp, g8, gf, gv;
         const bool q8 = runtime::gemm_q8_active(f, k8);
         for (int r = 0; r < rounds; ++r) {
+          if (panels) gp.push_back(time([&] { runtime::gemm_q8(runtime::view(q), panels.get(), x.data(), n, y.data(), k8); }));
           if (q8) g8.push_back(time([&] { runtime::gemm_q8(runtime::view(q), x.data(), n, y.data(), k8); }));
           gf.push_back(time([&] { runtime::gemm(runtime::view(q), x.data(), n, y.data(), kf); }));
           gv.push_back(time([&] {
@@ -138,11 +142,15 @@ int main(int argc, char** argv) {
         }
         const Stat b = stat(gf), c = stat(gv);
         const Stat a = q8 ? stat(g8) : Stat{0, 0, 0};
-        std::printf("%-12s %3lld %8.2f [%5.2f,%6.2f]  %8.2f [%5.2f,%6.2f]  %8.2f [%5.2f,%6.2f]\n", fname, static_cast<long long>(n), a.med, a.lo, a.hi, b.med, b.lo,
-                    b.hi, c.med, c.lo, c.hi);
+        const Stat pp = panels ? stat(gp) : Stat{0, 0, 0};
+        std::printf("%-12s %3lld %8.2f [%5.2f,%6.2f]  %8.2f [%5.2f,%6.2f]  %8.2f [%5.2f,%6.2f]  %8.2f [%5.2f,%6.2f]\n", fname, static_cast<long long>(n), pp.med, pp.lo,
+                    pp.hi, a.med, a.lo, a.hi, b.med, b.lo, b.hi, c.med, c.lo, c.hi);
         if (out) {
-          std::fprintf(out, "{\"kind\":\"batch\",\"threads\":%d,\"rows\":%lld,\"cols\":%lld,\"n\":%lld,\"format\":\"%s\",\"int8_ms\":%.4f,\"fp32act_ms\":%.4f,\"gemv_ms\":%.4f}\n",
-                       threads, static_cast<long long>(rows), static_cast<long long>(cols), static_cast<long long>(n), fname, a.med, b.med, c.med);
+          std::fprintf(out,
+                       "{\"kind\":\"batch\",\"threads\":%d,\"rows\":%lld,\"cols\":%lld,\"n\":%lld,\"format\":\"%s\",\"repacked_ms\":%.4f,\"repacked_lo\":%.4f,"
+                       "\"repacked_hi\":%.4f,\"int8_ms\":%.4f,\"int8_lo\":%.4f,\"int8_hi\":%.4f,\"fp32act_ms\":%.4f,\"gemv_ms\":%.4f,\"gemv_lo\":%.4f,\"gemv_hi\":%.4f}\n",
+                       threads, static_cast<long long>(rows), static_cast<long long>(cols), static_cast<long long>(n), fname, pp.med, pp.lo, pp.hi, a.med, a.lo, a.hi, b.med,
+                       c.med, c.lo, c.hi);
         }
       }
     }
@@ -165,7 +173,7 @@ int main(int argc, char** argv) {
   set_num_threads(threads);
   const double pk = peak[static_cast<std::size_t>(threads)];
   std::printf("\nGEMM, %d thread(s), %d rounds interleaved: GMAC/s median [range], %% of the %.0f GMAC/s peak\n", threads, rounds, pk);
-  std::printf("%-14s %5s %-8s %22s %22s %22s\n", "W rows x cols", "n", "format", "int8 gemm", "fp32-act MX gemm", "OpenBLAS sgemm (fp32 W)");
+  std::printf("%-14s %5s %-8s %27s %27s %22s %22s\n", "W rows x cols", "n", "format", "int8 gemm, repacked", "int8 gemm, per-call pack", "fp32-act MX gemm", "OpenBLAS sgemm (fp32 W)");
   struct Shape {
     std::int64_t rows, cols;
   };
@@ -176,12 +184,13 @@ int main(int argc, char** argv) {
     for (auto& v : w) v = nd(rng);
     for (const char* fname : {"mxint8", "mxfp4"}) {
       const mx::PackedMatrix q = mx::quantize(mx::find_format(fname), w.data(), sh.rows, sh.cols);
+      const auto panels = runtime::repack_q8(runtime::view(q), runtime::KernelOptions{});
       for (std::int64_t n : {16, 64, 128, 512}) {
         std::vector<float> x(static_cast<std::size_t>(n * sh.cols)), y(static_cast<std::size_t>(n * sh.rows));
         for (auto& v : x) v = nd(rng) * 50;
         runtime::KernelOptions k8, kf;
         kf.int8_gemm = false;
-        std::vector<double> g8, gf, gb;
+        std::vector<double> gp, g8, gf, gb;
         const double macs = static_cast<double>(n) * sh.rows * sh.cols;
         auto time = [&](auto&& fn) {
           fn();  // warm
@@ -194,19 +203,21 @@ int main(int argc, char** argv) {
           return macs * reps / (now() - t0) / 1e9;
         };
         for (int r = 0; r < rounds; ++r) {
+          gp.push_back(time([&] { runtime::gemm_q8(runtime::view(q), panels.get(), x.data(), n, y.data(), k8); }));
           g8.push_back(time([&] { runtime::gemm_q8(runtime::view(q), x.data(), n, y.data(), k8); }));
           gf.push_back(time([&] { runtime::gemm(runtime::view(q), x.data(), n, y.data(), kf); }));
           gb.push_back(time([&] { runtime::gemm_f32(w.data(), sh.rows, sh.cols, x.data(), n, y.data()); }));
         }
-        const Stat a = stat(g8), b = stat(gf), c = stat(gb);
-        std::printf("%5lld x %-6lld %5lld %-8s %7.1f [%5.1f,%5.1f] %3.0f%% %7.1f [%5.1f,%5.1f]     %7.1f [%5.1f,%5.1f]\n", static_cast<long long>(sh.rows),
-                    static_cast<long long>(sh.cols), static_cast<long long>(n), fname, a.med, a.lo, a.hi, 100 * a.med / pk, b.med, b.lo, b.hi, c.med, c.lo, c.hi);
+        const Stat a = stat(g8), b = stat(gf), c = stat(gb), pp = stat(gp);
+        std::printf("%5lld x %-6lld %5lld %-8s %7.1f [%5.1f,%5.1f] %3.0f%% %7.1f [%5.1f,%5.1f] %3.0f%% %7.1f [%5.1f,%5.1f]     %7.1f [%5.1f,%5.1f]\n",
+                    static_cast<long long>(sh.rows), static_cast<long long>(sh.cols), static_cast<long long>(n), fname, pp.med, pp.lo, pp.hi, 100 * pp.med / pk, a.med,
+                    a.lo, a.hi, 100 * a.med / pk, b.med, b.lo, b.hi, c.med, c.lo, c.hi);
         if (out) {
           std::fprintf(out,
-                       "{\"kind\":\"gemm\",\"threads\":%d,\"rows\":%lld,\"cols\":%lld,\"n\":%lld,\"format\":\"%s\",\"int8_gmacs\":%.2f,\"int8_lo\":%.2f,\"int8_hi\":%.2f,"
+                       "{\"kind\":\"gemm\",\"threads\":%d,\"rows\":%lld,\"cols\":%lld,\"n\":%lld,\"format\":\"%s\",\"repacked_gmacs\":%.2f,\"repacked_lo\":%.2f,\"repacked_hi\":%.2f,\"int8_gmacs\":%.2f,\"int8_lo\":%.2f,\"int8_hi\":%.2f,"
                        "\"fp32act_gmacs\":%.2f,\"sgemm_gmacs\":%.2f,\"peak_gmacs\":%.2f,\"fraction_of_peak\":%.3f}\n",
-                       threads, static_cast<long long>(sh.rows), static_cast<long long>(sh.cols), static_cast<long long>(n), fname, a.med, a.lo, a.hi, b.med, c.med, pk,
-                       a.med / pk);
+                       threads, static_cast<long long>(sh.rows), static_cast<long long>(sh.cols), static_cast<long long>(n), fname, pp.med, pp.lo, pp.hi, a.med, a.lo, a.hi, b.med, c.med,
+                       pk, a.med / pk);
         }
       }
     }

@@ -29,8 +29,13 @@ TEST(Engine, SwitchingFormatsEqualsAFreshEngineAndTheCacheCountsBytes) {
   const auto w4 = e->weights("mxint4");
   EXPECT_EQ(w4->linear_bytes, 2u * (4 * 64 * (32 + 2) + 3 * 192 * (32 + 2)));  // 64x64 and 192x64 at 4.25 bits
   EXPECT_EQ(e->weights("mxint4").get(), w4.get());  // a cache hit, not a rebuild
-  EXPECT_EQ(w4->owned_bytes, w4->linear_bytes);
-  EXPECT_EQ(e->weights("mxint8")->owned_bytes, 0u);  // the anchor's own format borrows the anchor
+  // the arena, plus the int8 GEMM's panels where its 512-bit kernel runs here (4-bit: per 16 rows
+  // and block, 256 bytes of codes and 64 of scales)
+  const bool panels = runtime::repack_q8(runtime::view(mx::quantize(mx::find_format("mxint4"), std::vector<float>(64, 0.5f).data(), 2, 32)),
+                                         e->kernels()) != nullptr;
+  EXPECT_EQ(w4->panel_bytes, panels ? 2u * (4 * 4 * 2 * 320 + 3 * 12 * 2 * 320) : 0u);
+  EXPECT_EQ(w4->owned_bytes, w4->linear_bytes + w4->panel_bytes);
+  EXPECT_EQ(e->weights("mxint8")->owned_bytes, e->weights("mxint8")->panel_bytes);  // the anchor's own format borrows the anchor
   auto fresh = runtime::Engine::synthetic(small(), mx::find_format("mxint8"), 3);
   int i = 0;
   for (const char* f : {"mxint8", "mxint4", "mxint2", "fp32"}) {
@@ -39,9 +44,9 @@ TEST(Engine, SwitchingFormatsEqualsAFreshEngineAndTheCacheCountsBytes) {
   }
   EXPECT_NE(first[0], first[1]);
   // A budget keeps the most recent formats only.
-  e->set_cache_budget(w4->linear_bytes * 3 / 2);
+  e->set_cache_budget(w4->owned_bytes * 3 / 2);
   e->weights("mxint3");
-  EXPECT_LE(e->cache_bytes(), w4->linear_bytes * 3 / 2);
+  EXPECT_LE(e->cache_bytes(), w4->owned_bytes * 3 / 2);
   EXPECT_EQ(e->cache().front().format, "mxint3");
   EXPECT_THROW(e->weights("mxfp4"), std::invalid_argument);   // across families
   EXPECT_THROW(e->weights("mxint9"), std::invalid_argument);  // not a format
@@ -169,11 +174,18 @@ TEST(Engine, DerivedWeightsLiveInOneArenaAndTheAnchorsOwnFormatBorrowsIt) {
         }
       }
     }
-    EXPECT_EQ(w->owned_bytes, w->arena->bytes()) << f;
+    EXPECT_EQ(w->owned_bytes, w->arena->bytes() + w->panel_bytes) << f;
   }
   const auto anchor = e->weights("mxint8");
   EXPECT_FALSE(anchor->arena);
-  EXPECT_EQ(anchor->owned_bytes, 0u);
+  EXPECT_EQ(anchor->owned_bytes, anchor->panel_bytes);  // only the GEMM panels, where made
+  // without them (--no-repack) nothing but the arena
+  auto k = e->kernels();
+  k.repack = false;
+  auto bare = runtime::Engine::synthetic(small(), mx::find_format("mxint8"), 5);
+  bare->set_kernels(k);
+  EXPECT_EQ(bare->weights("mxint8")->owned_bytes, 0u);
+  EXPECT_EQ(bare->weights("mxint4")->owned_bytes, bare->weights("mxint4")->arena->bytes());
 }
 
 TEST(Engine, FinishedSessionsLeaveTheirKvCacheToTheNextAndNothingOfItLeaks) {

@@ -200,6 +200,96 @@ TEST(GemmQ8, SimdKernelsGiveTheReferenceBitsOnRaggedShapesEveryNAndThreadCount) 
   set_num_threads(saved);
 }
 
+TEST(GemmQ8, RepackedPanelsGiveTheReferenceBitsOnRaggedShapesEveryNAndThreadCount) {
+  say_paths();
+  if (!have_kernel()) GTEST_SKIP() << "no AVX-512 VNNI on this CPU: repack_q8 makes no panels here (tested: it returns nullptr)";
+  const int saved = num_threads();
+  struct Case {
+    std::int64_t rows, cols;
+    std::vector<std::int64_t> ns;
+  };
+  std::vector<std::int64_t> every;
+  for (std::int64_t n = 2; n <= 65; ++n) every.push_back(n);
+  const std::vector<Case> cases = {{17, 69, every},           {1, 33, {2, 3, 13}},        {15, 32, {2, 12, 25}},     {16, 1, {2, 5}},
+                                   {33, 1000, {2, 11, 24, 37}}, {100, 2065, {2, 12, 65}}, {40, 31, {4, 9}}, {48, 600, {1, 2, 8}}};
+  for (const char* name : {"mxint8", "mxfp4", "mxint4", "mxint6", "mxfp6_e2m3", "mxint3", "mxint2", "mxint5", "mxint7"}) {
+    const mx::Format& f = mx::find_format(name);
+    for (const Case& c : cases) {
+      auto w = randn(c.rows * c.cols, 13);
+      const mx::PackedMatrix q = mx::quantize(f, w.data(), c.rows, c.cols);
+      const std::int64_t nmax = *std::max_element(c.ns.begin(), c.ns.end());
+      const auto x = randn(nmax * c.cols, 14, 1.0f);
+      for (bool vbmi : {true, false}) {
+        const auto pk = runtime::repack_q8(runtime::view(q), opts(mx::Isa::Avx2, true, vbmi));
+        ASSERT_NE(pk, nullptr) << name;
+        // per 16 rows and block of 32 columns: the codes (one byte each, 4-bit ones half) and 16 fp32 scales
+        const std::int64_t np = (c.rows + 15) / 16, nb = (c.cols + 31) / 32;
+        EXPECT_EQ(runtime::panel_bytes(*pk), static_cast<std::uint64_t>(np * nb * ((f.bits == 4 ? 256 : 512) + 64))) << name;
+        for (std::int64_t n : c.ns) {
+          std::vector<float> ref(static_cast<std::size_t>(n * c.rows), NAN);
+          runtime::gemm_q8(runtime::view(q), x.data(), n, ref.data(), opts(mx::Isa::Scalar));
+          for (int threads : {1, 3, 8, 16}) {
+            set_num_threads(threads);
+            std::vector<float> y(ref.size(), NAN);
+            runtime::gemm_q8(runtime::view(q), pk.get(), x.data(), n, y.data(), opts(mx::Isa::Avx2, true, vbmi));
+            for (std::size_t i = 0; i < y.size(); ++i) {
+              ASSERT_TRUE(same_bits(y[i], ref[i])) << name << (vbmi ? " vbmi" : "") << " rows " << c.rows << " cols " << c.cols << " n " << n
+                                                   << " threads " << threads << " at " << i << ": " << y[i] << " vs " << ref[i];
+            }
+          }
+        }
+      }
+    }
+  }
+  set_num_threads(saved);
+  // shared matrices (Q, K, V: widths equal, rows not multiples of 16) with their panels, one
+  // without (every matrix packed per call), a NaN row
+  const mx::Format& f = mx::find_format("mxint8");
+  const std::int64_t cols = 96, n = 5;
+  const auto w1 = randn(24 * cols, 15), w2 = randn(7 * cols, 16), w3 = randn(40 * cols, 17);
+  auto x = randn(n * cols, 18, 1.0f);
+  x[3 * cols + 50] = NAN;
+  const mx::PackedMatrix q1 = mx::quantize(f, w1.data(), 24, cols), q2 = mx::quantize(f, w2.data(), 7, cols), q3 = mx::quantize(f, w3.data(), 40, cols);
+  const runtime::MxView ws[] = {runtime::view(q1), runtime::view(q2), runtime::view(q3)};
+  const auto k = opts(mx::Isa::Avx2);
+  const auto p1 = runtime::repack_q8(ws[0], k), p2 = runtime::repack_q8(ws[1], k), p3 = runtime::repack_q8(ws[2], k);
+  for (int threads : {1, 3, 8}) {
+    set_num_threads(threads);
+    for (bool all : {true, false}) {
+      std::vector<float> a[3], b[3];
+      float* ys[3];
+      for (int i = 0; i < 3; ++i) {
+        a[i].assign(static_cast<std::size_t>(n * ws[i].rows), 0.0f);
+        b[i].assign(a[i].size(), 1.0f);
+        runtime::gemm_q8(ws[i], x.data(), n, a[i].data(), opts(mx::Isa::Scalar));
+        ys[i] = b[i].data();
+      }
+      const runtime::Q8Panels* ps[] = {p1.get(), all ? p2.get() : nullptr, p3.get()};
+      runtime::gemm_q8_shared(ws, ps, x.data(), n, ys, k);
+      for (int i = 0; i < 3; ++i) {
+        for (std::size_t e = 0; e < a[i].size(); ++e) {
+          ASSERT_TRUE(same_bits(a[i][e], b[i][e]) || (std::isnan(a[i][e]) && std::isnan(b[i][e]))) << "matrix " << i << " at " << e;
+          ASSERT_EQ(std::isnan(b[i][e]), static_cast<std::int64_t>(e) / ws[i].rows == 3) << "matrix " << i << " at " << e;
+        }
+      }
+    }
+  }
+  set_num_threads(saved);
+  // panels of another matrix are refused; none where another kernel runs
+  std::vector<float> y(static_cast<std::size_t>(n * 40));
+  EXPECT_THROW(runtime::gemm_q8(ws[2], p1.get(), x.data(), n, y.data(), k), std::invalid_argument);
+  const mx::PackedMatrix q4 = mx::quantize(mx::find_format("mxfp4"), w3.data(), 40, cols);
+  EXPECT_THROW(runtime::gemm_q8(runtime::view(q4), p3.get(), x.data(), n, y.data(), k), std::invalid_argument);
+  EXPECT_EQ(runtime::repack_q8(ws[0], opts(mx::Isa::Scalar)), nullptr);
+  EXPECT_EQ(runtime::repack_q8(ws[0], opts(mx::Isa::Avx2, false)), nullptr);
+  auto no_gemm = k;
+  no_gemm.int8_gemm = false;
+  EXPECT_EQ(runtime::repack_q8(ws[0], no_gemm), nullptr);
+  const auto we = randn(2 * 32, 10);
+  const mx::PackedMatrix e4m3 = mx::quantize(mx::find_format("mxfp8_e4m3"), we.data(), 2, 32);
+  EXPECT_EQ(runtime::repack_q8(runtime::view(e4m3), k), nullptr);
+}
+
 TEST(GemmQ8, NonFiniteActivationRowGivesNaNThereAndLeavesTheOtherRows) {
   say_paths();
   for (int path = 0; path < 3; ++path) {  // scalar, AVX-512 VNNI (where here), plain AVX2

@@ -36,7 +36,7 @@ TEST(KernelOptions, DescribeNamesTheLoopsThisCpuRuns) {
   const bool w512 = avx2 && cpu_has_avx512();
   const bool vbmi = w512 && __builtin_cpu_supports("avx512vbmi");
   std::printf("default kernels here: %s\n", k.describe().c_str());
-  EXPECT_EQ(k.describe(), !avx2 ? "scalar" : !w512 ? "avx2, int8 gemm (not mxint8)" : std::string(vbmi ? "avx512+vbmi" : "avx512") + ", 4-bit fixed point 3 digits, int8 gemm");
+  EXPECT_EQ(k.describe(), !avx2 ? "scalar" : !w512 ? "avx2, int8 gemm (not mxint8)" : std::string(vbmi ? "avx512+vbmi" : "avx512") + ", 4-bit fixed point 3 digits, int8 gemm, repacked");
   k.isa = mx::Isa::Scalar;
   EXPECT_EQ(k.describe(), "scalar");
   k.isa = mx::Isa::Auto;
@@ -45,9 +45,14 @@ TEST(KernelOptions, DescribeNamesTheLoopsThisCpuRuns) {
   k.avx512 = true;
   k.fx_digits = 2;
   k.vbmi = false;
-  if (w512) EXPECT_EQ(k.describe(), "avx512, 4-bit fixed point 2 digits, int8 gemm");
+  if (w512) EXPECT_EQ(k.describe(), "avx512, 4-bit fixed point 2 digits, int8 gemm, repacked");
   k.int8_acts = true;
-  if (w512) EXPECT_EQ(k.describe(), "avx512, int8 activations, int8 gemm");
+  if (w512) EXPECT_EQ(k.describe(), "avx512, int8 activations, int8 gemm, repacked");
+  k.repack = false;  // --no-repack
+  if (w512) {
+    EXPECT_EQ(k.describe(), "avx512, int8 activations, int8 gemm");
+  }
+  k.repack = true;
   k.int8_gemm = false;  // --prefill-acts fp32
   if (w512) EXPECT_EQ(k.describe(), "avx512, int8 activations");
   k.fx_digits = 4;

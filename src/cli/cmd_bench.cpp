@@ -15,6 +15,8 @@
 #include "mfqat/mx/parallel.h"
 #include "plan_flags.h"
 #include "mfqat/runtime/engine.h"
+#include "mfqat/runtime/generate.h"
+#include "mfqat/runtime/session.h"
 #include "util.h"
 
 namespace mfqat::cli {
@@ -56,7 +58,7 @@ Command add_bench(CLI::App& app) {
     std::int64_t ctx = 0;
     std::string model, synthetic, anchor = "mxint8", formats = "all,fp32", text;
     PlanFlags pf;
-    std::int64_t prompt = 64, tokens = 32, ppl_windows = 4, seq = 0, rounds = 1;
+    std::int64_t prompt = 64, tokens = 32, ppl_windows = 4, seq = 0, rounds = 1, batch = 0;
     bool json = false;
   };
   auto o = std::make_shared<Opts>();
@@ -75,6 +77,10 @@ Command add_bench(CLI::App& app) {
   sub->add_option("--text", o->text, "also measure perplexity on this text");
   sub->add_option("--ppl-windows", o->ppl_windows, "--text: windows of max_seq bytes to score, spread over the text (0: all of it)")->check(CLI::NonNegativeNumber);
   sub->add_flag("--json", o->json, "JSON lines, one per format");
+  sub->add_option("--batch", o->batch,
+                  "also time batched decode: N sessions (each after the prompt) advance one token per step together, as the server's "
+                  "continuous batching runs them (--tokens steps); aggregate tokens/s and ms per step")
+      ->check(CLI::Range(2, 256));
   sub->add_option("--ctx", o->ctx, "context in tokens: sizes the KV cache (default: the model's max_seq; Hugging Face models: min(max_position_embeddings, 4096))")
       ->check(CLI::PositiveNumber);
   add_kernel_flags(sub, o->kf);
@@ -100,7 +106,7 @@ Command add_bench(CLI::App& app) {
       runtime::Engine* e;
       std::string name;
       std::shared_ptr<const runtime::Weights> w;
-      std::vector<double> pre, dec;
+      std::vector<double> pre, dec, bat;  // bat: ms per batched step
     };
     std::vector<Row> rows;
     const auto add = [&](runtime::Engine* e, const std::optional<mx::Format>& f) {
@@ -108,7 +114,7 @@ Command add_bench(CLI::App& app) {
       for (const Row& r : rows) {
         if (r.name == name) return;
       }
-      rows.push_back({e, name, nullptr, {}, {}});
+      rows.push_back({e, name, nullptr, {}, {}, {}});
     };
     for (const std::string& item : split_list(o->formats)) {
       const bool family = item == "int" || item == "fp" || item == "all";
@@ -125,7 +131,7 @@ Command add_bench(CLI::App& app) {
       }
       if (!found) throw std::invalid_argument(why);
     }
-    for (const auto& p : load_plans(*engines[0], o->pf)) rows.push_back({engines[0].get(), p.name, nullptr, {}, {}});
+    for (const auto& p : load_plans(*engines[0], o->pf)) rows.push_back({engines[0].get(), p.name, nullptr, {}, {}, {}});
     if (rows.empty()) throw std::invalid_argument("no format to measure in '" + o->formats + "'");
     std::vector<std::uint8_t> text;
     if (!o->text.empty()) text = ckpt::read_file(o->text);
@@ -135,8 +141,8 @@ Command add_bench(CLI::App& app) {
       fmt::print("model: dim {} layers {} heads {} ffn {} ({}), anchor {}, loaded in {:.2f}s{}\n", c.dim, c.n_layers, c.n_heads, c.hidden(),
                  o->synthetic.empty() ? o->model : "synthetic " + o->synthetic, anchors, load_s,
                  o->rounds > 1 ? fmt::format(", medians of {} interleaved rounds", o->rounds) : "");
-      fmt::print("{:<12} {:>6} {:>11} {:>10} {:>12} {:>11}{}\n", "format", "bpw", "weights", "derive_s", "prefill t/s", "decode t/s",
-                 text.empty() ? "" : "   ppl  bits/byte");
+      fmt::print("{:<12} {:>6} {:>11} {:>10} {:>12} {:>11}{}{}\n", "format", "bpw", "weights", "derive_s", "prefill t/s", "decode t/s",
+                 o->batch > 1 ? fmt::format(" {:>14} {:>9}", fmt::format("batch {} t/s", o->batch), "ms/step") : "", text.empty() ? "" : "   ppl  bits/byte");
     }
     // A fixed prompt of printable bytes.
     std::string prompt;
@@ -150,6 +156,28 @@ Command add_bench(CLI::App& app) {
       const auto g = runtime::generate(*r.e, r.w, prompt, o->tokens, {});
       r.pre.push_back(static_cast<double>(g.prompt_tokens) / g.prefill_seconds);
       r.dec.push_back(static_cast<double>(g.new_tokens) / g.decode_seconds);
+      if (o->batch > 1) {  // N sessions read the prompt (one step each), then --tokens steps of N rows
+        const std::vector<int> ids = runtime::encode_prompt(*r.e, prompt);
+        std::vector<std::unique_ptr<runtime::Session>> ss;
+        std::vector<std::vector<float>> out;
+        for (std::int64_t i = 0; i < o->batch; ++i) {
+          ss.push_back(std::make_unique<runtime::Session>(*r.e, r.w, static_cast<std::int64_t>(ids.size()) + o->tokens));
+          ss.back()->feed(ids);
+        }
+        std::vector<int> next(static_cast<std::size_t>(o->batch));
+        for (std::int64_t i = 0; i < o->batch; ++i) next[static_cast<std::size_t>(i)] = static_cast<int>((i * 7 + 3) % c.vocab);
+        const auto t0 = std::chrono::steady_clock::now();
+        for (std::int64_t t = 0; t < o->tokens; ++t) {
+          std::vector<runtime::Session::Piece> ps;
+          for (std::int64_t i = 0; i < o->batch; ++i) ps.push_back({ss[static_cast<std::size_t>(i)].get(), &next[static_cast<std::size_t>(i)], 1, true});
+          runtime::Session::step(ps, &out);
+          for (std::int64_t i = 0; i < o->batch; ++i) {  // greedy: the next token of each
+            const auto& lg = out[static_cast<std::size_t>(i)];
+            next[static_cast<std::size_t>(i)] = static_cast<int>(std::max_element(lg.begin(), lg.end()) - lg.begin());
+          }
+        }
+        r.bat.push_back(1e3 * std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count() / static_cast<double>(o->tokens));
+      }
     };
     const auto report = [&](Row& r) {
       const auto& w = *r.w;
@@ -158,6 +186,13 @@ Command add_bench(CLI::App& app) {
                           {"derive_seconds", w.derive_seconds}, {"prefill_tokens_per_s", pre}, {"decode_tokens_per_s", dec},
                           {"anchor", r.e->anchor_name()}, {"threads", num_threads()},
                           {"int8_activations", kern.int8_acts}, {"kernels", kern.describe()}};
+      const double bat = o->batch > 1 ? median(r.bat) : 0;
+      if (o->batch > 1) {
+        j["batch"] = o->batch;
+        j["batch_step_ms"] = bat;
+        j["batch_tokens_per_s"] = 1e3 * static_cast<double>(o->batch) / bat;
+        if (o->rounds > 1) j["batch_step_ms_runs"] = r.bat;
+      }
       if (o->rounds > 1) {
         j["rounds"] = o->rounds;
         j["decode_runs"] = r.dec;
@@ -174,8 +209,9 @@ Command add_bench(CLI::App& app) {
       if (o->json) {
         fmt::print("{}\n", j.dump());
       } else {
-        fmt::print("{:<12} {:>6.2f} {:>11} {:>10.3f} {:>12.0f} {:>11.1f}{}\n", r.name, w.bits_per_weight,
+        fmt::print("{:<12} {:>6.2f} {:>11} {:>10.3f} {:>12.0f} {:>11.1f}{}{}\n", r.name, w.bits_per_weight,
                    human_bytes(static_cast<double>(w.linear_bytes)), w.derive_seconds, pre, dec,
+                   o->batch > 1 ? fmt::format(" {:>14.1f} {:>9.1f}", 1e3 * static_cast<double>(o->batch) / bat, bat) : "",
                    text.empty() ? "" : fmt::format(" {:>7.3f} {:>9.4f}", std::exp(p.loss), p.loss / std::log(2.0)));
       }
       std::fflush(stdout);

@@ -16,6 +16,7 @@ struct KernelFlags {
   bool no_vbmi = false;
   bool int8_act = false;
   std::string prefill_acts = "int8";
+  bool no_repack = false;
   std::int64_t ubatch = 512;
 };
 

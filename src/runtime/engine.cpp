@@ -304,6 +304,10 @@ std::shared_ptr<Weights> Engine::build(const std::optional<mx::Format>& f, const
         L.f32 = out;
       }
     }
+    if (L.is_mx && kernels_.repack) {
+      L.panels = repack_q8(L.mx, kernels_);
+      if (L.panels) w->panel_bytes += panel_bytes(*L.panels);
+    }
     w->linear_bytes += L.bytes();
     return L;
   };
@@ -322,7 +326,8 @@ std::shared_ptr<Weights> Engine::build(const std::optional<mx::Format>& f, const
   }
   if (per_linear && weight_sum > 0) w->bits_per_weight = bit_sum / weight_sum;
   if (used != total) throw std::logic_error("weights arena: " + std::to_string(used) + " of " + std::to_string(total) + " bytes used");
-  if (w->arena) w->owned_bytes = w->arena->bytes();  // with its rounding: what the cache holds (0: borrowed)
+  // with its rounding: what the cache holds (0: borrowed and not repacked)
+  w->owned_bytes = (w->arena ? w->arena->bytes() : 0) + w->panel_bytes;
   w->derive_seconds = seconds_since(t0);
   return w;
 }

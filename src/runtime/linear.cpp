@@ -16,7 +16,7 @@ void Linear::forward(const float* x, std::int64_t n, float* y, const KernelOptio
     } else if (n == 1) {
       gemv(mx, x, y, k);
     } else if (gemm_q8_active(*mx.format, k)) {
-      gemm_q8(mx, x, n, y, k);
+      gemm_q8(mx, panels.get(), x, n, y, k);
     } else {
       gemm(mx, x, n, y, k);
     }
@@ -46,15 +46,17 @@ void Linear::forward_shared(std::initializer_list<std::pair<const Linear*, float
     return;
   }
   MxView ws[4];
+  const Q8Panels* ps[4];
   float* ys[4];
   std::size_t m = 0;
   for (const auto& [l, y] : ls) {
     if (m == 4) throw std::invalid_argument("forward_shared: at most 4 linears");
     ws[m] = l->mx;
+    ps[m] = l->panels.get();
     ys[m++] = y;
   }
   if (q8) {
-    gemm_q8_shared({ws, m}, x, n, {ys, m}, k);
+    gemm_q8_shared({ws, m}, {ps, m}, x, n, {ys, m}, k);
   } else {
     gemv_shared({ws, m}, x, {ys, m}, k);
   }

@@ -42,6 +42,8 @@ DecodeRowFn avx2_decode_row() { return nullptr; }
 GemmQ8Fn avx512_gemm_q8() { return nullptr; }
 GemmQ8Fn avx512_gemm_q8_vbmi() { return nullptr; }
 GemmQ8Fn avx2_gemm_q8() { return nullptr; }
+GemmQ8PanelsFn avx512_gemm_q8_panels() { return nullptr; }
+RepackQ8Fn avx512_repack_q8() { return nullptr; }
 #endif
 
 }  // namespace detail
@@ -157,8 +159,30 @@ void run(const MxView* ws, float* const* ys, int m, const float* x, std::int64_t
   });
 }
 
-// gemm_q8 of m matrices sharing X (checked like run()).
-void run_q8(const MxView* ws, float* const* ys, int m, const float* x, std::int64_t n, const KernelOptions& k) {
+// Whether panels pk were made from w (its shape and format); throws naming the mismatch.
+void check_panels(const Q8Panels& pk, const MxView& w) {
+  if (pk.rows != w.rows || pk.cols != w.cols || pk.format != w.format->name) {
+    throw std::invalid_argument("gemm_q8: panels of a " + std::to_string(pk.rows) + " x " + std::to_string(pk.cols) + " " + pk.format +
+                                " matrix given for a " + std::to_string(w.rows) + " x " + std::to_string(w.cols) + " " + w.format->name + " one");
+  }
+}
+
+// Panels [p0, p1) of the m matrices taken as one (each matrix's panels one after another, a
+// matrix's last panel possibly partial): calls part(i, local p0, local p1) for each matrix met.
+template <class F>
+void over_panels(const MxView* ws, int m, std::int64_t p0, std::int64_t p1, F&& part) {
+  std::int64_t base = 0;
+  for (int i = 0; i < m && base < p1; ++i) {
+    const std::int64_t np = (ws[i].rows + detail::kPanelRows - 1) / detail::kPanelRows;
+    const std::int64_t lo = std::max(p0, base), hi = std::min(p1, base + np);
+    if (lo < hi) part(i, lo - base, hi - base);
+    base += np;
+  }
+}
+
+// gemm_q8 of m matrices sharing X (checked like run()); pks: each matrix's repacked panels or
+// nullptr (all nullptr when pks is).
+void run_q8(const MxView* ws, const Q8Panels* const* pks, float* const* ys, int m, const float* x, std::int64_t n, const KernelOptions& k) {
   if (n < 0) throw std::invalid_argument("gemm_q8: negative row count");
   const std::int64_t total = shared_rows(ws, m, "gemm_q8");
   const detail::IntCodes& ic = int_codes_for(*ws[0].format);
@@ -180,6 +204,23 @@ void run_q8(const MxView* ws, float* const* ys, int m, const float* x, std::int6
     for (int i = 0; i < m; ++i) std::fill_n(ys[i], n * ws[i].rows, 0.0f);
     return;
   }
+  // Repacked panels, where the 512-bit kernel runs and every matrix has them: parts of whole
+  // panels, at least ~64K multiply-adds each.
+  bool panels = pks && (fn == detail::avx512_gemm_q8() || fn == detail::avx512_gemm_q8_vbmi()) && detail::avx512_gemm_q8_panels();
+  for (int i = 0; i < m && panels; ++i) {
+    panels = pks[i] != nullptr;
+    if (panels) check_panels(*pks[i], ws[i]);
+  }
+  if (panels) {
+    std::int64_t np = 0;
+    for (int i = 0; i < m; ++i) np += (ws[i].rows + detail::kPanelRows - 1) / detail::kPanelRows;
+    const detail::GemmQ8PanelsFn pf = detail::avx512_gemm_q8_panels();
+    const std::int64_t pgrain = std::max<std::int64_t>(1, (1 << 16) / std::max<std::int64_t>(1, detail::kPanelRows * ws[0].cols * n));
+    parallel_for(np, pgrain, [&](std::int64_t p0, std::int64_t p1) {
+      over_panels(ws, m, p0, p1, [&](int i, std::int64_t lo, std::int64_t hi) { pf(*pks[i], *ap, ys[i], lo, hi); });
+    });
+    return;
+  }
   // 16-row panels; at least ~64K multiply-adds per part
   const std::int64_t grain = std::max<std::int64_t>(16, ((1 << 16) / std::max<std::int64_t>(1, ws[0].cols * n) + 15) / 16 * 16);
   parallel_for(total, grain, [&](std::int64_t r0, std::int64_t r1) {
@@ -196,11 +237,54 @@ bool gemm_q8_active(const mx::Format& f, const KernelOptions& k) {
   if (p.w512 && detail::avx512_gemm_q8()) return true;
   return p.isa == mx::Isa::Avx2 && int_codes_for(f).fits_maddubs && detail::avx2_gemm_q8();
 }
-void gemm_q8(const MxView& w, const float* x, std::int64_t n, float* y, const KernelOptions& k) { run_q8(&w, &y, 1, x, n, k); }
+void gemm_q8(const MxView& w, const float* x, std::int64_t n, float* y, const KernelOptions& k) { run_q8(&w, nullptr, &y, 1, x, n, k); }
 void gemm_q8_shared(std::span<const MxView> ws, const float* x, std::int64_t n, std::span<float* const> ys, const KernelOptions& k) {
   if (ws.size() != ys.size()) throw std::invalid_argument("gemm_q8_shared: " + std::to_string(ws.size()) + " matrices but " + std::to_string(ys.size()) + " outputs");
-  run_q8(ws.data(), ys.data(), static_cast<int>(ws.size()), x, n, k);
+  run_q8(ws.data(), nullptr, ys.data(), static_cast<int>(ws.size()), x, n, k);
 }
+void gemm_q8(const MxView& w, const Q8Panels* panels, const float* x, std::int64_t n, float* y, const KernelOptions& k) {
+  run_q8(&w, panels ? &panels : nullptr, &y, 1, x, n, k);
+}
+void gemm_q8_shared(std::span<const MxView> ws, std::span<const Q8Panels* const> panels, const float* x, std::int64_t n,
+                    std::span<float* const> ys, const KernelOptions& k) {
+  if (ws.size() != ys.size() || ws.size() != panels.size()) {
+    throw std::invalid_argument("gemm_q8_shared: " + std::to_string(ws.size()) + " matrices, " + std::to_string(panels.size()) + " panel sets, " +
+                                std::to_string(ys.size()) + " outputs");
+  }
+  run_q8(ws.data(), panels.data(), ys.data(), static_cast<int>(ws.size()), x, n, k);
+}
+
+std::shared_ptr<const Q8Panels> repack_q8(const MxView& w, const KernelOptions& k) {
+  if (!w.format || w.rows < 0 || w.cols < 0) throw std::invalid_argument("repack_q8: bad matrix view");
+  const Paths p = paths(k);
+  if (!k.int8_gemm || !p.w512 || !detail::avx512_gemm_q8() || !detail::avx512_repack_q8()) return nullptr;
+  const detail::IntCodes& ic = int_codes_for(*w.format);
+  if (!ic.ok || w.rows == 0 || w.cols == 0) return nullptr;
+  auto pk = std::make_shared<Q8Panels>();
+  pk->format = w.format->name;
+  pk->rows = w.rows;
+  pk->cols = w.cols;
+  const std::int64_t np = (w.rows + detail::kPanelRows - 1) / detail::kPanelRows;
+  pk->nb = (w.cols + 31) / 32;
+  pk->nkp = (pk->nb + detail::kPanelBlocks - 1) / detail::kPanelBlocks;
+  // 4-bit codes stay at 4 bits where every byte a panel can hold (the codes' integers + off, and
+  // off for padding) is some code's: the formats with a zero code, i.e. all of them here
+  if (ic.kind == detail::IntCodes::Kind::Nibble) {
+    bool zero = false;
+    for (int c = 0; c < 16; ++c) {
+      pk->lut[c] = static_cast<std::uint8_t>(ic.ints[c] + ic.off);
+      zero = zero || ic.ints[c] == 0;
+    }
+    pk->nibble = zero;
+  }
+  pk->block_bytes = pk->nibble ? 256 : 512;
+  pk->bytes.resize(static_cast<std::size_t>(np * pk->nb * (pk->block_bytes + 64)));
+  const detail::RepackQ8Fn fill = detail::avx512_repack_q8();
+  const bool vbmi = k.vbmi && detail::avx512_gemm_q8_vbmi();
+  parallel_for(np, 4, [&](std::int64_t p0, std::int64_t p1) { fill(ic, w, *pk, p0, p1, vbmi); });
+  return pk;
+}
+std::uint64_t panel_bytes(const Q8Panels& p) { return p.bytes.size(); }
 
 KernelOptions KernelOptions::process_defaults(mx::Isa isa) {
   KernelOptions k;
@@ -226,7 +310,7 @@ std::string KernelOptions::describe() const {
   std::string s = p.w512 ? (p.vbmi ? "avx512+vbmi" : "avx512") : "avx2";
   if (int8_acts) s += ", int8 activations";
   else if (p.fixed) s += ", 4-bit fixed point " + std::to_string(fx_digits) + " digits";
-  if (int8_gemm && p.w512 && detail::avx512_gemm_q8()) s += ", int8 gemm";
+  if (int8_gemm && p.w512 && detail::avx512_gemm_q8()) s += repack ? ", int8 gemm, repacked" : ", int8 gemm";
   else if (int8_gemm && detail::avx2_gemm_q8()) s += ", int8 gemm (not mxint8)";
   return s;
 }

@@ -116,9 +116,11 @@ MFQAT_AVX512 void pack(const IntCodes& ic, const MxView& w, std::int64_t r0, int
 
 // The 16 x NR tile over one k-panel: activation rows j0.. (q, scale, corr at block b0), outputs
 // y[j * rows + r0 .. + 16) under mask m; first: the k-panel that starts the sums.
-template <int NR>
-MFQAT_AVX512 void tile(const Panel& p, std::int64_t nbk, const Q8Rows& a, std::int64_t j0, std::int64_t b0, float* y, std::int64_t rows,
-                       __mmask16 m, bool first) {
+// kNib: the codes of a NibblePanel (pw: its w), looked up in lut16 (the unsigned bytes of the
+// 16 codes); else a Panel's bytes. ps: the panel's scales.
+template <int NR, bool kNib>
+MFQAT_AVX512 void tile(const std::uint8_t* pw, const float* ps, const std::uint8_t* lut16, std::int64_t nbk, const Q8Rows& a, std::int64_t j0, std::int64_t b0,
+                       float* y, std::int64_t rows, __mmask16 m, bool first) {
   __m512 F[NR];
   const std::int64_t nb = a.nb;
 #pragma GCC unroll 12
@@ -126,14 +128,28 @@ MFQAT_AVX512 void tile(const Panel& p, std::int64_t nbk, const Q8Rows& a, std::i
   const std::int8_t* q = a.q.data() + (j0 * nb + b0) * 32;
   const float* xs = a.scale.data() + j0 * nb + b0;
   const std::int32_t* corr = a.corr.data() + j0 * nb + b0;
+  __m512i lut = _mm512_setzero_si512();
+  if constexpr (kNib) lut = _mm512_broadcast_i32x4(_mm_loadu_si128(reinterpret_cast<const __m128i*>(lut16)));
   for (std::int64_t b = 0; b < nbk; ++b) {
     __m512i I[NR];
 #pragma GCC unroll 12
     for (int j = 0; j < NR; ++j) I[j] = _mm512_set1_epi32(corr[j * nb + b]);
-    const std::uint8_t* wb = p.w + b * 8 * 64;
+    const std::uint8_t* wb = pw + b * (kNib ? 4 : 8) * 64;
+    __m512i hi = _mm512_setzero_si512();
 #pragma GCC unroll 8
     for (int g = 0; g < 8; ++g) {
-      const __m512i W = _mm512_load_si512(wb + g * 64);
+      __m512i W;
+      if constexpr (kNib) {
+        if (g % 2 == 0) {
+          const __m512i v = _mm512_load_si512(wb + (g / 2) * 64), m4 = _mm512_set1_epi8(0x0F);
+          W = _mm512_shuffle_epi8(lut, _mm512_and_si512(v, m4));
+          hi = _mm512_shuffle_epi8(lut, _mm512_and_si512(_mm512_srli_epi16(v, 4), m4));
+        } else {
+          W = hi;
+        }
+      } else {
+        W = _mm512_load_si512(wb + g * 64);
+      }
 #pragma GCC unroll 12
       for (int j = 0; j < NR; ++j) {
         std::int32_t xv;
@@ -141,7 +157,7 @@ MFQAT_AVX512 void tile(const Panel& p, std::int64_t nbk, const Q8Rows& a, std::i
         I[j] = _mm512_dpbusd_epi32(I[j], W, _mm512_set1_epi32(xv));
       }
     }
-    const __m512 sw = _mm512_load_ps(p.s + b * kMR);
+    const __m512 sw = _mm512_load_ps(ps + b * kMR);
 #pragma GCC unroll 12
     for (int j = 0; j < NR; ++j) F[j] = _mm512_fmadd_ps(_mm512_cvtepi32_ps(I[j]), _mm512_mul_ps(sw, _mm512_set1_ps(xs[j * nb + b])), F[j]);
   }
@@ -149,12 +165,14 @@ MFQAT_AVX512 void tile(const Panel& p, std::int64_t nbk, const Q8Rows& a, std::i
   for (int j = 0; j < NR; ++j) _mm512_mask_storeu_ps(y + (j0 + j) * rows, m, F[j]);
 }
 
-using TileFn = void (*)(const Panel&, std::int64_t, const Q8Rows&, std::int64_t, std::int64_t, float*, std::int64_t, __mmask16, bool);
-template <int... N>
+using TileFn = void (*)(const std::uint8_t*, const float*, const std::uint8_t*, std::int64_t, const Q8Rows&, std::int64_t, std::int64_t, float*, std::int64_t,
+                        __mmask16, bool);
+template <bool kNib, int... N>
 constexpr auto make_tiles(std::integer_sequence<int, N...>) {
-  return std::array<TileFn, sizeof...(N)>{tile<N + 1>...};
+  return std::array<TileFn, sizeof...(N)>{tile<N + 1, kNib>...};
 }
-const auto kTiles = make_tiles(std::make_integer_sequence<int, kNR>{});
+const auto kTiles = make_tiles<false>(std::make_integer_sequence<int, kNR>{});
+const auto kNibTiles = make_tiles<true>(std::make_integer_sequence<int, kNR>{});
 
 template <bool kVbmi>
 MFQAT_AVX512 void gemm_q8_512(const IntCodes& ic, const MxView& w, const Q8Rows& a, float* y, std::int64_t r0, std::int64_t r1) {
@@ -168,14 +186,68 @@ MFQAT_AVX512 void gemm_q8_512(const IntCodes& ic, const MxView& w, const Q8Rows&
       pack(ic, w, rp, rn, b0, nbk, p, kVbmi);
       for (std::int64_t j0 = 0; j0 < a.n; j0 += kNR) {
         const int nr = static_cast<int>(std::min<std::int64_t>(kNR, a.n - j0));
-        kTiles[static_cast<std::size_t>(nr - 1)](p, nbk, a, j0, b0, y + rp, w.rows, m, b0 == 0);
+        kTiles[static_cast<std::size_t>(nr - 1)](p.w, p.s, nullptr, nbk, a, j0, b0, y + rp, w.rows, m, b0 == 0);
       }
+    }
+  }
+}
+
+// gemm_q8_512's loop on panels packed once (repack_q8): nothing to pack, the tiles read the
+// panels where they lie, so a step of a few rows streams the weights once at memory speed.
+MFQAT_AVX512 void gemm_q8_panels_512(const Q8Panels& pk, const Q8Rows& a, float* y, std::int64_t p0, std::int64_t p1) {
+  const auto& tiles = pk.nibble ? kNibTiles : kTiles;
+  for (std::int64_t p = p0; p < p1; ++p) {
+    const std::int64_t rp = p * kMR;
+    const int rn = static_cast<int>(std::min<std::int64_t>(kMR, pk.rows - rp));
+    const __mmask16 m = static_cast<__mmask16>((1u << rn) - 1);
+    for (std::int64_t kp = 0; kp < pk.nkp; ++kp) {
+      const std::int64_t b0 = kp * kKB, nbk = std::min(kKB, pk.nb - b0);
+      const std::uint8_t* pw = pk.bytes.data() + pk.at(p, kp);
+      const float* ps = reinterpret_cast<const float*>(pw + nbk * pk.block_bytes);
+      // the whole next k-panel, while the tiles work on this one: a few rows' worth of compute
+      // per k-panel does not give the hardware prefetcher time enough to stream the weights
+      const char* next = reinterpret_cast<const char*>(ps + nbk * kMR);
+      for (std::int64_t l = 0; l < nbk * (pk.block_bytes + 64) / 64; ++l) _mm_prefetch(next + 64 * l, _MM_HINT_T0);
+      for (std::int64_t j0 = 0; j0 < a.n; j0 += kNR) {
+        const int nr = static_cast<int>(std::min<std::int64_t>(kNR, a.n - j0));
+        tiles[static_cast<std::size_t>(nr - 1)](pw, ps, pk.lut, nbk, a, j0, b0, y + rp, pk.rows, m, kp == 0);
+      }
+    }
+  }
+}
+
+// Panels [p0, p1) of pk from w by the kernel's own packing into a Panel, then copied (a nibble
+// panel through the inverse of the code table: any code of the value will do).
+MFQAT_AVX512 void repack_512(const IntCodes& ic, const MxView& w, Q8Panels& pk, std::int64_t p0, std::int64_t p1, bool vbmi) {
+  std::uint8_t inv[256] = {};
+  for (int c = 15; c >= 0 && pk.nibble; --c) inv[pk.lut[c]] = static_cast<std::uint8_t>(c);
+  thread_local Panel tmp;
+  for (std::int64_t p = p0; p < p1; ++p) {
+    const std::int64_t rp = p * kMR;
+    const int rn = static_cast<int>(std::min<std::int64_t>(kMR, w.rows - rp));
+    for (std::int64_t kp = 0; kp < pk.nkp; ++kp) {
+      const std::int64_t b0 = kp * kKB, nbk = std::min(kKB, pk.nb - b0);
+      pack(ic, w, rp, rn, b0, nbk, tmp, vbmi && cpu_vbmi() && !pk.nibble);
+      std::uint8_t* pw = pk.bytes.data() + pk.at(p, kp);
+      if (pk.nibble) {
+        for (std::int64_t b = 0; b < nbk; ++b) {
+          for (int h = 0; h < 4; ++h) {
+            const std::uint8_t* lo = tmp.w + (b * 8 + 2 * h) * 64;
+            for (int i = 0; i < 64; ++i) pw[(b * 4 + h) * 64 + i] = static_cast<std::uint8_t>(inv[lo[i]] | (inv[lo[64 + i]] << 4));
+          }
+        }
+      } else {
+        std::copy_n(tmp.w, nbk * 8 * 64, pw);
+      }
+      std::copy_n(tmp.s, nbk * kMR, reinterpret_cast<float*>(pw + nbk * pk.block_bytes));
     }
   }
 }
 
 }  // namespace
 
+GemmQ8PanelsFn avx512_gemm_q8_panels() { return gemm_q8_panels_512; }
+RepackQ8Fn avx512_repack_q8() { return repack_512; }
 GemmQ8Fn avx512_gemm_q8() { return gemm_q8_512<false>; }
 GemmQ8Fn avx512_gemm_q8_vbmi() { return __builtin_cpu_supports("avx512vbmi") ? gemm_q8_512<true> : nullptr; }
 

@@ -6,6 +6,7 @@
 #pragma once
 
 #include <cstdint>
+#include <string>
 
 #include "gemv_internal.h"
 
@@ -57,6 +58,30 @@ struct alignas(64) Panel {
 void pack_scales(const IntCodes& ic, const MxView& w, std::int64_t r0, int rn, std::int64_t gb, std::int64_t b, Panel& p);
 void pack_codes(const IntCodes& ic, const MxView& w, std::int64_t r0, int rn, std::int64_t gb, std::int64_t b, Panel& p);
 
+}  // namespace mfqat::runtime::detail
+
+namespace mfqat::runtime {
+// A matrix's micro-panels packed once (repack_q8), in the order the kernel reads them: for each
+// 16-row panel p, for each k-panel kp (16 blocks, the last one nbk <= 16), the codes of its
+// blocks as in Panel::w (block_bytes each), then their scales as in Panel::s (64 bytes each).
+// 4-bit codes stay at 4 bits (nibble): per block 4 vectors of 64 bytes, vector h holding for row
+// r (dword lane r) elements 8h..8h+3 in the low nibbles and 8h+4..8h+7 in the high ones, as
+// codes the kernel looks up in lut; half the bytes, so a small batch streams the weights at
+// the GEMV's rate. Each block takes block_bytes + 64 bytes wherever it lies, so (p, kp) starts
+// at (p * nb + 16 kp) * (block_bytes + 64): no padding to whole k-panels.
+struct Q8Panels {
+  std::string format;  // the matrix's format name (block size 32)
+  std::int64_t rows = 0, cols = 0, nb = 0, nkp = 0;
+  bool nibble = false;
+  std::int64_t block_bytes = 512;  // 256 when nibble
+  std::uint8_t lut[16] = {};       // nibble: code -> its integer + off (the unsigned byte of Panel)
+  detail::AlignedVec<std::uint8_t> bytes;
+  std::int64_t at(std::int64_t p, std::int64_t kp) const { return (p * nb + kp * detail::kPanelBlocks) * (block_bytes + 64); }
+};
+}  // namespace mfqat::runtime
+
+namespace mfqat::runtime::detail {
+
 // Rows [r0, r1) of Y = X W^T (Y is [n, w.rows]). Every path computes, per output (j, r),
 //   acc = 0; for b in block order: acc = fma(float(idot_b), (scale_w(r, b) * mul) * s(j, b), acc)
 // with idot_b the exact integer dot of the block, so every path gives the same bits.
@@ -65,6 +90,13 @@ GemmQ8Fn scalar_gemm_q8();
 GemmQ8Fn avx512_gemm_q8();  // nullptr when not compiled in
 // the same with the 2/3/5/6/7-bit codes packed by vpmultishiftqb; nullptr without AVX512-VBMI
 GemmQ8Fn avx512_gemm_q8_vbmi();
+// Panels [p0, p1) (rows [16 p0, min(16 p1, rows))) from repacked panels: the avx512 kernel's
+// tiles on pk's bytes, the same bits as avx512_gemm_q8.
+using GemmQ8PanelsFn = void (*)(const Q8Panels& pk, const Q8Rows& a, float* y, std::int64_t p0, std::int64_t p1);
+GemmQ8PanelsFn avx512_gemm_q8_panels();  // nullptr when not compiled in
+// Fills panels [p0, p1) of pk from w with the avx512 kernel's packing (vbmi: its VBMI packer).
+using RepackQ8Fn = void (*)(const IntCodes& ic, const MxView& w, Q8Panels& pk, std::int64_t p0, std::int64_t p1, bool vbmi);
+RepackQ8Fn avx512_repack_q8();  // nullptr when not compiled in
 GemmQ8Fn avx2_gemm_q8();    // plain AVX2 (vpmaddubsw), formats with fits_maddubs; nullptr when not compiled in
 
 }  // namespace mfqat::runtime::detail

@@ -47,7 +47,8 @@ struct Weights {
   std::vector<LayerWeights> layers;
   Linear head;
   std::uint64_t linear_bytes = 0;  // bytes of the layers' linears (+ head when quantized) in this format
-  std::uint64_t owned_bytes = 0;   // bytes of its arena (not shared with the anchor: what the cache holds)
+  std::uint64_t panel_bytes = 0;   // bytes of its linears' int8-GEMM panels (KernelOptions::repack)
+  std::uint64_t owned_bytes = 0;   // its arena + panels (not shared with the anchor: what the cache holds)
   double derive_seconds = 0;       // time to build from the anchor
   std::optional<mx::Format> mx_format;  // what the derived MX views point to
   // Mixed precision (Engine::weights_mixed): the format of each linear, by parameter name; the
@@ -122,7 +123,9 @@ class Engine {
   // derived: counts and timing in tests; nullptr clears it.
   void set_derive_observer(std::function<void(const std::string&)> f) { derive_observer_ = std::move(f); }
   // The loops this engine's products run (default: the best this CPU has, fp32 activations,
-  // three fixed-point digits). Set before sessions start; validated (throws naming the field).
+  // three fixed-point digits). Set before sessions start and before the first weights(): a
+  // format's GEMM panels (repack) are made when it is derived, with the options of that moment.
+  // Validated (throws naming the field).
   void set_kernels(const KernelOptions& k) {
     k.validate();
     kernels_ = k;

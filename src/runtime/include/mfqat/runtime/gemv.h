@@ -6,6 +6,7 @@
 #pragma once
 
 #include <cstdint>
+#include <memory>
 #include <span>
 #include <string>
 
@@ -73,5 +74,25 @@ bool gemm_q8_active(const mx::Format& f, const KernelOptions& k);
 void gemm_q8(const MxView& w, const float* x, std::int64_t n, float* y, const KernelOptions& k);
 // gemm_q8 of several matrices of one format and width sharing X, one quantization of X.
 void gemm_q8_shared(std::span<const MxView> ws, const float* x, std::int64_t n, std::span<float* const> ys, const KernelOptions& k);
+
+// ---- weights repacked once for the int8 GEMM ----
+// The 512-bit kernel multiplies 16-row micro-panels whose codes it first rearranges (16 rows
+// interleaved per 4 elements, unsigned bytes, scales as fp32). Done per call, that packing is
+// paid once per step whatever the number of activation rows, which dominates small batches (a
+// decode step of 2-16 requests). repack_q8 does it once at load: the panels hold every weight
+// as a byte (4-bit codes as nibbles, looked up in the kernel) plus one fp32 scale per block
+// (1.09x an MXINT8 weight's bytes, 1.18x a 4-bit one's), and gemm_q8 given them reads them
+// straight from memory. Same bits as without (the
+// same tile code runs on the same bytes). nullptr where the options would not run the 512-bit
+// kernel for w's format (then gemm_q8 packs per call as before).
+struct Q8Panels;
+std::shared_ptr<const Q8Panels> repack_q8(const MxView& w, const KernelOptions& k);
+std::uint64_t panel_bytes(const Q8Panels& p);
+// gemm_q8 / gemm_q8_shared with panels from repack_q8 of the same matrices; where one of them is
+// nullptr, or another kernel runs, every matrix is packed per call. Panels made for another
+// matrix shape or format throw std::invalid_argument.
+void gemm_q8(const MxView& w, const Q8Panels* panels, const float* x, std::int64_t n, float* y, const KernelOptions& k);
+void gemm_q8_shared(std::span<const MxView> ws, std::span<const Q8Panels* const> panels, const float* x, std::int64_t n,
+                    std::span<float* const> ys, const KernelOptions& k);
 
 }  // namespace mfqat::runtime

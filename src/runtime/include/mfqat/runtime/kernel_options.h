@@ -26,6 +26,11 @@ struct KernelOptions {
   // block of 32) where the format has integer codes and the 512-bit VNNI kernel runs here; false
   // (the CLI's --prefill-acts fp32): fp32 activations for every format.
   bool int8_gemm = true;
+  // The engine repacks each MX weight once for that GEMM where its 512-bit kernel runs
+  // (repack_q8: no per-step packing, so a batch of a few rows costs little more than one; the
+  // panels take 1.09x an MXINT8 weight's bytes, 1.18x a 4-bit one's); false (the CLI's
+  // --no-repack): packed per call, the same bits.
+  bool repack = true;
   // Prefill in chunks of at most this many tokens (the CLI's --ubatch): activation buffers hold
   // ubatch rows, not the whole prompt. Chunking does not change the result: every output row of
   // the products and of attention is computed on its own (session.cpp).

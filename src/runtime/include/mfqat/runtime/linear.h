@@ -4,6 +4,7 @@
 
 #include <cstdint>
 #include <initializer_list>
+#include <memory>
 #include <utility>
 
 #include "mfqat/runtime/gemv.h"
@@ -18,6 +19,9 @@ struct Linear {
   MxView mx;                   // is_mx: the anchor's bytes or the arena's
   const float* f32 = nullptr;  // fp32: rows x cols in the arena (the head: the engine's)
   std::int64_t rows = 0, cols = 0;
+  // is_mx: its codes repacked for the int8 GEMM (repack_q8), where the engine made them; the
+  // GEMM packs per call without them (same bits)
+  std::shared_ptr<const Q8Panels> panels;
   std::uint64_t bytes() const;  // bytes of this weight in its format
   // y [n, rows] = x [n, cols] W^T with the loops k selects; k.int8_acts: decode (n = 1) with int8
   // activations where the format has an integer path (gemv_q8), fp32 elsewhere.
