@@ -44,6 +44,7 @@ int main(int argc, char** argv) {
   double seconds = 10, slo_ms = 0;
   std::string auto_s;
   int tokens = 32, max_batch = 64, prefill_chunk = 256, min_prefill_chunk = 16;
+  bool repack = true;  // --repack 0: the int8 GEMM packs the weights per call (the A/B of docs/perf.md)
   for (int i = 1; i + 1 < argc; i += 2) {
     const std::string a = argv[i], v = argv[i + 1];
     if (a == "--model") model = v;
@@ -59,6 +60,7 @@ int main(int argc, char** argv) {
     else if (a == "--prefill-chunk") prefill_chunk = std::stoi(v);
     else if (a == "--min-prefill-chunk") min_prefill_chunk = std::stoi(v);
     else if (a == "--auto") auto_s = v;
+    else if (a == "--repack") repack = v != "0";
     else { fmt::print(stderr, "unknown option {}\n", a); return 2; }
   }
   std::unique_ptr<runtime::Engine> e;
@@ -77,6 +79,11 @@ int main(int argc, char** argv) {
       c.max_seq = 512;
     }
     e = runtime::Engine::synthetic(c, mx::find_format(anchor));
+  }
+  {
+    runtime::KernelOptions k = e->kernels();
+    k.repack = repack;
+    e->set_kernels(k);
   }
   runtime::ServerOptions o;
   o.queue_capacity = 256;
@@ -182,7 +189,7 @@ int main(int argc, char** argv) {
                  static_cast<double>(lat.size()) / wall, static_cast<double>(gen) / wall, pct(lat, 0.5), pct(lat, 0.99), pct(ttft, 0.5),
                  pct(ttft, 0.99), pct(itl, 0.5), pct(itl, 0.99), sv, errors ? fmt::format(" ERRORS {}", errors) : "");
       std::fflush(stdout);
-      out.push_back({{"format", f}, {"clients", C}, {"requests", lat.size()}, {"errors", errors}, {"seconds", wall},
+      out.push_back({{"format", f}, {"clients", C}, {"repack", repack}, {"requests", lat.size()}, {"errors", errors}, {"seconds", wall},
                      {"requests_per_s", static_cast<double>(lat.size()) / wall}, {"generated_tokens_per_s", static_cast<double>(gen) / wall},
                      {"p50_ms", pct(lat, 0.5)}, {"p99_ms", pct(lat, 0.99)}, {"ttft_p50_ms", pct(ttft, 0.5)}, {"ttft_p99_ms", pct(ttft, 0.99)},
                      {"itl_p50_ms", pct(itl, 0.5)}, {"itl_p99_ms", pct(itl, 0.99)}, {"served", served}, {"max_batch", max_batch},
