@@ -35,8 +35,9 @@ TEST(KernelOptions, DescribeNamesTheLoopsThisCpuRuns) {
   const bool avx2 = __builtin_cpu_supports("avx2") && __builtin_cpu_supports("fma");
   const bool w512 = avx2 && cpu_has_avx512();
   const bool vbmi = w512 && __builtin_cpu_supports("avx512vbmi");
+  const std::string bf = w512 && __builtin_cpu_supports("avx512bf16") ? ", bf16 gemm" : "";
   std::printf("default kernels here: %s\n", k.describe().c_str());
-  EXPECT_EQ(k.describe(), !avx2 ? "scalar" : !w512 ? "avx2, int8 gemm (not mxint8)" : std::string(vbmi ? "avx512+vbmi" : "avx512") + ", 4-bit fixed point 3 digits, int8 gemm, repacked");
+  EXPECT_EQ(k.describe(), !avx2 ? "scalar" : !w512 ? "avx2, int8 gemm (not mxint8)" : std::string(vbmi ? "avx512+vbmi" : "avx512") + ", 4-bit fixed point 3 digits, int8 gemm, repacked" + bf);
   k.isa = mx::Isa::Scalar;
   EXPECT_EQ(k.describe(), "scalar");
   k.isa = mx::Isa::Auto;
@@ -45,15 +46,17 @@ TEST(KernelOptions, DescribeNamesTheLoopsThisCpuRuns) {
   k.avx512 = true;
   k.fx_digits = 2;
   k.vbmi = false;
-  if (w512) EXPECT_EQ(k.describe(), "avx512, 4-bit fixed point 2 digits, int8 gemm, repacked");
+  if (w512) EXPECT_EQ(k.describe(), "avx512, 4-bit fixed point 2 digits, int8 gemm, repacked" + bf);
   k.int8_acts = true;
-  if (w512) EXPECT_EQ(k.describe(), "avx512, int8 activations, int8 gemm, repacked");
+  if (w512) EXPECT_EQ(k.describe(), "avx512, int8 activations, int8 gemm, repacked" + bf);
   k.repack = false;  // --no-repack
   if (w512) {
-    EXPECT_EQ(k.describe(), "avx512, int8 activations, int8 gemm");
+    EXPECT_EQ(k.describe(), "avx512, int8 activations, int8 gemm" + bf);
   }
   k.repack = true;
-  k.int8_gemm = false;  // --prefill-acts fp32
+  k.int8_gemm = false;
+  if (w512) EXPECT_EQ(k.describe(), "avx512, int8 activations" + bf);
+  k.bf16_gemm = false;  // --prefill-acts fp32: both
   if (w512) EXPECT_EQ(k.describe(), "avx512, int8 activations");
   k.fx_digits = 4;
   EXPECT_THROW(k.validate(), std::invalid_argument);

@@ -16,7 +16,8 @@ void add_kernel_flags(CLI::App* sub, KernelFlags& f) {
   sub->add_flag("--int8-act", f.int8_act, "decode with int8 activations where the format allows (MXINT8, 4-bit): faster, not bit-faithful to training");
   sub->add_option("--prefill-acts", f.prefill_acts,
                   "prompts and batches (n >= 2 tokens): int8 (activations rounded to int8 per block of 32, integer dot products, where the "
-                  "format's codes are integers and the CPU has AVX-512 VNNI) or fp32 (fp32 activations for every format)")
+                  "format's codes are integers and the CPU has AVX-512 VNNI; MXFP8 and MXFP6 E3M2 with bf16 activations where it has "
+                  "AVX512-BF16) or fp32 (fp32 activations for every format)")
       ->check(CLI::IsMember({"int8", "fp32"}));
   sub->add_flag("--no-repack", f.no_repack,
                 "int8 GEMM: pack the weights per call instead of once at load (saves the panels: 1.09x an MXINT8 weight's bytes, "
@@ -43,6 +44,7 @@ runtime::KernelOptions kernel_options(const KernelFlags& f) {
   k.vbmi = !f.no_vbmi;
   k.int8_acts = f.int8_act;
   k.int8_gemm = f.prefill_acts == "int8";
+  k.bf16_gemm = k.int8_gemm;  // int8 where the codes are integers, bf16 (AVX512-BF16) for MXFP8 / MXFP6 E3M2
   k.repack = !f.no_repack;
   k.ubatch = f.ubatch;
   k.validate();

@@ -17,6 +17,8 @@ void Linear::forward(const float* x, std::int64_t n, float* y, const KernelOptio
       gemv(mx, x, y, k);
     } else if (gemm_q8_active(*mx.format, k)) {
       gemm_q8(mx, panels.get(), x, n, y, k);
+    } else if (gemm_bf16_active(*mx.format, k)) {
+      gemm_bf16(mx, x, n, y, k);
     } else {
       gemm(mx, x, n, y, k);
     }

@@ -315,6 +315,9 @@ Server::Server(Engine& engine, ServerOptions opt) : impl_(std::make_unique<Impl>
     o.auto_formats = {a ? a->name : "mxint8", fp ? "mxfp4_e2m1" : "mxint4"};
   }
   for (auto& f : o.auto_formats) f = engine.canonical_format(f);
+  // Derived now: the first step down comes under load, when a derivation (and the GEMM's
+  // repacking) would stall every running request for as long as it takes.
+  for (const auto& f : o.auto_formats) engine.weights(f);
   // One more level every two waiting requests (2, 4, 6, ...): the default of two levels drops at 2.
   if (o.auto_depths.empty()) {
     for (std::size_t i = 1; i < o.auto_formats.size(); ++i) o.auto_depths.push_back(2 * i);

@@ -4,6 +4,7 @@
 // reference.cpp (scalar), gemv_avx2.cpp, gemv_avx512.cpp.
 #include <algorithm>
 #include <cstdint>
+#include <limits>
 #include <memory>
 #include <mutex>
 #include <stdexcept>
@@ -43,6 +44,8 @@ GemmQ8Fn avx512_gemm_q8() { return nullptr; }
 GemmQ8Fn avx512_gemm_q8_vbmi() { return nullptr; }
 GemmQ8Fn avx2_gemm_q8() { return nullptr; }
 GemmQ8PanelsFn avx512_gemm_q8_panels() { return nullptr; }
+GemmBf16Fn avx512_gemm_bf16() { return nullptr; }
+Bf16PrepareFn avx512_bf16_prepare() { return nullptr; }
 RepackQ8Fn avx512_repack_q8() { return nullptr; }
 #endif
 
@@ -286,6 +289,32 @@ std::shared_ptr<const Q8Panels> repack_q8(const MxView& w, const KernelOptions& 
 }
 std::uint64_t panel_bytes(const Q8Panels& p) { return p.bytes.size(); }
 
+bool gemm_bf16_supported(const mx::Format& f) {
+  return f.family == mx::Family::Fp && f.block_size == 32 && f.bits <= 8 && !int_codes_for(f).ok;
+}
+bool gemm_bf16_active(const mx::Format& f, const KernelOptions& k) {
+  return k.bf16_gemm && gemm_bf16_supported(f) && paths(k).w512 && detail::avx512_gemm_bf16() != nullptr;
+}
+void gemm_bf16(const MxView& w, const float* x, std::int64_t n, float* y, const KernelOptions& k) {
+  if (!w.format || w.rows < 0 || w.cols < 0 || n < 0) throw std::invalid_argument("gemm_bf16: bad matrix view or row count");
+  if (!gemm_bf16_active(*w.format, k)) throw std::invalid_argument("gemm_bf16: not available for " + w.format->name + " with these kernels on this CPU");
+  if (n == 0) return;
+  if (w.cols == 0) {
+    std::fill_n(y, n * w.rows, 0.0f);
+    return;
+  }
+  const detail::Decoder& d = decoder_for(*w.format);
+  thread_local detail::Bf16Rows a;  // the calling thread's; reached through a pointer below
+  detail::avx512_bf16_prepare()(x, n, w.cols, a);
+  const detail::Bf16Rows* ap = &a;
+  const detail::GemmBf16Fn fn = detail::avx512_gemm_bf16();
+  const std::int64_t grain = std::max<std::int64_t>(16, ((1 << 16) / std::max<std::int64_t>(1, w.cols * n) + 15) / 16 * 16);
+  parallel_for(w.rows, grain, [&](std::int64_t r0, std::int64_t r1) { fn(d, w, *ap, y, r0, r1); });
+  for (std::int64_t j = 0; j < n; ++j) {
+    if (a.bad[static_cast<std::size_t>(j)]) std::fill_n(y + j * w.rows, w.rows, std::numeric_limits<float>::quiet_NaN());
+  }
+}
+
 KernelOptions KernelOptions::process_defaults(mx::Isa isa) {
   KernelOptions k;
   k.isa = isa == mx::Isa::Auto ? mx::default_isa() : isa;  // MFQAT_ISA: the mx library's switch, for these overloads only
@@ -311,6 +340,7 @@ std::string KernelOptions::describe() const {
   if (int8_acts) s += ", int8 activations";
   else if (p.fixed) s += ", 4-bit fixed point " + std::to_string(fx_digits) + " digits";
   if (int8_gemm && p.w512 && detail::avx512_gemm_q8()) s += repack ? ", int8 gemm, repacked" : ", int8 gemm";
+  if (bf16_gemm && p.w512 && detail::avx512_gemm_bf16()) s += ", bf16 gemm";
   else if (int8_gemm && detail::avx2_gemm_q8()) s += ", int8 gemm (not mxint8)";
   return s;
 }

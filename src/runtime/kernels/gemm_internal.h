@@ -97,6 +97,19 @@ GemmQ8PanelsFn avx512_gemm_q8_panels();  // nullptr when not compiled in
 // Fills panels [p0, p1) of pk from w with the avx512 kernel's packing (vbmi: its VBMI packer).
 using RepackQ8Fn = void (*)(const IntCodes& ic, const MxView& w, Q8Panels& pk, std::int64_t p0, std::int64_t p1, bool vbmi);
 RepackQ8Fn avx512_repack_q8();  // nullptr when not compiled in
-GemmQ8Fn avx2_gemm_q8();    // plain AVX2 (vpmaddubsw), formats with fits_maddubs; nullptr when not compiled in
+GemmQ8Fn avx2_gemm_q8();
+
+// The bf16 GEMM (gemm_bf16_avx512.cpp) for formats without integer codes: activation rows as
+// bf16 pairs (dword k of a row = elements 2k, 2k + 1; nb blocks of 16 dwords, zero-padded), and
+// which rows hold a NaN or an Inf (their outputs are set to NaN afterwards).
+struct Bf16Rows {
+  std::int64_t n = 0, nb = 0;
+  AlignedVec<std::uint32_t> x;     // [n, nb * 16]
+  std::vector<std::uint8_t> bad;   // [n]
+};
+using Bf16PrepareFn = void (*)(const float* x, std::int64_t n, std::int64_t cols, Bf16Rows& a);
+using GemmBf16Fn = void (*)(const Decoder& d, const MxView& w, const Bf16Rows& a, float* y, std::int64_t r0, std::int64_t r1);
+GemmBf16Fn avx512_gemm_bf16();       // nullptr without AVX512-BF16 (or not compiled in)
+Bf16PrepareFn avx512_bf16_prepare();  // likewise    // plain AVX2 (vpmaddubsw), formats with fits_maddubs; nullptr when not compiled in
 
 }  // namespace mfqat::runtime::detail

@@ -75,6 +75,20 @@ void gemm_q8(const MxView& w, const float* x, std::int64_t n, float* y, const Ke
 // gemm_q8 of several matrices of one format and width sharing X, one quantization of X.
 void gemm_q8_shared(std::span<const MxView> ws, const float* x, std::int64_t n, std::span<float* const> ys, const KernelOptions& k);
 
+// ---- the bf16 GEMM (n >= 2) for the formats without integer codes ----
+// MXFP8 (E4M3, E5M2) and MXFP6 E3M2: each weight value times its block scale is a bf16 exactly
+// (3 significant bits at most), so the kernel multiplies those with the activations rounded once
+// to bf16 (nearest even: relative error <= 2^-8 each) in vdpbf16ps (AVX-512 BF16), fp32 sums.
+// Weights below 2^-126 after scaling count as 0 (the instruction's denormal handling). Error
+// against the fp32 product: |y - W x| <= 2^-8 sum|w x| + fp32 summation. A NaN or Inf in an
+// activation row makes that row's outputs NaN. Results do not depend on the thread count or on
+// the other rows of the batch. gemm_bf16_supported: the format qualifies; gemm_bf16_active: and
+// k.bf16_gemm, the 512-bit loops allowed, and the CPU has AVX512-BF16 (elsewhere the fp32 GEMM).
+bool gemm_bf16_supported(const mx::Format& f);
+bool gemm_bf16_active(const mx::Format& f, const KernelOptions& k);
+// Throws std::invalid_argument where not active.
+void gemm_bf16(const MxView& w, const float* x, std::int64_t n, float* y, const KernelOptions& k);
+
 // ---- weights repacked once for the int8 GEMM ----
 // The 512-bit kernel multiplies 16-row micro-panels whose codes it first rearranges (16 rows
 // interleaved per 4 elements, unsigned bytes, scales as fp32). Done per call, that packing is

@@ -26,6 +26,10 @@ struct KernelOptions {
   // block of 32) where the format has integer codes and the 512-bit VNNI kernel runs here; false
   // (the CLI's --prefill-acts fp32): fp32 activations for every format.
   bool int8_gemm = true;
+  // n >= 2 for the formats without integer codes (MXFP8, MXFP6 E3M2): the bf16 GEMM (gemm_bf16,
+  // activations rounded to bf16) where the CPU has AVX512-BF16; false (--prefill-acts fp32 turns
+  // both off): the fp32-activation GEMM.
+  bool bf16_gemm = true;
   // The engine repacks each MX weight once for that GEMM where its 512-bit kernel runs
   // (repack_q8: no per-step packing, so a batch of a few rows costs little more than one; the
   // panels take 1.09x an MXINT8 weight's bytes, 1.18x a 4-bit one's); false (the CLI's

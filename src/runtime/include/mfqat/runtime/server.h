@@ -34,7 +34,8 @@ struct ServerOptions {
   std::string model_id = "mfqat";  // the model's name in /v1/models and in answers
   // "auto": level i of auto_formats serves while the load (waiting + running requests) is below
   // auto_depths[i] (the last level takes the rest). Default: the anchor below 2, the 4-bit format
-  // of its family above.
+  // of its family above. The server derives every level when it starts (a step down under load
+  // must not wait for a derivation), which the engine's cache then holds.
   std::vector<std::string> auto_formats;
   std::vector<std::size_t> auto_depths;
   // slo_ms > 0: "auto" follows a latency target instead of the depths. Every running "auto"
