@@ -70,6 +70,7 @@ TEST(KernelOptions, EnginesKeepTheirOwnChoiceAndIgnoreTheProcessSwitches) {
   b->set_kernels(scalar);
   runtime::KernelOptions fp32_prefill;  // the prompt's activations in fp32 as well: the fp32 contract below
   fp32_prefill.int8_gemm = false;
+  fp32_prefill.bf16_gemm = false;
   a->set_kernels(fp32_prefill);
   const auto la = logits(*a, "mxfp4_e2m1"), lb = logits(*b, "mxfp4_e2m1");
   // each engine alone, in a fresh engine, after the other ran: the same bits

@@ -289,6 +289,7 @@ TEST(Runtime, LogitsEqualTheTrainersFakeQuantForward) {
   // (--prefill-acts fp32). The int8 prompt GEMM (the default) is compared after the loop.
   runtime::KernelOptions fp32_prompt;
   fp32_prompt.int8_gemm = false;
+  fp32_prompt.bf16_gemm = false;
   master->set_kernels(fp32_prompt);
   anchor->set_kernels(fp32_prompt);
   for (const char* f : {"mxint4", "mxfp6_e3m2", "fp32"}) {
@@ -308,6 +309,18 @@ TEST(Runtime, LogitsEqualTheTrainersFakeQuantForward) {
       const bool int8 = runtime::gemm_q8_active(mx::find_format(f), runtime::KernelOptions{});
       std::printf("from the master %s, int8 prompt activations (%s): %.3g of the logits' scale\n", f, int8 ? "ran" : "not on this CPU", err8);
       EXPECT_LT(err8, int8 ? 4e-2 : kAgree) << f;  // measured 1.6e-2 on this random model
+    }
+    if (std::string(f) == "mxfp6_e3m2") {
+      // the default for formats without integer codes: bf16 prompt activations where the CPU
+      // has AVX512-BF16 (gemm_bf16_active); up to 2^-8 relative per activation (gemv.h)
+      master->set_kernels(runtime::KernelOptions{});
+      runtime::Session sb(*master, master->weights(f));
+      const double errb = rel_err(sb.feed_all(toks), ref);
+      master->set_kernels(fp32_prompt);
+      const bool bf16 = runtime::gemm_bf16_active(mx::find_format(f), runtime::KernelOptions{});
+      std::printf("from the master %s, bf16 prompt activations (%s): %.3g of the logits' scale\n", f, bf16 ? "ran" : "not on this CPU", errb);
+      EXPECT_LT(errb, bf16 ? 2e-2 : kAgree) << f;  // measured 5.3e-3 on this random model
+      EXPECT_GT(errb, bf16 ? 1e-5 : 0.0) << f;     // it did run: the rounding shows
     }
   }
   m->set_format(std::nullopt);
