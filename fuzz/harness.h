@@ -159,7 +159,9 @@ inline void request(const std::string& body) {
   for (const auto& t : {runtime::ChatTemplate::Plain, runtime::ChatTemplate::ChatMl, runtime::ChatTemplate::Llama3}) {
     try {
       const auto c = runtime::parse_completion_request(body, lim, canonical, true,
-                                                       [t](const std::vector<runtime::ChatMessage>& m) { return runtime::render_chat(t, m); });
+                                                       [t](const std::vector<runtime::ChatMessage>& m, const nlohmann::ordered_json& v) {
+                                                         return runtime::render_chat(t, m, v);
+                                                       });
       require(c.chat && !c.messages.empty() && c.prompt.size() <= 255 && c.max_tokens >= 1 && c.max_tokens <= 256, "chat limits");
       accepted = true;
     } catch (const std::invalid_argument&) {

@@ -719,6 +719,38 @@ TEST(Server, AutoUnderAnSloStepsDownMidStreamAndReturnsWhenIdle) {
   }
 }
 
+// chat_template_kwargs (vLLM's extension; Qwen 3's enable_thinking): the request's variables reach
+// the model's template as transformers' apply_chat_template(**kwargs) passes them; a template's own
+// variables cannot be overridden; bad shapes are a 400 naming the field.
+TEST(Server, ChatTemplateKwargsReachTheTemplate) {
+  const std::string cfg = R"({"chat_template":
+    "{% for m in messages %}[{{ m.role }}]{{ m.content }}{% endfor %}{% if add_generation_prompt %}[assistant]{% if enable_thinking is defined and enable_thinking is false %}<think></think>{% endif %}{{ style | default('') }}{% endif %}"})";
+  const auto t = runtime::ChatTemplate::from_tokenizer_config(cfg, "m: chat_template");
+  ASSERT_TRUE(t.has_value());
+  runtime::RequestLimits lim;
+  lim.max_prompt_bytes = 1000;
+  const auto canonical = [](const std::string& f) { return f; };
+  const runtime::RenderChat render = [&](const std::vector<runtime::ChatMessage>& m, const nlohmann::ordered_json& v) { return runtime::render_chat(*t, m, v); };
+  const std::string msgs = R"("messages": [{"role": "user", "content": "Hi"}])";
+  EXPECT_EQ(runtime::parse_completion_request("{" + msgs + "}", lim, canonical, true, render).prompt, "[user]Hi[assistant]");
+  EXPECT_EQ(runtime::parse_completion_request("{" + msgs + R"(, "chat_template_kwargs": {"enable_thinking": false}})", lim, canonical, true, render).prompt,
+            "[user]Hi[assistant]<think></think>");
+  EXPECT_EQ(runtime::parse_completion_request("{" + msgs + R"(, "chat_template_kwargs": {"enable_thinking": true, "style": "!"}})", lim, canonical, true, render).prompt,
+            "[user]Hi[assistant]!");
+  EXPECT_EQ(runtime::parse_completion_request("{" + msgs + R"(, "chat_template_kwargs": null})", lim, canonical, true, render).prompt, "[user]Hi[assistant]");
+  for (const std::string bad : {R"("chat_template_kwargs": [1])", R"("chat_template_kwargs": {"messages": []})", R"("chat_template_kwargs": {"add_generation_prompt": false})"}) {
+    try {
+      (void)runtime::parse_completion_request("{" + msgs + ", " + bad + "}", lim, canonical, true, render);
+      ADD_FAILURE() << "accepted " << bad;
+    } catch (const runtime::RequestError& e) {
+      EXPECT_EQ(e.status, 400) << bad;
+      EXPECT_EQ(e.param, "chat_template_kwargs") << bad;
+    }
+  }
+  // completions take no template
+  EXPECT_THROW((void)runtime::parse_completion_request(R"({"prompt": "a", "chat_template_kwargs": {}})", lim, canonical), runtime::RequestError);
+}
+
 // A model's own chat template (tokenizer_config.json's Jinja): rendered with add_generation_prompt
 // and the special tokens; a conversation it refuses is a 400 naming the template; one that does
 // not parse is refused with its position. (End to end through import, export and serve with the

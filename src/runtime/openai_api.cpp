@@ -51,14 +51,14 @@ const char* chat_template_name(const ChatTemplate& t) {
   }
 }
 
-std::string render_chat(const ChatTemplate& t, const std::vector<ChatMessage>& messages) {
+std::string render_chat(const ChatTemplate& t, const std::vector<ChatMessage>& messages, const nlohmann::ordered_json& vars) {
   std::string out;
   switch (t.kind()) {
     case ChatTemplate::Kind::Jinja: {
       nlohmann::ordered_json msgs = nlohmann::ordered_json::array();
       for (const auto& m : messages) msgs.push_back({{"role", m.role}, {"content", m.content}});
       try {
-        out = t.jinja_->render(hf::chat_template_context(*t.source_, msgs, true));
+        out = t.jinja_->render(hf::chat_template_context(*t.source_, msgs, true, vars));
       } catch (const hf::JinjaError& ex) {
         throw RequestError(400, std::string("the model's chat template refused the conversation: ") + ex.what(), "messages");
       }
@@ -129,7 +129,7 @@ std::vector<ChatMessage> parse_messages(const json& j) {
 
 CompletionRequest parse_completion_request(const std::string& body, const RequestLimits& lim,
                                            const std::function<std::string(const std::string&)>& canonical, bool chat,
-                                           const std::function<std::string(const std::vector<ChatMessage>&)>& render) {
+                                           const RenderChat& render) {
   json j;
   try {
     j = json::parse(body);
@@ -142,11 +142,15 @@ CompletionRequest parse_completion_request(const std::string& body, const Reques
   static const char* common[] = {"model", "max_tokens", "temperature", "top_k", "top_p", "seed", "format", "stop", "stream",
                                  "stream_options", "n", "user", "presence_penalty", "frequency_penalty", "logprobs"};
   static const char* completion_only[] = {"prompt", "echo"};
-  static const char* chat_only[] = {"messages", "max_completion_tokens"};
+  static const char* chat_only[] = {"messages", "max_completion_tokens", "chat_template_kwargs"};
   for (auto it = j.begin(); it != j.end(); ++it) {
     bool ok = false;
     for (const char* k : common) ok |= it.key() == k;
-    for (const char* k : chat ? chat_only : completion_only) ok |= it.key() == k;
+    if (chat) {
+      for (const char* k : chat_only) ok |= it.key() == k;
+    } else {
+      for (const char* k : completion_only) ok |= it.key() == k;
+    }
     if (!ok) throw RequestError(400, "unknown field '" + it.key() + "'", it.key());
   }
   CompletionRequest r;
@@ -154,7 +158,18 @@ CompletionRequest parse_completion_request(const std::string& body, const Reques
   if (chat) {
     if (!j.contains("messages")) throw RequestError(400, "'messages' (an array) is required", "messages");
     r.messages = parse_messages(j["messages"]);
-    r.prompt = render ? render(r.messages) : render_chat(ChatTemplate::Plain, r.messages);
+    if (j.contains("chat_template_kwargs") && !j["chat_template_kwargs"].is_null()) {
+      // vLLM's extension: variables for the model's chat template (Qwen 3's enable_thinking, ...)
+      const json& kw = j["chat_template_kwargs"];
+      if (!kw.is_object()) throw RequestError(400, "'chat_template_kwargs' must be an object", "chat_template_kwargs");
+      for (auto it = kw.begin(); it != kw.end(); ++it) {
+        for (const char* own : {"messages", "tools", "documents", "add_generation_prompt"}) {
+          if (it.key() == own) throw RequestError(400, "'chat_template_kwargs' may not set '" + it.key() + "'", "chat_template_kwargs");
+        }
+        r.template_vars[it.key()] = nlohmann::ordered_json::parse(it.value().dump());
+      }
+    }
+    r.prompt = render ? render(r.messages, r.template_vars) : render_chat(ChatTemplate::Plain, r.messages);
   } else {
     const json* p = j.contains("prompt") ? &j["prompt"] : nullptr;
     if (p && p->is_array() && p->size() == 1) p = &(*p)[0];  // a batch of one prompt

@@ -160,7 +160,7 @@ void Server::Impl::handle(const httplib::Request& req, httplib::Response& res, b
     lim.model_id = o.model_id;
     job->req = parse_completion_request(
         req.body, lim, [this](const std::string& f) { return e.canonical_format(f); }, chat,
-        [this](const std::vector<ChatMessage>& m) { return render_chat(tmpl, m); });
+        [this](const std::vector<ChatMessage>& m, const nlohmann::ordered_json& v) { return render_chat(tmpl, m, v); });
     job->prompt_ids = encode_prompt(e, job->req.prompt);
   } catch (const RequestError& ex) {
     return fail(res, ex.status, ex.what(), ex.param);

@@ -54,7 +54,7 @@ def check(what, ok, detail=""):
         failures.append(what)
 
 
-def jinja2_render(template, cfg, messages):
+def jinja2_render(template, cfg, messages, **extra):
     def raise_exception(message):
         raise jinja2.exceptions.TemplateError(message)
 
@@ -63,7 +63,7 @@ def jinja2_render(template, cfg, messages):
         x, ensure_ascii=ensure_ascii, indent=indent, separators=separators, sort_keys=sort_keys)
     env.globals["raise_exception"] = raise_exception
     tokens = {k: cfg[k] for k in ("bos_token", "eos_token", "pad_token", "unk_token") if isinstance(cfg.get(k), str)}
-    return env.from_string(template).render(messages=messages, tools=None, documents=None, add_generation_prompt=True, **tokens)
+    return env.from_string(template).render(messages=messages, tools=None, documents=None, add_generation_prompt=True, **tokens, **extra)
 
 
 def post(base, path, body):
@@ -159,6 +159,13 @@ with tempfile.TemporaryDirectory() as tmp:
                       chat["usage"]["prompt_tokens"] == raw["usage"]["prompt_tokens"] == len(want), (chat["usage"], raw["usage"], len(want)))
                 check("chat answer = the raw completion's", chat["choices"][0]["message"]["content"] == raw["choices"][0]["text"],
                       (chat["choices"][0]["message"]["content"], raw["choices"][0]["text"]))
+            if "enable_thinking" in cfg["chat_template"]:
+                # chat_template_kwargs reach the template as jinja2's keyword arguments do
+                no_think = ids(jinja2_render(cfg["chat_template"], cfg, CHAT, enable_thinking=False), "--no-special")
+                s3, nt = post(base, "/chat/completions", {"messages": CHAT, "max_tokens": 2, "temperature": 0,
+                                                           "chat_template_kwargs": {"enable_thinking": False}})
+                check("chat_template_kwargs enable_thinking=false: jinja2's rendering with it, a different prompt",
+                      s3 == 200 and nt["usage"]["prompt_tokens"] == len(no_think) != len(want), (s3, nt, len(no_think), len(want)))
         finally:
             srv.terminate()
             try:

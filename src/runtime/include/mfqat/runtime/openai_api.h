@@ -52,7 +52,7 @@ class ChatTemplate {
   bool operator!=(const ChatTemplate& o) const { return !(*this == o); }
 
  private:
-  friend std::string render_chat(const ChatTemplate& t, const std::vector<ChatMessage>& messages);
+  friend std::string render_chat(const ChatTemplate& t, const std::vector<ChatMessage>& messages, const nlohmann::ordered_json& vars);
   Kind kind_ = Kind::Plain;
   std::shared_ptr<const hf::JinjaTemplate> jinja_;
   std::shared_ptr<const hf::ChatTemplateSource> source_;
@@ -64,7 +64,12 @@ ChatTemplate chat_template_for(const Engine& e);
 const char* chat_template_name(const ChatTemplate& t);  // "jinja", "chatml", "llama3", "plain"
 // The conversation, ending with the opening of the assistant's turn (add_generation_prompt). A
 // Jinja template that refuses the conversation (raise_exception, an error) throws RequestError 400.
-std::string render_chat(const ChatTemplate& t, const std::vector<ChatMessage>& messages);
+// vars: the request's chat_template_kwargs (e.g. {"enable_thinking": false} for Qwen 3), passed to
+// a Jinja template as variables beside messages and add_generation_prompt, as transformers'
+// apply_chat_template(..., **kwargs) does; the built-in templates have no variables and ignore them.
+std::string render_chat(const ChatTemplate& t, const std::vector<ChatMessage>& messages,
+                        const nlohmann::ordered_json& vars = nlohmann::ordered_json::object());
+using RenderChat = std::function<std::string(const std::vector<ChatMessage>&, const nlohmann::ordered_json& vars)>;
 
 // A request error: the HTTP status it answers and the request field it names ("" none).
 struct RequestError : std::invalid_argument {
@@ -79,6 +84,7 @@ struct CompletionRequest {
   bool chat = false;
   std::string prompt;                 // completions: as given; chat: the rendered conversation
   std::vector<ChatMessage> messages;  // chat only
+  nlohmann::ordered_json template_vars = nlohmann::ordered_json::object();  // chat only: chat_template_kwargs
   std::string format = "anchor";      // a canonical format name, "anchor" or "auto"
   std::int64_t max_tokens = 64;
   SamplingOptions sampling;
@@ -99,7 +105,7 @@ struct RequestLimits {
 // `render` turns chat messages into the prompt (chat only).
 CompletionRequest parse_completion_request(const std::string& body, const RequestLimits& limits,
                                            const std::function<std::string(const std::string&)>& canonical, bool chat = false,
-                                           const std::function<std::string(const std::vector<ChatMessage>&)>& render = {});
+                                           const RenderChat& render = {});
 // The completions form with the old limits argument order (kept for callers and the fuzzer).
 CompletionRequest parse_completion_request(const std::string& body, std::int64_t max_prompt_bytes, std::int64_t max_tokens,
                                            const std::function<std::string(const std::string&)>& canonical);
