@@ -6,6 +6,7 @@
 #include <stdexcept>
 
 #include "mfqat/export/gguf_export.h"
+#include "mfqat/hf/jinja.h"
 #include "mfqat/hf/tokenizer.h"
 
 namespace mfqat::exporter {
@@ -183,6 +184,13 @@ std::vector<std::pair<std::string, gguf::Value>> tokenizer_metadata(const model:
     if (auto unk = tok.token_to_id("<unk>")) kv.emplace_back("tokenizer.ggml.unknown_token_id", Value::u32(static_cast<std::uint32_t>(*unk)));
   kv.emplace_back("tokenizer.ggml.add_bos_token", Value::boolean(!empty.empty()));
   kv.emplace_back("tokenizer.ggml.add_eos_token", Value::boolean(false));
+  // The model's chat template (a Hugging Face directory's tokenizer_config.json, or the copy an
+  // imported master or its anchors carry), which llama.cpp's server and chat tools render.
+  if (const auto full = ck.tokenizer_config_json()) {
+    if (const auto t = hf::chat_template_from_config(*full, ck.path() + " (tokenizer_config.json)")) {
+      kv.emplace_back("tokenizer.chat_template", Value::str(t->source));
+    }
+  }
   return kv;
 }
 

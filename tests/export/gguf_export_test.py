@@ -166,6 +166,11 @@ def tokenizers(mfqat, lib, tmp):
                                     {n: ("F32", v.shape, v.astype(np.float32).tobytes()) for n, v in w.items()})
         gg = os.path.join(tmp, f"tok_{name}.gguf")
         run(mfqat, "export", "--to", "gguf", "--format", "fp32", d, "-o", gg)
+        # the chat template travels as tokenizer.chat_template (llama.cpp's key), byte for byte
+        want = json.load(open(os.path.join(d, "tokenizer_config.json"))).get("chat_template")
+        got = json.loads(run(mfqat, "inspect", gg, "--json").stdout)["metadata"].get("tokenizer.chat_template")
+        assert got == (want if isinstance(want, str) else None), (name, (got or "")[:80], str(want)[:80])
+        print(f"{name:>7}: tokenizer.chat_template " + (f"written ({len(got)} bytes)" if got else "absent (none in tokenizer_config.json)"))
         ours = [[int(x) for x in line.split()] for line in
                 run(mfqat, "tokenize", d, "--records", recf, "--no-special").stdout.split("\n")[:len(records)]]
         theirs = json.loads(run("node", CLIENT, "--lib", lib, "tokenize", gg, recf, "--records").stdout)["ids"]
