@@ -45,6 +45,19 @@ inline std::string error_of(const std::function<void()>& fn) {
   return "";
 }
 
+// Shapes for the GEMM kernels' tests: rows, columns and row counts n that are not multiples of
+// any tile (16 rows, 12 activation rows, 16 or 8 blocks of 32 columns): one matrix at every
+// n = 2..65, single rows and columns, partial k-panels.
+struct GemmCase {
+  std::int64_t rows, cols;
+  std::vector<std::int64_t> ns;
+};
+inline std::vector<GemmCase> ragged_gemm_cases() {
+  std::vector<std::int64_t> every;
+  for (std::int64_t n = 2; n <= 65; ++n) every.push_back(n);
+  return {{17, 69, every}, {1, 33, {2, 3, 13}}, {15, 32, {2, 12, 25}}, {16, 1, {2, 5}}, {33, 1000, {2, 11, 24, 37}}, {100, 2065, {2, 12, 65}}, {40, 31, {4, 9}}};
+}
+
 inline std::string fmt_name(const mfqat::mx::Format& f) { return f.name + "/bs" + std::to_string(f.block_size); }
 
 inline std::uint32_t bits_of(float f) {

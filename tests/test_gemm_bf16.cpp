@@ -54,16 +54,10 @@ TEST(GemmBf16, TakesTheFpFormatsWithoutIntegerCodes) {
 TEST(GemmBf16, WithinTheStatedBoundOnRaggedShapesAndIndependentOfThreadsAndBatch) {
   if (!have()) GTEST_SKIP() << "no AVX512-BF16 on this CPU: the fp32 GEMM runs MXFP8 / MXFP6 E3M2 prompts here";
   const int saved = num_threads();
-  struct Case {
-    std::int64_t rows, cols;
-    std::vector<std::int64_t> ns;
-  };
-  std::vector<std::int64_t> every;
-  for (std::int64_t n = 2; n <= 65; ++n) every.push_back(n);
-  const std::vector<Case> cases = {{17, 69, every}, {1, 33, {2, 13}}, {15, 32, {2, 12, 25}}, {16, 1, {2, 5}}, {33, 1000, {2, 11, 24}}, {100, 2065, {2, 12, 37}}, {40, 31, {4, 9}}};
+  const std::vector<GemmCase> cases = ragged_gemm_cases();
   for (const char* name : {"mxfp8_e4m3", "mxfp8_e5m2", "mxfp6_e3m2"}) {
     const mx::Format& f = mx::find_format(name);
-    for (const Case& c : cases) {
+    for (const GemmCase& c : cases) {
       const auto w = randn(c.rows * c.cols, 3, 0.05f);
       const mx::PackedMatrix q = mx::quantize(f, w.data(), c.rows, c.cols);
       std::vector<float> wd(static_cast<std::size_t>(c.rows * c.cols));

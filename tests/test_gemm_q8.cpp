@@ -165,17 +165,10 @@ TEST(GemmQ8, SimdKernelsGiveTheReferenceBitsOnRaggedShapesEveryNAndThreadCount) 
   if (widths.empty()) GTEST_SKIP() << "no AVX2 on this CPU: no SIMD kernel ran (the reference is tested above)";
   if (!have_kernel()) std::printf("[  paths   ] no AVX-512 VNNI here: the AVX2 kernel only\n");
   const int saved = num_threads();
-  struct Case {
-    std::int64_t rows, cols;
-    std::vector<std::int64_t> ns;
-  };
-  std::vector<std::int64_t> every;
-  for (std::int64_t n = 2; n <= 65; ++n) every.push_back(n);
-  const std::vector<Case> cases = {{17, 69, every},           {1, 33, {2, 3, 13}},        {15, 32, {2, 12, 25}},     {16, 1, {2, 5}},
-                                   {33, 1000, {2, 11, 24, 37}}, {100, 2065, {2, 12, 65}}, {40, 31, {4, 9}}};
+  const std::vector<GemmCase> cases = ragged_gemm_cases();
   for (const char* name : {"mxint8", "mxfp4", "mxint4", "mxint6", "mxfp6_e2m3", "mxint3", "mxint2", "mxint5", "mxint7"}) {
     const mx::Format& f = mx::find_format(name);
-    for (const Case& c : cases) {
+    for (const GemmCase& c : cases) {
       auto w = randn(c.rows * c.cols, 3);
       const mx::PackedMatrix q = mx::quantize(f, w.data(), c.rows, c.cols);
       const std::int64_t nmax = *std::max_element(c.ns.begin(), c.ns.end());
@@ -204,17 +197,11 @@ TEST(GemmQ8, RepackedPanelsGiveTheReferenceBitsOnRaggedShapesEveryNAndThreadCoun
   say_paths();
   if (!have_kernel()) GTEST_SKIP() << "no AVX-512 VNNI on this CPU: repack_q8 makes no panels here (tested: it returns nullptr)";
   const int saved = num_threads();
-  struct Case {
-    std::int64_t rows, cols;
-    std::vector<std::int64_t> ns;
-  };
-  std::vector<std::int64_t> every;
-  for (std::int64_t n = 2; n <= 65; ++n) every.push_back(n);
-  const std::vector<Case> cases = {{17, 69, every},           {1, 33, {2, 3, 13}},        {15, 32, {2, 12, 25}},     {16, 1, {2, 5}},
-                                   {33, 1000, {2, 11, 24, 37}}, {100, 2065, {2, 12, 65}}, {40, 31, {4, 9}}, {48, 600, {1, 2, 8}}};
+  std::vector<GemmCase> cases = ragged_gemm_cases();
+  cases.push_back({48, 600, {1, 2, 8}});  // n = 1 too: the panels serve a single row
   for (const char* name : {"mxint8", "mxfp4", "mxint4", "mxint6", "mxfp6_e2m3", "mxint3", "mxint2", "mxint5", "mxint7"}) {
     const mx::Format& f = mx::find_format(name);
-    for (const Case& c : cases) {
+    for (const GemmCase& c : cases) {
       auto w = randn(c.rows * c.cols, 13);
       const mx::PackedMatrix q = mx::quantize(f, w.data(), c.rows, c.cols);
       const std::int64_t nmax = *std::max_element(c.ns.begin(), c.ns.end());
