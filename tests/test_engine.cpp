@@ -188,47 +188,67 @@ TEST(Engine, DerivedWeightsLiveInOneArenaAndTheAnchorsOwnFormatBorrowsIt) {
   EXPECT_EQ(bare->weights("mxint4")->owned_bytes, bare->weights("mxint4")->arena->bytes());
 }
 
-TEST(Engine, FinishedSessionsLeaveTheirKvCacheToTheNextAndNothingOfItLeaks) {
-  auto e = runtime::Engine::synthetic(small(), mx::find_format("mxint8"), 5);
-  auto fresh = runtime::Engine::synthetic(small(), mx::find_format("mxint8"), 5);
-  const auto& c = e->config();
-  const auto kv = static_cast<std::uint64_t>(2 * c.n_layers * c.max_seq * c.dim * 4);  // K and V floats
+TEST(Engine, SessionsTakeKvPagesAsTheyGrowLeaveThemToTheNextAndNothingOfThemLeaks) {
+  const model::LmConfig c = small_lm(200);  // 4 pages of 64 positions, the last one partly used
+  auto e = runtime::Engine::synthetic(c, mx::find_format("mxint8"), 5);
+  auto fresh = runtime::Engine::synthetic(c, mx::find_format("mxint8"), 5);
+  const auto page = static_cast<std::uint64_t>(2 * c.n_layers * runtime::kKvPageTokens * c.kv_dim() * 4);  // K and V floats
+  ASSERT_EQ(e->kv_pool().page_bytes(), page);  // a small page: not rounded up to huge pages
+  EXPECT_EQ(e->kv_reserve_bytes(1), page);
+  EXPECT_EQ(e->kv_reserve_bytes(64), page);
+  EXPECT_EQ(e->kv_reserve_bytes(65), 2 * page);
+  EXPECT_EQ(e->kv_reserve_bytes(100000), 4 * page);  // at most the context
   EXPECT_EQ(e->idle_kv_bytes(), 0u);
   {
-    runtime::Session a(*e, e->weights("mxint4"));
-    a.feed(std::vector<int>(40, 'z'));  // fills most of the cache with another sequence
+    runtime::Session a(*e, e->weights("mxint4"));  // capacity: the whole context
+    EXPECT_EQ(e->held_kv_bytes(), 0u);             // nothing taken before a position is written
+    a.feed(std::vector<int>(40, 'z'));
+    EXPECT_EQ(e->held_kv_bytes(), page);
+    a.feed(std::vector<int>(24, 'z'));  // positions 40..63: still the first page
+    EXPECT_EQ(e->held_kv_bytes(), page);
+    a.feed({'z'});  // position 64
+    EXPECT_EQ(e->held_kv_bytes(), 2 * page);
+    a.feed(std::vector<int>(100, 'y'));  // to 165: 3 pages
+    EXPECT_EQ(e->held_kv_bytes(), 3 * page);
   }
-  const std::uint64_t one = e->idle_kv_bytes();
-  EXPECT_EQ(one, kv);  // kept (a small cache: not rounded up to huge pages)
-  // The next session takes that buffer; its logits are those of a session on a fresh engine
-  // (positions are written before they are read: nothing of the 40 'z' shows through).
+  EXPECT_EQ(e->held_kv_bytes(), 0u);
+  EXPECT_EQ(e->idle_kv_bytes(), 3 * page);  // kept: the default idle limit is one full context
+  // The next session takes those pages (in another order than they were filled); its logits are
+  // those of a session on a fresh engine, token by token across three pages (positions are
+  // written before they are read: nothing of the old sequence shows through).
+  std::vector<int> text;
+  for (int i = 0; i < 150; ++i) text.push_back("Emma Woodhouse, handsome, clever, and rich"[i % 42]);
   std::vector<float> reused, clean;
   {
     runtime::Session b(*e, e->weights("mxint4"));
-    EXPECT_EQ(e->idle_kv_bytes(), 0u);  // taken
-    for (int t : prompt()) reused = b.feed({t});
+    for (int t : text) reused = b.feed({t});
+    EXPECT_EQ(e->idle_kv_bytes(), 0u);  // all three taken
+    EXPECT_EQ(e->held_kv_bytes(), 3 * page);
   }
   {
     runtime::Session s(*fresh, fresh->weights("mxint4"));
-    for (int t : prompt()) clean = s.feed({t});
+    for (int t : text) clean = s.feed({t});
   }
   EXPECT_EQ(reused, clean);
-  // Two at once: the second gets a new buffer; with a limit of 1, one is kept when both end.
+  // Two at once take pages of their own; the idle limit decides what stays when they end.
+  e->set_idle_kv_bytes(page);
+  EXPECT_EQ(e->idle_kv_bytes(), page);  // the limit frees the rest at once
   {
     runtime::Session a(*e, e->weights("mxint8")), b(*e, e->weights("mxint8"));
-    a.feed(prompt());
+    a.feed(std::vector<int>(70, 'a'));
     b.feed(prompt());
+    EXPECT_EQ(e->held_kv_bytes(), 3 * page);
+    EXPECT_EQ(e->idle_kv_bytes(), 0u);
   }
-  EXPECT_EQ(e->idle_kv_bytes(), one);
-  e->set_idle_kv_limit(2);
+  EXPECT_EQ(e->idle_kv_bytes(), page);
+  e->set_idle_kv_bytes(0);  // frees them
+  EXPECT_EQ(e->idle_kv_bytes(), 0u);
   {
-    runtime::Session a(*e, e->weights("mxint8")), b(*e, e->weights("mxint8"));
+    runtime::Session a(*e, e->weights("mxint8"));
+    a.feed(prompt());
   }
-  EXPECT_EQ(e->idle_kv_bytes(), 2 * one);
-  e->set_idle_kv_limit(0);  // frees them
   EXPECT_EQ(e->idle_kv_bytes(), 0u);
-  { runtime::Session a(*e, e->weights("mxint8")); }
-  EXPECT_EQ(e->idle_kv_bytes(), 0u);
+  EXPECT_EQ(e->held_kv_bytes(), 0u);
 }
 
 TEST(Engine, ChunkedPrefillGivesTheBitsOfOnePrefillAndTracksTokenByTokenAt2048Positions) {

@@ -35,7 +35,7 @@ TEST(EngineConcurrency, DerivingAFormatDoesNotStallSessionsOrTheCacheListing) {
   std::thread t([&] { EXPECT_EQ(e->weights("mxint4")->format, "mxint4"); });
   while (!deriving.load()) std::this_thread::sleep_for(std::chrono::milliseconds(1));
   EXPECT_TRUE(e->cache().empty());  // mxint4 is not there until it is built
-  e->give_kv(e->take_kv());         // a session's start and end
+  e->kv_pool().give(e->kv_pool().take());  // a KV page taken and given back
   runtime::Session s(*e, e->weights("mxint8"));  // another format meanwhile
   EXPECT_EQ(s.feed({'a', 'b'}).size(), static_cast<std::size_t>(small_lm(48).vocab));
   release.store(true);
@@ -65,4 +65,38 @@ TEST(EngineConcurrency, AFormatRequestedByManyThreadsIsDerivedOnce) {
   EXPECT_THROW(e->weights("mxfp6_e2m3"), std::runtime_error);
   e->set_derive_observer(nullptr);
   EXPECT_EQ(e->weights("mxfp6_e2m3")->format, "mxfp6_e2m3");
+}
+
+// Sessions on many threads take and give KV pages of one pool at once (more threads than cores):
+// each gets the logits it gets alone, and every page comes back.
+TEST(EngineConcurrency, SessionsOnManyThreadsShareTheKvPagePool) {
+  auto e = runtime::Engine::synthetic(small_lm(200), mx::find_format("mxint8"), 4);
+  mfqat::set_num_threads(3);
+  auto text = [](int i) {
+    std::vector<int> t;
+    for (int k = 0; k < 70 + 4 * i; ++k) t.push_back('a' + (k * (i + 3)) % 26);  // 70..130 positions: 2 or 3 pages
+    return t;
+  };
+  constexpr int kThreads = 16;
+  std::vector<std::vector<float>> alone(kThreads), together(kThreads);
+  for (int i = 0; i < kThreads; ++i) {
+    runtime::Session s(*e, e->weights("mxint8"));
+    alone[static_cast<std::size_t>(i)] = s.feed(text(i));
+  }
+  e->set_idle_kv_bytes(e->kv_pool().page_bytes() * 5);  // fewer idle pages than the threads hold: some are freed
+  std::vector<std::thread> ts;
+  for (int i = 0; i < kThreads; ++i) {
+    ts.emplace_back([&, i] {
+      for (int round = 0; round < 3; ++round) {
+        runtime::Session s(*e, e->weights("mxint8"));
+        const std::vector<int> t = text(i);
+        s.feed(std::vector<int>(t.begin(), t.begin() + 40));
+        together[static_cast<std::size_t>(i)] = s.feed(std::vector<int>(t.begin() + 40, t.end()));
+      }
+    });
+  }
+  for (auto& t : ts) t.join();
+  for (int i = 0; i < kThreads; ++i) EXPECT_EQ(together[static_cast<std::size_t>(i)], alone[static_cast<std::size_t>(i)]) << i;
+  EXPECT_EQ(e->held_kv_bytes(), 0u);
+  EXPECT_EQ(e->idle_kv_bytes(), e->kv_pool().page_bytes() * 5);
 }

@@ -364,3 +364,48 @@ TEST(Runtime, LogitsEqualTheTrainersFakeQuantForward) {
   std::remove(mpath.c_str());
   std::remove(apath.c_str());
 }
+
+TEST(Runtime, LogitsEqualTheTrainersForwardAcrossKvPages) {
+  // The KV cache is in pages of kKvPageTokens positions (kv_pool.h): 150 positions span three
+  // pages, and the runtime's logits at every position, prefilled at once and fed token by token,
+  // stay within the 1e-5 of LogitsEqualTheTrainersFakeQuantForward of the trainer's forward, which
+  // has no cache at all.
+  torch::manual_seed(9);
+  at::set_num_threads(2);
+  ModelConfig c;
+  c.lm = tiny();
+  c.lm.max_seq = 160;
+  auto m = make_model(c);
+  {
+    torch::NoGradGuard ng;
+    for (auto& p : m->parameters()) p.add_(torch::randn_like(p) * 0.05);
+  }
+  const std::string mpath = tmp_path("rt_pages.safetensors");
+  save_checkpoint(*m, mpath);
+  std::vector<int> toks;
+  for (int i = 0; i < 150; ++i) toks.push_back("She was the youngest of the two daughters of a most affectionate, indulgent father"[i % 83]);
+  ASSERT_GT(static_cast<std::int64_t>(toks.size()), 2 * runtime::kKvPageTokens);
+  torch::Tensor tt = torch::empty({1, static_cast<std::int64_t>(toks.size())}, torch::kInt64);
+  for (std::size_t i = 0; i < toks.size(); ++i) tt.index_put_({0, static_cast<std::int64_t>(i)}, toks[i]);
+  auto master = runtime::Engine::open(mpath);
+  runtime::KernelOptions fp32_prompt;  // the trainer's activations are fp32
+  fp32_prompt.int8_gemm = false;
+  fp32_prompt.bf16_gemm = false;
+  master->set_kernels(fp32_prompt);
+  m->set_format(std::nullopt);
+  const torch::Tensor ref = m->forward(tt).reshape({static_cast<std::int64_t>(toks.size()), -1});
+  const double scale = ref.abs().max().item<double>();
+  auto rel_err = [&](const std::vector<float>& a, std::int64_t t0, std::int64_t n) {
+    const torch::Tensor b = ref.slice(0, t0, t0 + n).reshape({-1}).contiguous();
+    EXPECT_EQ(static_cast<std::int64_t>(a.size()), b.numel());
+    const torch::Tensor at_ = torch::from_blob(const_cast<float*>(a.data()), {b.numel()}, torch::kFloat32);
+    return (at_ - b).abs().max().item<double>() / scale;
+  };
+  runtime::Session s(*master, master->weights("fp32"));
+  EXPECT_LT(rel_err(s.feed_all(toks), 0, static_cast<std::int64_t>(toks.size())), 1e-5);
+  runtime::Session d(*master, master->weights("fp32"));
+  double worst = 0;
+  for (std::size_t i = 0; i < toks.size(); ++i) worst = std::max(worst, rel_err(d.feed({toks[i]}), static_cast<std::int64_t>(i), 1));
+  EXPECT_LT(worst, 1e-5);
+  std::remove(mpath.c_str());
+}

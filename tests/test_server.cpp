@@ -565,6 +565,8 @@ TEST(Server, BatchesConcurrentRequestsWithinTheKvBudgetAndCancelsAbandonedStream
     ASSERT_TRUE(eventually([&] { return gauges(port)["mfqat_active_requests"] == 0; }, 30));
     EXPECT_EQ(gauges(port)["mfqat_generated_tokens_total"], before);  // a cancelled request is not counted as completed
     EXPECT_EQ(gauges(port)["mfqat_kv_reserved_bytes"], 0);  // its reservation released
+    EXPECT_EQ(gauges(port)["mfqat_kv_held_bytes"], 0);      // and its pages
+    EXPECT_GT(gauges(port)["mfqat_idle_kv_bytes"], 0);      // kept for the next requests
     s.stop();
   }
   {
@@ -585,6 +587,10 @@ TEST(Server, BatchesConcurrentRequestsWithinTheKvBudgetAndCancelsAbandonedStream
     EXPECT_EQ(big->status, 503);
     EXPECT_NE(json::parse(big->body)["error"]["message"].get<std::string>().find("KV cache"), std::string::npos) << big->body;
     EXPECT_LE(gauges(port)["mfqat_kv_reserved_bytes"], static_cast<double>(o.kv_budget));
+    // Pages held and idle together never exceed the budget (pages are reused, not piled up).
+    EXPECT_EQ(gauges(port)["mfqat_kv_held_bytes"], 0);
+    EXPECT_LE(gauges(port)["mfqat_idle_kv_bytes"], static_cast<double>(o.kv_budget));
+    EXPECT_GT(gauges(port)["mfqat_idle_kv_bytes"], 0);
 
     s.stop();
   }

@@ -197,7 +197,7 @@ void Batcher::loop() {
       // requests that ended in the last step are released below: they no longer count
       const auto live = static_cast<std::size_t>(std::count_if(running.begin(), running.end(), [](const auto& s) { return !s->ended; }));
       while (!queue_.empty() && live + admitted.size() < o_.max_batch) {
-        const std::uint64_t need = e_.kv_bytes(queue_.front()->capacity);
+        const std::uint64_t need = e_.kv_reserve_bytes(queue_.front()->capacity);
         if (reserved_ + need > o_.kv_budget) break;
         reserved_ += need;
         admitted.push_back(queue_.front());
@@ -229,7 +229,7 @@ void Batcher::loop() {
     auto release = [&] {
       std::uint64_t freed = 0;
       for (auto& s : running) {
-        if (s->ended) freed += e_.kv_bytes(s->job->capacity);
+        if (s->ended) freed += e_.kv_reserve_bytes(s->job->capacity);
       }
       running.erase(std::remove_if(running.begin(), running.end(), [](const auto& s) { return s->ended; }), running.end());
       std::lock_guard<std::mutex> lk(mu_);

@@ -211,6 +211,8 @@ void Engine::init_fixed() {
       sin_[t * half + i] = static_cast<float>(std::sin(a));
     }
   }
+  kv_ = std::make_unique<KvPool>(static_cast<std::size_t>(kv_bytes(kKvPageTokens) / sizeof(float)), 0);
+  kv_->set_idle_limit(kv_reserve_bytes(c.max_seq));  // one full context stays resident
 }
 
 mx::Format Engine::resolve(const std::string& name) const {
@@ -517,48 +519,17 @@ void Engine::evict(const std::string& name) {
 
 // ---- the KV pool (idle sessions' buffers) ----
 
-namespace {
-std::size_t kv_floats(const model::LmConfig& c) { return static_cast<std::size_t>(2 * c.n_layers * c.max_seq * c.kv_dim()); }
-}  // namespace
-
 std::uint64_t Engine::kv_bytes(std::int64_t tokens) const {
   return static_cast<std::uint64_t>(2 * cfg_.n_layers * tokens * cfg_.kv_dim()) * sizeof(float);
 }
 
-std::unique_ptr<KvBuffer> Engine::take_kv(std::int64_t tokens) const {
-  const std::size_t floats = tokens > 0 ? static_cast<std::size_t>(2 * cfg_.n_layers * tokens * cfg_.kv_dim()) : kv_floats(cfg_);
-  {
-    std::lock_guard<std::mutex> lk(mu_);
-    for (auto it = idle_kv_.rbegin(); it != idle_kv_.rend(); ++it) {
-      if ((*it)->floats() == floats) {
-        auto b = std::move(*it);
-        idle_kv_.erase(std::next(it).base());
-        return b;
-      }
-    }
-  }
-  return std::make_unique<KvBuffer>(floats);
+std::uint64_t Engine::kv_reserve_bytes(std::int64_t tokens) const {
+  const std::int64_t t = std::min<std::int64_t>(std::max<std::int64_t>(tokens, 1), cfg_.max_seq);
+  return static_cast<std::uint64_t>((t + kKvPageTokens - 1) / kKvPageTokens) * kv_->page_bytes();
 }
 
-void Engine::give_kv(std::unique_ptr<KvBuffer> b) const noexcept {
-  if (!b) return;
-  std::lock_guard<std::mutex> lk(mu_);
-  if (idle_kv_limit_ == 0) return;  // freed here
-  if (idle_kv_.size() >= idle_kv_limit_) idle_kv_.erase(idle_kv_.begin());  // the oldest goes
-  idle_kv_.push_back(std::move(b));
-}
-
-void Engine::set_idle_kv_limit(std::size_t n) {
-  std::lock_guard<std::mutex> lk(mu_);
-  idle_kv_limit_ = n;
-  if (idle_kv_.size() > n) idle_kv_.resize(n);
-}
-
-std::uint64_t Engine::idle_kv_bytes() const {
-  std::lock_guard<std::mutex> lk(mu_);
-  std::uint64_t n = 0;
-  for (const auto& b : idle_kv_) n += b->bytes();
-  return n;
-}
+void Engine::set_idle_kv_bytes(std::uint64_t bytes) { kv_->set_idle_limit(bytes); }
+std::uint64_t Engine::idle_kv_bytes() const { return kv_->idle_bytes(); }
+std::uint64_t Engine::held_kv_bytes() const { return kv_->held_bytes(); }
 
 }  // namespace mfqat::runtime

@@ -24,13 +24,9 @@ const double kBuckets[] = {0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30}
 
 std::string dump(const json& j) { return j.dump(-1, ' ', false, json::error_handler_t::replace); }
 
-// KV positions reserved for a request: prompt + max_tokens rounded up to 64 x a power of two
-// (so that idle caches of a few sizes are reused), at most the context.
-std::int64_t kv_capacity(std::int64_t need, std::int64_t max_seq) {
-  std::int64_t cap = 64;
-  while (cap < need) cap *= 2;
-  return std::min(cap, max_seq);
-}
+// KV positions reserved for a request: prompt + max_tokens, at most the context (its bytes are
+// counted in whole pages: Engine::kv_reserve_bytes).
+std::int64_t kv_capacity(std::int64_t need, std::int64_t max_seq) { return std::min(need, max_seq); }
 
 }  // namespace
 
@@ -117,6 +113,8 @@ struct Server::Impl {
     m += "mfqat_request_latency_seconds_sum " + json(lat_sum).dump() + "\nmfqat_request_latency_seconds_count " + std::to_string(lat_count) + "\n";
     m += "# TYPE mfqat_weight_cache_bytes gauge\n";
     for (const auto& c : e.cache()) m += "mfqat_weight_cache_bytes{format=\"" + c.format + "\"} " + std::to_string(c.bytes) + "\n";
+    m += "# HELP mfqat_kv_held_bytes KV pages the running requests hold (reserved: what they may grow to).\n"
+         "# TYPE mfqat_kv_held_bytes gauge\nmfqat_kv_held_bytes " + std::to_string(e.held_kv_bytes()) + "\n";
     m += "# TYPE mfqat_idle_kv_bytes gauge\nmfqat_idle_kv_bytes " + std::to_string(e.idle_kv_bytes()) + "\n";
     return m;
   }
@@ -173,9 +171,9 @@ void Server::Impl::handle(const httplib::Request& req, httplib::Response& res, b
                 chat ? "messages" : "prompt");
   }
   job->capacity = kv_capacity(n + job->req.max_tokens, c.max_seq);
-  if (e.kv_bytes(job->capacity) > o.kv_budget) {
+  if (e.kv_reserve_bytes(job->capacity) > o.kv_budget) {
     return fail(res, 503,
-                "the request needs " + std::to_string(e.kv_bytes(job->capacity) >> 20) + " MiB of KV cache; the server's budget is " +
+                "the request needs " + std::to_string(e.kv_reserve_bytes(job->capacity) >> 20) + " MiB of KV cache; the server's budget is " +
                     std::to_string(o.kv_budget >> 20) + " MiB (--kv-budget)");
   }
   {
@@ -305,8 +303,10 @@ Server::Server(Engine& engine, ServerOptions opt) : impl_(std::make_unique<Impl>
                                 " (a step's rows)");
   }
   if (o.prefill_chunk < 1) throw std::invalid_argument("prefill_chunk must be >= 1");
-  if (o.kv_budget == 0) o.kv_budget = std::min<std::uint64_t>(4ull << 30, o.max_batch * engine.kv_bytes(engine.config().max_seq));
-  engine.set_idle_kv_limit(2);  // a few finished caches stay resident for the next requests
+  if (o.kv_budget == 0) o.kv_budget = std::min<std::uint64_t>(4ull << 30, o.max_batch * engine.kv_reserve_bytes(engine.config().max_seq));
+  // Pages of finished requests stay resident for the next ones: held + idle pages never exceed
+  // the most the running requests ever held at once, which the budget bounds.
+  engine.set_idle_kv_bytes(o.kv_budget);
   if (o.auto_formats.empty()) {
     // The anchor, then the 4-bit format of its family: the two levels whose kernels are the
     // fastest per byte here (6-bit decodes slower than 8-bit; see docs/perf.md).

@@ -98,12 +98,18 @@ Session::Session(const Engine& e, std::shared_ptr<const Weights> w, std::int64_t
   if (cap_ > e.config().max_seq) {
     throw std::invalid_argument("a session of " + std::to_string(cap_) + " positions exceeds the context of " + std::to_string(e.config().max_seq));
   }
-  kv_ = e.take_kv(cap_);
-  k_ = kv_->data();
-  v_ = k_ + kv_->floats() / 2;
 }
 
-Session::~Session() { e_.give_kv(std::move(kv_)); }
+Session::~Session() {
+  for (auto& p : pages_) e_.kv_pool().give(std::move(p));
+}
+
+void Session::hold(std::int64_t positions) {
+  while (static_cast<std::int64_t>(pages_.size()) * kKvPageTokens < positions) {
+    pages_.push_back(e_.kv_pool().take());
+    page_.push_back(pages_.back()->as<float>());
+  }
+}
 
 void Session::set_weights(std::shared_ptr<const Weights> w) {
   if (!w) throw std::invalid_argument("set_weights: no weights");
@@ -207,12 +213,19 @@ void Session::run(const std::vector<Segment>& segs, std::vector<std::vector<floa
     }
   }
   const float inv_sqrt = 1.0f / std::sqrt(static_cast<float>(hd));
-  // A cache is [layer, kv head, position, head_dim] over its session's capacity: a head's keys
-  // (values) are contiguous, so attention streams them instead of taking head_dim floats every
-  // kv_dim floats.
-  auto kv_at = [&](const Session* s, std::int64_t l, std::int64_t hh, std::int64_t p) { return ((l * KV + hh) * s->cap_ + p) * hd; };
-  // Attention tasks: one query head and up to kTileQ consecutive rows of one segment.
+  // A cache page is [layer, kv head, position in page, head_dim], keys then values: within a
+  // page a head's keys (values) are contiguous, so attention streams them instead of taking
+  // head_dim floats every kv_dim floats.
+  constexpr std::int64_t P = kKvPageTokens;
+  const std::size_t vofs = e.kv_pool().page_floats() / 2;
+  auto key_at = [&](const Session* s, std::int64_t l, std::int64_t hh, std::int64_t p) {
+    return s->page_[static_cast<std::size_t>(p / P)] + ((l * KV + hh) * P + p % P) * hd;
+  };
+  for (const Segment& sg : segs) sg.s->hold(sg.s->pos_ + sg.n);  // before anything changes (may throw)
+  // Attention tasks: one query head and up to kTileQ consecutive rows of one segment. A key tile
+  // starts at a multiple of kTileK, so it lies in one page.
   constexpr std::int64_t kTileQ = 32, kTileK = 64;
+  static_assert(kKvPageTokens % kTileK == 0, "a key tile must not straddle two KV pages");
   std::vector<std::int64_t> tile_r0;  // the first row of each tile; a tile ends at kTileQ rows or its segment's end
   for (std::int64_t i = 0; i < S; ++i) {
     for (std::int64_t r = seg_start[static_cast<std::size_t>(i)]; r < seg_start[static_cast<std::size_t>(i + 1)]; r += kTileQ) tile_r0.push_back(r);
@@ -257,8 +270,9 @@ void Session::run(const std::vector<Segment>& segs, std::vector<std::vector<floa
       rotate(q.data() + t * QD, H, qkn ? qkn->q.data() : nullptr);
       rotate(k.data() + t * KD, KV, qkn ? qkn->k.data() : nullptr);
       for (std::int64_t hh = 0; hh < KV; ++hh) {
-        std::copy_n(k.data() + t * KD + hh * hd, hd, s->k_ + kv_at(s, l, hh, pos));
-        std::copy_n(v.data() + t * KD + hh * hd, hd, s->v_ + kv_at(s, l, hh, pos));
+        float* kp = key_at(s, l, hh, pos);
+        std::copy_n(k.data() + t * KD + hh * hd, hd, kp);
+        std::copy_n(v.data() + t * KD + hh * hd, hd, kp + vofs);
       }
     });
     // Causal attention against each segment's cache in tiles: a task is one query head and up to
@@ -281,13 +295,15 @@ void Session::run(const std::vector<Segment>& segs, std::vector<std::vector<floa
         std::fill(m.begin(), m.end(), -INFINITY);
         std::fill(lsum.begin(), lsum.end(), 0.0f);
         for (std::int64_t k0 = 0; k0 < p1; k0 += kTileK) {
+          const float* kt = key_at(s, l, kh, k0);  // the tile's keys, hd floats apart; values at + vofs
+          const float* vt = kt + vofs;
           for (std::int64_t t = r0; t < r1; ++t) {
             const std::int64_t nk = std::min(kTileK, p0 + (t - r0) + 1 - k0);  // this row's keys in the tile
             if (nk <= 0) continue;
             const float* qh = q.data() + t * QD + hh * hd;
             float tmax = -INFINITY;
             for (std::int64_t j = 0; j < nk; ++j) {
-              sc[static_cast<std::size_t>(j)] = dot(qh, s->k_ + kv_at(s, l, kh, k0 + j), hd) * inv_sqrt;
+              sc[static_cast<std::size_t>(j)] = dot(qh, kt + j * hd, hd) * inv_sqrt;
               tmax = std::max(tmax, sc[static_cast<std::size_t>(j)]);
             }
             float* Ot = O.data() + (t - r0) * hd;
@@ -299,7 +315,7 @@ void Session::run(const std::vector<Segment>& segs, std::vector<std::vector<floa
               mt = tmax;
             }
             lsum[static_cast<std::size_t>(t - r0)] += exp_shifted(sc.data(), nk, mt);
-            for (std::int64_t j = 0; j < nk; ++j) axpy(sc[static_cast<std::size_t>(j)], s->v_ + kv_at(s, l, kh, k0 + j), Ot, hd);
+            for (std::int64_t j = 0; j < nk; ++j) axpy(sc[static_cast<std::size_t>(j)], vt + j * hd, Ot, hd);
           }
         }
         for (std::int64_t t = r0; t < r1; ++t) {

@@ -3,7 +3,7 @@
 // eviction under a budget), and runs the Llama-style byte LM of the trainer on the fused MX
 // kernels with a KV cache. Switching format never re-reads the file.
 // Including this header gives the whole LM API of the runtime: the engine and its weights (here),
-// Linear (linear.h), HugeBuffer and KvBuffer (memory.h), Session (session.h), Sampler
+// Linear (linear.h), HugeBuffer (memory.h), KvPool (kv_pool.h), Session (session.h), Sampler
 // (sampling.h), generate and perplexity (generate.h), the kernels (gemv.h).
 #pragma once
 
@@ -26,7 +26,8 @@
 #include "mfqat/runtime/gemv.h"
 #include "mfqat/runtime/generate.h"  // generate, perplexity
 #include "mfqat/runtime/linear.h"    // Linear
-#include "mfqat/runtime/memory.h"    // HugeBuffer, KvBuffer
+#include "mfqat/runtime/kv_pool.h"   // KvPool, kKvPageTokens
+#include "mfqat/runtime/memory.h"    // HugeBuffer
 #include "mfqat/runtime/sampling.h"  // SamplingOptions, Sampler
 #include "mfqat/runtime/session.h"   // Session
 
@@ -141,17 +142,18 @@ class Engine {
   void set_shared_decode(bool on) { shared_ = on; }
   bool shared_decode() const { return shared_; }
 
-  // KV caches of finished sessions are kept for the next ones (their pages are resident, so a
-  // new request does not fault them in again): at most `n` idle (default 1; the server keeps one
-  // per worker). 0 frees them as sessions end.
-  void set_idle_kv_limit(std::size_t n);
+  // The KV caches' pages (kv_pool.h): a session takes a page as its positions reach it and gives
+  // them back when it ends. Pages of finished sessions stay idle (resident, so a new request does
+  // not fault them in again) up to `bytes` (default: one full context); 0 frees them as sessions end.
+  void set_idle_kv_bytes(std::uint64_t bytes);
   std::uint64_t idle_kv_bytes() const;
-  // A KV buffer for `tokens` positions (0: max_seq), an idle one of exactly that size or a new
-  // one; give it back when the session ends.
-  std::unique_ptr<KvBuffer> take_kv(std::int64_t tokens = 0) const;
+  std::uint64_t held_kv_bytes() const;  // pages running sessions hold
+  KvPool& kv_pool() const { return *kv_; }
   // Bytes of the KV cache of `tokens` positions (keys and values, every layer, fp32).
   std::uint64_t kv_bytes(std::int64_t tokens) const;
-  void give_kv(std::unique_ptr<KvBuffer> b) const noexcept;
+  // What a session of `tokens` positions can hold at most: its pages' bytes (tokens rounded up to
+  // whole pages, at most the context).
+  std::uint64_t kv_reserve_bytes(std::int64_t tokens) const;
 
   // fixed fp32 parts
   const std::vector<float>& embedding() const { return emb_; }
@@ -214,9 +216,8 @@ class Engine {
   std::uint64_t budget_ = 0;
   KernelOptions kernels_;
   bool shared_ = true;
-  mutable std::vector<std::unique_ptr<KvBuffer>> idle_kv_;  // under mu_
+  std::unique_ptr<KvPool> kv_;
   std::function<void(const std::string&)> derive_observer_;
-  std::size_t idle_kv_limit_ = 1;
 };
 
 }  // namespace mfqat::runtime

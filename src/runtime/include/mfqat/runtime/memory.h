@@ -1,5 +1,4 @@
-// Large, long-lived buffers: HugeBuffer (2 MiB pages from 8 MiB up) and KvBuffer (one
-// session's KV cache, pooled by the engine).
+// Large, long-lived buffers: HugeBuffer (2 MiB pages from 8 MiB up).
 #pragma once
 
 #include <cstddef>
@@ -22,25 +21,12 @@ class HugeBuffer {
   T* as() const { return static_cast<T*>(p_); }
   std::uint64_t bytes() const { return bytes_; }
   bool huge() const { return huge_; }  // 2 MiB-aligned and advised
+  static std::uint64_t rounded(std::size_t bytes);  // what bytes() will be for a buffer of `bytes`
 
  private:
   void* p_ = nullptr;
   std::uint64_t bytes_ = 0;
   bool huge_ = false;
-};
-
-// One session's KV cache: keys then values, [layers, heads, max_seq, head_dim] each, in one
-// HugeBuffer (a position is written before it is read).
-class KvBuffer {
- public:
-  explicit KvBuffer(std::size_t floats) : buf_(floats * sizeof(float)), n_(floats) {}
-  float* data() const { return buf_.as<float>(); }
-  std::size_t floats() const { return n_; }
-  std::uint64_t bytes() const { return buf_.bytes(); }
-
- private:
-  HugeBuffer buf_;
-  std::size_t n_ = 0;
 };
 
 }  // namespace mfqat::runtime

@@ -15,7 +15,8 @@ struct Weights;
 // One sequence: its KV cache and position, at one format (switch formats between sequences).
 class Session {
  public:
-  // capacity: the positions its KV cache holds (0: the model's max_seq); feeding past it throws.
+  // capacity: the positions its KV cache may hold (0: the model's max_seq); feeding past it
+  // throws. Pages are taken as positions are reached, not for the whole capacity up front.
   Session(const Engine& e, std::shared_ptr<const Weights> w, std::int64_t capacity = 0);
   ~Session();
   Session(const Session&) = delete;
@@ -67,10 +68,12 @@ class Session {
   const Engine& e_;
   std::shared_ptr<const Weights> w_;
   std::int64_t pos_ = 0, cap_ = 0;
-  // from the engine's idle buffers when one is there (see KvBuffer); k_, v_ point into it
-  std::unique_ptr<KvBuffer> kv_;
-  float* k_ = nullptr;
-  float* v_ = nullptr;
+  // Takes pages from the engine's pool until positions [0, positions) have one.
+  void hold(std::int64_t positions);
+  // The KV cache: page i holds positions [i, i + 1) * kKvPageTokens (kv_pool.h), taken as the
+  // sequence reaches them; page_[i] is pages_[i]'s keys, its values follow at half the page.
+  std::vector<std::unique_ptr<HugeBuffer>> pages_;
+  std::vector<float*> page_;
 };
 
 }  // namespace mfqat::runtime
