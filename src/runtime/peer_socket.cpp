@@ -35,6 +35,13 @@ bool end_of(int fd, bool peer, std::string& addr, int& port) {
 }
 }  // namespace
 
+// Other threads open and close descriptors while this scans them (httplib's listener accepts,
+// its workers close finished connections). That is safe here: fstat/getsockname/getpeername on a
+// descriptor closed meanwhile fail or describe whatever reuses the number, and a match needs the
+// connection's own two ends, which only its socket has; that socket stays open while its handler
+// runs (httplib closes it after the handler returns). ThreadSanitizer run without
+// tests/tsan.supp reports this as a race on the descriptor (it does not model the kernel's
+// descriptor table as synchronised); the suppression covers httplib's side.
 int find_peer_socket(const std::string& remote_addr, int remote_port, int local_port) {
   DIR* d = opendir("/proc/self/fd");
   if (!d) return -1;
