@@ -6,6 +6,10 @@
 //              [--formats mxint8,mxint4,auto] [--tokens 32] [--max-batch 64] [--prefill-chunk 256] [--json FILE]
 //              [--slo-ms MS --auto mxint8,mxint4,mxint2]   ("auto" under a latency target)
 //              [--min-prefill-chunk N]   (under --slo-ms: the floor of a step's prompt budget)
+//              [--rate R]   (open loop: R requests/s arrive on schedule, whatever the server's speed,
+//                            the C clients take turns; latencies count from the scheduled arrival)
+// Closed loop (the default): each client sends its next request when the last one ends, so a
+// faster policy is offered more requests; --rate compares policies at the same offered load.
 #include <fmt/core.h>
 #include <httplib.h>
 
@@ -41,7 +45,7 @@ double pct(std::vector<double> v, double p) {
 
 int main(int argc, char** argv) {
   std::string model, synthetic = "medium", clients_s = "1,4,16", formats_s, json_path, anchor = "mxint8";
-  double seconds = 10, slo_ms = 0;
+  double seconds = 10, slo_ms = 0, rate = 0;
   std::string auto_s;
   int tokens = 32, max_batch = 64, prefill_chunk = 256, min_prefill_chunk = 16;
   bool repack = true;  // --repack 0: the int8 GEMM packs the weights per call (the A/B of docs/perf.md)
@@ -61,6 +65,7 @@ int main(int argc, char** argv) {
     else if (a == "--min-prefill-chunk") min_prefill_chunk = std::stoi(v);
     else if (a == "--auto") auto_s = v;
     else if (a == "--repack") repack = v != "0";
+    else if (a == "--rate") rate = std::stod(v);
     else { fmt::print(stderr, "unknown option {}\n", a); return 2; }
   }
   std::unique_ptr<runtime::Engine> e;
@@ -125,9 +130,16 @@ int main(int argc, char** argv) {
           httplib::Client cli("127.0.0.1", port);
           cli.set_read_timeout(600, 0);
           for (int i = 0; !stop; ++i) {
+            auto s0 = std::chrono::steady_clock::now();
+            if (rate > 0) {  // arrival c + i C of the schedule
+              const auto due = t0 + std::chrono::duration_cast<std::chrono::steady_clock::duration>(
+                                        std::chrono::duration<double>(static_cast<double>(c + static_cast<std::int64_t>(i) * C) / rate));
+              if (due >= t0 + std::chrono::duration_cast<std::chrono::steady_clock::duration>(std::chrono::duration<double>(seconds))) break;
+              std::this_thread::sleep_until(due);
+              s0 = due;  // a client still busy with its last request sends late: the wait counts
+            }
             const json body = {{"prompt", "It is a truth universally acknowledged, that a single man"}, {"max_tokens", tokens}, {"format", f},
                                {"temperature", 0.8}, {"seed", c * 100000 + i}, {"stream", true}, {"stream_options", {{"include_usage", true}}}};
-            const auto s0 = std::chrono::steady_clock::now();
             std::vector<double> at;           // ms since s0 of each streamed piece of text
             std::vector<std::int64_t> ntok;  // completion tokens behind each piece (the server's "tokens")
             std::string buf;
@@ -180,7 +192,7 @@ int main(int argc, char** argv) {
         });
       }
       std::this_thread::sleep_for(std::chrono::duration<double>(seconds));
-      stop = true;
+      if (rate <= 0) stop = true;  // open loop: the scheduled requests all finish
       for (auto& t : th) t.join();
       const double wall = std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
       std::string sv;
@@ -194,7 +206,7 @@ int main(int argc, char** argv) {
                      {"p50_ms", pct(lat, 0.5)}, {"p99_ms", pct(lat, 0.99)}, {"ttft_p50_ms", pct(ttft, 0.5)}, {"ttft_p99_ms", pct(ttft, 0.99)},
                      {"itl_p50_ms", pct(itl, 0.5)}, {"itl_p99_ms", pct(itl, 0.99)}, {"served", served}, {"max_batch", max_batch},
                      {"tokens", tokens}, {"slo_ms", slo_ms}, {"prefill_chunk", prefill_chunk},
-                     {"min_prefill_chunk", min_prefill_chunk}});
+                     {"min_prefill_chunk", min_prefill_chunk}, {"rate", rate}});
     }
   }
   server.stop();
