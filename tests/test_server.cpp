@@ -649,6 +649,8 @@ TEST(Server, SloPrefillBudgetHalvesOnAMissAndGrowsWhenFast) {
   EXPECT_EQ(next_prefill_budget(64, 64, 30, 60, 16, 256), 80);     // fast: a quarter more, at least 16
   EXPECT_EQ(next_prefill_budget(16, 16, 30, 60, 16, 256), 32);
   EXPECT_EQ(next_prefill_budget(240, 240, 30, 60, 16, 256), 256);  // never above the chunk
+  EXPECT_EQ(next_prefill_budget(64, 0, 30, 60, 16, 256), 64);     // fast without a prompt: no evidence for more
+  EXPECT_EQ(next_prefill_budget(64, 10, 30, 60, 16, 256), 64);    // nor with a prompt's last 10 tokens
   // In a server: a long prompt arriving while another request decodes is fed in ever smaller
   // chunks when every step misses the target.
   auto e = runtime::Engine::synthetic(small_lm(1024), mx::find_format("mxint8"), 14);

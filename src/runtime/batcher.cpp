@@ -65,7 +65,11 @@ Batcher::Load Batcher::load() const {
 std::int64_t next_prefill_budget(std::int64_t budget, std::int64_t prefill, double step_ms, double slo_ms, std::int64_t lo, std::int64_t hi) {
   if (prefill > 0 && step_ms > slo_ms) {
     budget = std::min(budget, prefill) / 2;  // what it took, halved
-  } else if (step_ms < 0.7 * slo_ms) {
+  } else if (prefill >= budget && step_ms < 0.7 * slo_ms) {
+    // Grown only by a step that used the whole budget and stayed fast: a step of decode rows
+    // alone (or the last few tokens of a prompt) says nothing about a larger prompt piece, and
+    // growing on those let a run of fast decode steps raise the budget to a full chunk, which
+    // the next prompt then took in one step, over the target.
     budget += std::max<std::int64_t>(16, budget / 4);
   }
   return std::clamp(budget, lo, std::max(lo, hi));

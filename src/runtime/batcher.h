@@ -68,7 +68,8 @@ struct BatcherOptions {
 
 // The SLO prefill budget after a step that carried decode rows and `prefill` prompt tokens and
 // took step_ms: halved when the step missed the target (a prompt made everyone's gap too long),
-// grown by a quarter (at least 16) when it took under 70 % of it, else kept; within [lo, hi].
+// grown by a quarter (at least 16) when it used the whole budget and took under 70 % of it,
+// else kept; within [lo, hi].
 std::int64_t next_prefill_budget(std::int64_t budget, std::int64_t prefill, double step_ms, double slo_ms, std::int64_t lo, std::int64_t hi);
 
 class Batcher {
