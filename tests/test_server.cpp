@@ -43,6 +43,7 @@ std::future<httplib::Result> post_async(int port, const json& body) {
 // snapshot under the server's lock); empty when the server does not answer.
 std::map<std::string, double> gauges(int port) {
   httplib::Client cli("127.0.0.1", port);
+  cli.set_read_timeout(60, 0);  // the default 5 s is too short under ThreadSanitizer beside a heavy test
   std::map<std::string, double> out;
   auto r = cli.Get("/metrics");
   if (!r) return out;
@@ -83,6 +84,7 @@ TEST(Server, ConcurrentClientsGetTheirFormatsAndBadRequestsTheirStatus) {
   const int port = s.start("127.0.0.1", 0);
   ASSERT_GT(port, 0);
   httplib::Client cli("127.0.0.1", port);
+  cli.set_read_timeout(60, 0);
   auto h = cli.Get("/health");
   ASSERT_TRUE(h);
   EXPECT_EQ(h->status, 200);
@@ -171,6 +173,7 @@ TEST(Server, FullQueueAnswers503AndAutoDropsPrecisionWithDepth) {
   s.pause(true);  // the worker holds: the first request waits in the queue
   auto first = std::async(std::launch::async, [&] { return post(port, R"({"prompt": "a", "max_tokens": 2, "format": "auto"})"); });
   httplib::Client cli("127.0.0.1", port);
+  cli.set_read_timeout(60, 0);
   for (int i = 0; i < 2000 && cli.Get("/metrics")->body.find("mfqat_queue_depth 1") == std::string::npos; ++i) {
     std::this_thread::sleep_for(std::chrono::milliseconds(2));
   }
@@ -270,6 +273,7 @@ TEST(Server, ServesNamedPlansLikeFormats) {
   const int port = s.start("127.0.0.1", 0);
   ASSERT_GT(port, 0);
   httplib::Client cli("127.0.0.1", port);
+  cli.set_read_timeout(60, 0);
   const auto fr = cli.Get("/v1/formats");
   ASSERT_TRUE(fr);
   std::map<std::string, json> listed;
@@ -428,6 +432,7 @@ TEST(Server, OpenAiCompletionsChatStreamingAndStopStrings) {
   const int port = s.start("127.0.0.1", 0);
   ASSERT_GT(port, 0);
   httplib::Client cli("127.0.0.1", port);
+  cli.set_read_timeout(60, 0);
   const json models = json::parse(cli.Get("/v1/models")->body);
   EXPECT_EQ(models["object"], "list");
   ASSERT_EQ(models["data"].size(), 10u);  // the model, mxint8..2 + fp32, auto
@@ -624,6 +629,7 @@ TEST(Server, NonStreamingClientThatGoesAwayCancelsItsRequest) {
   close(fd);  // the client gives up
   auto metrics = [&] {
     httplib::Client cli("127.0.0.1", port);
+    cli.set_read_timeout(60, 0);
     const auto r = cli.Get("/metrics");
     return r ? r->body : std::string();
   };
@@ -712,6 +718,7 @@ TEST(Server, AutoUnderAnSloStepsDownMidStreamAndReturnsWhenIdle) {
     const json fb = json::parse(fixed.get()->body);
     EXPECT_EQ(fb["formats"], json({{"mxint8", 1000}}));
     httplib::Client cli("127.0.0.1", port);
+    cli.set_read_timeout(60, 0);
     EXPECT_GE(gauges(port)["mfqat_auto_level_changes_total"], 2);
     ASSERT_TRUE(eventually([&] { return json::parse(cli.Get("/v1/formats")->body)["auto_now"] == "mxint8"; }, 30));  // idle: back up
     s.stop();
