@@ -9,6 +9,7 @@
 
 #include <cstdlib>
 #include <cstring>
+#include <mutex>
 
 namespace mfqat::runtime {
 
@@ -39,10 +40,14 @@ bool end_of(int fd, bool peer, std::string& addr, int& port) {
 // its workers close finished connections). That is safe here: fstat/getsockname/getpeername on a
 // descriptor closed meanwhile fail or describe whatever reuses the number, and a match needs the
 // connection's own two ends, which only its socket has; that socket stays open while its handler
-// runs (httplib closes it after the handler returns). ThreadSanitizer run without
-// tests/tsan.supp reports this as a race on the descriptor (it does not model the kernel's
-// descriptor table as synchronised); the suppression covers httplib's side.
+// runs (httplib closes it after the handler returns). ThreadSanitizer does not model the
+// kernel's descriptor table as synchronised and reports such pairs as races: httplib's side is
+// covered by tests/tsan.supp; two scans at once (one closing its directory descriptor while the
+// other fstat()s it) are serialised here, which costs nothing that matters (a scan is a few
+// hundred system calls, once per request still waiting after 0.25 s).
 int find_peer_socket(const std::string& remote_addr, int remote_port, int local_port) {
+  static std::mutex scan_mu;
+  std::lock_guard<std::mutex> lk(scan_mu);
   DIR* d = opendir("/proc/self/fd");
   if (!d) return -1;
   int found = -1;
