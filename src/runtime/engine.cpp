@@ -517,7 +517,7 @@ void Engine::evict(const std::string& name) {
   lru_.remove(key);
 }
 
-// ---- the KV pool (idle sessions' buffers) ----
+// ---- the KV cache's sizes and its page pool (kv_pool.h) ----
 
 std::uint64_t Engine::kv_bytes(std::int64_t tokens) const {
   return static_cast<std::uint64_t>(2 * cfg_.n_layers * tokens * cfg_.kv_dim()) * sizeof(float);

@@ -10,18 +10,20 @@ namespace mfqat::runtime {
 
 namespace {
 constexpr std::size_t kHuge = std::size_t{2} << 20;
-}  // namespace
 
 // Huge pages from 8 MiB up; a small model's buffers stay in 4 KiB pages (one 2 MiB page would
 // be zeroed on first touch for a cache of a few KiB).
+std::size_t align_for(std::size_t bytes) { return bytes >= 4 * kHuge ? kHuge : 64; }
+}  // namespace
+
 std::uint64_t HugeBuffer::rounded(std::size_t bytes) {
-  const std::size_t align = bytes >= 4 * kHuge ? kHuge : 64;
+  const std::size_t align = align_for(bytes);
   return (std::max<std::size_t>(bytes, 1) + align - 1) / align * align;
 }
 
 HugeBuffer::HugeBuffer(std::size_t bytes) {
-  huge_ = bytes >= 4 * kHuge;
-  const std::size_t align = huge_ ? kHuge : 64;
+  const std::size_t align = align_for(bytes);
+  huge_ = align == kHuge;
   bytes_ = rounded(bytes);
   p_ = std::aligned_alloc(align, bytes_);
   if (!p_) throw std::bad_alloc();

@@ -107,7 +107,6 @@ Session::~Session() {
 void Session::hold(std::int64_t positions) {
   while (static_cast<std::int64_t>(pages_.size()) * kKvPageTokens < positions) {
     pages_.push_back(e_.kv_pool().take());
-    page_.push_back(pages_.back()->as<float>());
   }
 }
 
@@ -219,7 +218,7 @@ void Session::run(const std::vector<Segment>& segs, std::vector<std::vector<floa
   constexpr std::int64_t P = kKvPageTokens;
   const std::size_t vofs = e.kv_pool().page_floats() / 2;
   auto key_at = [&](const Session* s, std::int64_t l, std::int64_t hh, std::int64_t p) {
-    return s->page_[static_cast<std::size_t>(p / P)] + ((l * KV + hh) * P + p % P) * hd;
+    return s->pages_[static_cast<std::size_t>(p / P)]->as<float>() + ((l * KV + hh) * P + p % P) * hd;
   };
   for (const Segment& sg : segs) sg.s->hold(sg.s->pos_ + sg.n);  // before anything changes (may throw)
   // Attention tasks: one query head and up to kTileQ consecutive rows of one segment. A key tile

@@ -71,9 +71,8 @@ class Session {
   // Takes pages from the engine's pool until positions [0, positions) have one.
   void hold(std::int64_t positions);
   // The KV cache: page i holds positions [i, i + 1) * kKvPageTokens (kv_pool.h), taken as the
-  // sequence reaches them; page_[i] is pages_[i]'s keys, its values follow at half the page.
+  // sequence reaches them; keys in its first half, values in its second.
   std::vector<std::unique_ptr<HugeBuffer>> pages_;
-  std::vector<float*> page_;
 };
 
 }  // namespace mfqat::runtime
